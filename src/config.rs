@@ -1,0 +1,490 @@
+//! The two diffusers config files: `config.json` (UNet2DModel) and `scheduler_config.json`
+//! (DDPMScheduler / DDIMScheduler). Every field diffusers knows is read with diffusers'
+//! default; a field or value we do not implement is an error that names it.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Reads fields out of one JSON object, remembering which were used.
+struct Fields<'a> {
+    file: &'a str,
+    map: Map<String, Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn parse(file: &'a str, text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::Config { file: file.into(), message: format!("invalid JSON: {e}") })?;
+        match value {
+            Value::Object(map) => Ok(Fields { file, map }),
+            other => Err(Error::Config {
+                file: file.into(),
+                message: format!("expected a JSON object, found {}", kind(&other)),
+            }),
+        }
+    }
+
+    fn wrong(&self, field: &str, want: &str, v: &Value) -> Error {
+        Error::Config {
+            file: self.file.into(),
+            message: format!("field `{field}` must be {want}, found {v}"),
+        }
+    }
+
+    fn unsupported(&self, field: &str, value: impl std::fmt::Display, hint: &str) -> Error {
+        f_unsupported(self.file, field, value, hint)
+    }
+
+    /// The field's value; `None` when absent. `null` is returned as `Some(Null)`.
+    fn take(&mut self, field: &str) -> Option<Value> {
+        self.map.remove(field)
+    }
+
+    fn usize(&mut self, field: &str, default: usize) -> Result<usize> {
+        match self.take(field) {
+            None => Ok(default),
+            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| self.wrong(field, "a non-negative integer", &v)),
+        }
+    }
+
+    fn opt_usize(&mut self, field: &str, default: Option<usize>) -> Result<Option<usize>> {
+        match self.take(field) {
+            None => Ok(default),
+            Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.wrong(field, "an integer or null", &v)),
+        }
+    }
+
+    fn f64(&mut self, field: &str, default: f64) -> Result<f64> {
+        match self.take(field) {
+            None => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| self.wrong(field, "a number", &v)),
+        }
+    }
+
+    fn bool(&mut self, field: &str, default: bool) -> Result<bool> {
+        match self.take(field) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.wrong(field, "true or false", &v)),
+        }
+    }
+
+    fn opt_string(&mut self, field: &str, default: Option<&str>) -> Result<Option<String>> {
+        match self.take(field) {
+            None => Ok(default.map(String::from)),
+            Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.wrong(field, "a string or null", &v)),
+        }
+    }
+
+    fn string(&mut self, field: &str, default: &str) -> Result<String> {
+        match self.opt_string(field, Some(default))? {
+            Some(s) => Ok(s),
+            None => Err(self.wrong(field, "a string", &Value::Null)),
+        }
+    }
+
+    /// A string that must be one of `allowed`.
+    fn choice(&mut self, field: &str, default: &str, allowed: &[&str]) -> Result<String> {
+        let s = self.string(field, default)?;
+        if allowed.contains(&s.as_str()) {
+            Ok(s)
+        } else {
+            Err(self.unsupported(field, format!("\"{s}\""), &format!("supported: {}", allowed.join(", "))))
+        }
+    }
+
+    fn list<T>(&mut self, field: &str, default: Vec<T>, item: impl Fn(&Value) -> Option<T>, want: &str) -> Result<Vec<T>> {
+        match self.take(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(&item).collect::<Option<Vec<T>>>())
+                .ok_or_else(|| self.wrong(field, want, &v)),
+        }
+    }
+
+    /// Any field left over is one we do not know: refuse it rather than ignore it.
+    /// Keys starting with `_` are diffusers' metadata (`_class_name`, `_diffusers_version`).
+    fn finish(self, also_ignored: &[&str]) -> Result<()> {
+        let unknown: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !k.starts_with('_') && !also_ignored.contains(&k.as_str()))
+            .collect();
+        match unknown.first() {
+            None => Ok(()),
+            Some(k) => Err(Error::Unsupported {
+                file: self.file.into(),
+                field: (*k).clone(),
+                value: self.map[*k].to_string(),
+                hint: "this field is not known to UNet2DModel / DDPMScheduler as implemented here".into(),
+            }),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The UNet2DModel config, resolved: every field holds the value diffusers would use.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UNetConfig {
+    pub sample_size: [usize; 2],
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub center_input_sample: bool,
+    pub time_embedding_dim: Option<usize>,
+    pub freq_shift: f64,
+    pub flip_sin_to_cos: bool,
+    pub down_block_types: Vec<String>,
+    pub mid_block_type: Option<String>,
+    pub up_block_types: Vec<String>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub mid_block_scale_factor: f64,
+    pub downsample_padding: usize,
+    pub dropout: f64,
+    pub attention_head_dim: Option<usize>,
+    pub norm_num_groups: usize,
+    pub attn_norm_num_groups: Option<usize>,
+    pub norm_eps: f64,
+    pub resnet_time_scale_shift: String,
+    pub add_attention: bool,
+}
+
+pub const DOWN_BLOCKS: [&str; 2] = ["DownBlock2D", "AttnDownBlock2D"];
+pub const UP_BLOCKS: [&str; 2] = ["UpBlock2D", "AttnUpBlock2D"];
+
+impl UNetConfig {
+    /// Parses `config.json`; `file` names it in errors.
+    pub fn from_json(file: &str, text: &str) -> Result<Self> {
+        let mut f = Fields::parse(file, text)?;
+        let sample_size = match f.take("sample_size") {
+            None | Some(Value::Null) => [32, 32],
+            Some(v) => match (&v, v.as_u64()) {
+                (_, Some(n)) => [n as usize; 2],
+                (Value::Array(a), None) if a.len() == 2 && a.iter().all(|x| x.as_u64().is_some()) => {
+                    [a[0].as_u64().unwrap() as usize, a[1].as_u64().unwrap() as usize]
+                }
+                _ => return Err(f.wrong("sample_size", "an integer or [height, width]", &v)),
+            },
+        };
+        let strings = |v: &Value| v.as_str().map(String::from);
+        let ints = |v: &Value| v.as_u64().map(|n| n as usize);
+        let cfg = UNetConfig {
+            sample_size,
+            in_channels: f.usize("in_channels", 3)?,
+            out_channels: f.usize("out_channels", 3)?,
+            center_input_sample: f.bool("center_input_sample", false)?,
+            time_embedding_dim: f.opt_usize("time_embedding_dim", None)?,
+            freq_shift: f.f64("freq_shift", 0.0)?,
+            flip_sin_to_cos: f.bool("flip_sin_to_cos", true)?,
+            down_block_types: f.list(
+                "down_block_types",
+                ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"].map(String::from).to_vec(),
+                strings,
+                "a list of block names",
+            )?,
+            mid_block_type: f.opt_string("mid_block_type", Some("UNetMidBlock2D"))?,
+            up_block_types: f.list(
+                "up_block_types",
+                ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"].map(String::from).to_vec(),
+                strings,
+                "a list of block names",
+            )?,
+            block_out_channels: f.list("block_out_channels", vec![224, 448, 672, 896], ints, "a list of integers")?,
+            layers_per_block: f.usize("layers_per_block", 2)?,
+            mid_block_scale_factor: f.f64("mid_block_scale_factor", 1.0)?,
+            downsample_padding: f.usize("downsample_padding", 1)?,
+            dropout: f.f64("dropout", 0.0)?,
+            attention_head_dim: f.opt_usize("attention_head_dim", Some(8))?,
+            norm_num_groups: match f.opt_usize("norm_num_groups", Some(32))? {
+                Some(g) => g,
+                None => return Err(f.unsupported("norm_num_groups", "null", "an integer number of groups is required")),
+            },
+            attn_norm_num_groups: f.opt_usize("attn_norm_num_groups", None)?,
+            norm_eps: f.f64("norm_eps", 1e-5)?,
+            resnet_time_scale_shift: f.choice("resnet_time_scale_shift", "default", &["default", "scale_shift"])?,
+            add_attention: f.bool("add_attention", true)?,
+        };
+        f.choice("time_embedding_type", "positional", &["positional"])?;
+        f.choice("act_fn", "silu", &["silu", "swish"])?;
+        f.choice("downsample_type", "conv", &["conv"])?;
+        f.choice("upsample_type", "conv", &["conv"])?;
+        for field in ["class_embed_type", "num_class_embeds"] {
+            match f.take(field) {
+                None | Some(Value::Null) => {}
+                Some(v) => return Err(f.unsupported(field, v, "class-conditional UNets are not implemented; it must be null")),
+            }
+        }
+        // Only read by diffusers for time_embedding_type = "learned", which is refused above.
+        f.take("num_train_timesteps");
+        f.finish(&[])?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<()> {
+        let bad = |field: &str, value: String, hint: &str| {
+            Err(Error::Unsupported { file: file.into(), field: field.into(), value, hint: hint.into() })
+        };
+        let n = self.block_out_channels.len();
+        if n == 0 {
+            return bad("block_out_channels", "[]".into(), "at least one block is needed");
+        }
+        if self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad(
+                "down_block_types / up_block_types",
+                format!("{} / {} entries", self.down_block_types.len(), self.up_block_types.len()),
+                &format!("both must have one entry per block_out_channels ({n})"),
+            );
+        }
+        for (field, types, allowed) in [
+            ("down_block_types", &self.down_block_types, &DOWN_BLOCKS),
+            ("up_block_types", &self.up_block_types, &UP_BLOCKS),
+        ] {
+            if let Some(t) = types.iter().find(|t| !allowed.contains(&t.as_str())) {
+                return bad(field, format!("\"{t}\""), &format!("supported: {}", allowed.join(", ")));
+            }
+        }
+        if let Some(t) = &self.mid_block_type {
+            if t != "UNetMidBlock2D" {
+                return bad("mid_block_type", format!("\"{t}\""), "supported: UNetMidBlock2D, null");
+            }
+        }
+        if self.layers_per_block == 0 {
+            return bad("layers_per_block", "0".into(), "at least 1");
+        }
+        if self.downsample_padding > 1 {
+            return bad("downsample_padding", self.downsample_padding.to_string(), "supported: 0, 1");
+        }
+        let groups = self.norm_num_groups;
+        if let Some(c) = self.block_out_channels.iter().find(|c| groups == 0 || **c % groups != 0) {
+            return bad("norm_num_groups", groups.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+        }
+        if let Some(g) = self.attn_norm_num_groups {
+            if let Some(c) = self.block_out_channels.iter().find(|c| g == 0 || **c % g != 0) {
+                return bad("attn_norm_num_groups", g.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+            }
+        }
+        if let Some(d) = self.attention_head_dim {
+            if let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0) {
+                return bad("attention_head_dim", d.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+            }
+        }
+        if self.block_out_channels[0] < 2 {
+            return bad("block_out_channels", format!("{:?}", self.block_out_channels), "the first entry must be at least 2");
+        }
+        if self.in_channels == 0 || self.out_channels == 0 {
+            return bad("in_channels / out_channels", format!("{} / {}", self.in_channels, self.out_channels), "at least 1");
+        }
+        let down = 1usize << (n - 1);
+        if self.sample_size.iter().any(|s| *s == 0 || s % down != 0) {
+            return bad("sample_size", format!("{:?}", self.sample_size), &format!("must be a positive multiple of {down} (2^(blocks-1))"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", self.dropout.to_string(), "must be in [0, 1)");
+        }
+        Ok(())
+    }
+
+    /// Width of the time embedding MLP (`time_embedding_dim`, else 4 x the first block).
+    pub fn time_embed_dim(&self) -> usize {
+        self.time_embedding_dim.unwrap_or(self.block_out_channels[0] * 4)
+    }
+
+    /// `config.json` as diffusers writes it, so `UNet2DModel.from_pretrained` reads it back.
+    pub fn to_json(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("config serializes");
+        let m = v.as_object_mut().expect("object");
+        m.insert("_class_name".into(), "UNet2DModel".into());
+        m.insert("_diffusers_version".into(), "0.42.1".into());
+        m.insert("act_fn".into(), "silu".into());
+        m.insert("time_embedding_type".into(), "positional".into());
+        m.insert("downsample_type".into(), "conv".into());
+        m.insert("upsample_type".into(), "conv".into());
+        m.insert("class_embed_type".into(), Value::Null);
+        m.insert("num_class_embeds".into(), Value::Null);
+        m.insert("num_train_timesteps".into(), Value::Null);
+        if self.sample_size[0] == self.sample_size[1] {
+            m.insert("sample_size".into(), self.sample_size[0].into());
+        }
+        serde_json::to_string_pretty(&v).expect("config serializes")
+    }
+}
+
+/// What the network predicts (diffusers' `prediction_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prediction {
+    Epsilon,
+    Sample,
+    VPrediction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VarianceType {
+    /// sigma_t^2 = beta~_t, the posterior variance.
+    FixedSmall,
+    /// sigma_t^2 = beta_t.
+    FixedLarge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spacing {
+    Leading,
+    Trailing,
+    Linspace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    Linear,
+    ScaledLinear,
+    SquaredcosCapV2,
+    Trained(Vec<f64>),
+}
+
+/// The scheduler config (DDPMScheduler's fields, plus DDIM's `set_alpha_to_one`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub variance_type: VarianceType,
+    pub clip_sample: bool,
+    pub clip_sample_range: f64,
+    pub prediction_type: Prediction,
+    pub timestep_spacing: Spacing,
+    pub steps_offset: usize,
+    pub set_alpha_to_one: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig::from_json("defaults", "{}").expect("defaults parse")
+    }
+}
+
+impl SchedulerConfig {
+    pub fn from_json(file: &str, text: &str) -> Result<Self> {
+        let mut f = Fields::parse(file, text)?;
+        let num_train_timesteps = f.usize("num_train_timesteps", 1000)?;
+        let trained = match f.take("trained_betas") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_array()
+                    .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+                    .ok_or_else(|| f.wrong("trained_betas", "a list of numbers or null", &v))?,
+            ),
+        };
+        let schedule = f.choice("beta_schedule", "linear", &["linear", "scaled_linear", "squaredcos_cap_v2"])?;
+        let beta_schedule = match (trained, schedule.as_str()) {
+            (Some(b), _) => BetaSchedule::Trained(b),
+            (None, "linear") => BetaSchedule::Linear,
+            (None, "scaled_linear") => BetaSchedule::ScaledLinear,
+            (None, _) => BetaSchedule::SquaredcosCapV2,
+        };
+        let cfg = SchedulerConfig {
+            num_train_timesteps,
+            beta_start: f.f64("beta_start", 0.0001)?,
+            beta_end: f.f64("beta_end", 0.02)?,
+            beta_schedule,
+            variance_type: match f.choice("variance_type", "fixed_small", &["fixed_small", "fixed_large"])?.as_str() {
+                "fixed_small" => VarianceType::FixedSmall,
+                _ => VarianceType::FixedLarge,
+            },
+            clip_sample: f.bool("clip_sample", true)?,
+            clip_sample_range: f.f64("clip_sample_range", 1.0)?,
+            prediction_type: match f.choice("prediction_type", "epsilon", &["epsilon", "sample", "v_prediction"])?.as_str() {
+                "epsilon" => Prediction::Epsilon,
+                "sample" => Prediction::Sample,
+                _ => Prediction::VPrediction,
+            },
+            timestep_spacing: match f.choice("timestep_spacing", "leading", &["leading", "trailing", "linspace"])?.as_str() {
+                "leading" => Spacing::Leading,
+                "trailing" => Spacing::Trailing,
+                _ => Spacing::Linspace,
+            },
+            steps_offset: f.usize("steps_offset", 0)?,
+            set_alpha_to_one: f.bool("set_alpha_to_one", true)?,
+        };
+        for field in ["thresholding", "rescale_betas_zero_snr"] {
+            if f.bool(field, false)? {
+                return Err(f.unsupported(field, "true", "not implemented; it must be false"));
+            }
+        }
+        // Only read by diffusers when `thresholding` is true, which is refused above.
+        f.f64("dynamic_thresholding_ratio", 0.995)?;
+        f.f64("sample_max_value", 1.0)?;
+        // Fields of other schedulers' configs saved with a DDPM model (PNDM's, DDIM's): not used by DDPM/DDIM sampling.
+        f.finish(&["skip_prk_steps"])?;
+        if cfg.num_train_timesteps < 2 || cfg.num_train_timesteps > 100_000 {
+            return Err(f_unsupported(file, "num_train_timesteps", cfg.num_train_timesteps, "must be between 2 and 100000"));
+        }
+        if let BetaSchedule::Trained(b) = &cfg.beta_schedule {
+            if b.len() != cfg.num_train_timesteps {
+                return Err(f_unsupported(file, "trained_betas", format!("{} values", b.len()), &format!("must have num_train_timesteps ({}) values", cfg.num_train_timesteps)));
+            }
+            if let Some(x) = b.iter().find(|x| !(**x > 0.0 && **x < 1.0)) {
+                return Err(f_unsupported(file, "trained_betas", x, "every beta must be in (0, 1)"));
+            }
+        }
+        if !(cfg.clip_sample_range > 0.0) {
+            return Err(f_unsupported(file, "clip_sample_range", cfg.clip_sample_range, "must be positive"));
+        }
+        Ok(cfg)
+    }
+
+    /// `scheduler_config.json` as diffusers' DDPMScheduler writes it.
+    pub fn to_json(&self) -> String {
+        let (schedule, trained) = match &self.beta_schedule {
+            BetaSchedule::Trained(b) => ("linear", serde_json::to_value(b).expect("numbers")),
+            other => (match other {
+                BetaSchedule::Linear => "linear",
+                BetaSchedule::ScaledLinear => "scaled_linear",
+                _ => "squaredcos_cap_v2",
+            }, Value::Null),
+        };
+        let v = serde_json::json!({
+            "_class_name": "DDPMScheduler",
+            "_diffusers_version": "0.42.1",
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "beta_schedule": schedule,
+            "trained_betas": trained,
+            "variance_type": self.variance_type,
+            "clip_sample": self.clip_sample,
+            "clip_sample_range": self.clip_sample_range,
+            "prediction_type": self.prediction_type,
+            "thresholding": false,
+            "dynamic_thresholding_ratio": 0.995,
+            "sample_max_value": 1.0,
+            "timestep_spacing": self.timestep_spacing,
+            "steps_offset": self.steps_offset,
+            "rescale_betas_zero_snr": false,
+        });
+        serde_json::to_string_pretty(&v).expect("config serializes")
+    }
+}
+
+fn f_unsupported(file: &str, field: &str, value: impl std::fmt::Display, hint: &str) -> Error {
+    Error::Unsupported { file: file.into(), field: field.into(), value: value.to_string(), hint: hint.into() }
+}

@@ -1,0 +1,48 @@
+//! Model outputs in [-1, 1] to 8-bit pixels, and a batch laid out as a grid.
+//! Pure data layout: the CLI writes PNGs from it, the browser fills canvases.
+
+/// An 8-bit image, gray (1 channel) or RGB (3), row-major, channels interleaved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pixels {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+/// Image `i` of a [N, C, H, W] batch as pixels: (x / 2 + 0.5) clamped to [0, 1], times 255,
+/// rounded, as diffusers' pipelines do. More than 3 channels keeps the first 3.
+pub fn to_pixels(batch: &[f32], [n, c, h, w]: [usize; 4], i: usize) -> Pixels {
+    assert!(i < n && batch.len() == n * c * h * w, "image {i} of a batch of shape {:?}", [n, c, h, w]);
+    let channels = if c >= 3 { 3 } else { 1 };
+    let img = &batch[i * c * h * w..(i + 1) * c * h * w];
+    let mut data = Vec::with_capacity(h * w * channels);
+    for p in 0..h * w {
+        for ch in 0..channels {
+            let x = img[ch * h * w + p];
+            data.push(((x / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8);
+        }
+    }
+    Pixels { width: w, height: h, channels, data }
+}
+
+/// The whole batch in a grid of ceil(sqrt(n)) columns with a `gap`-pixel white border.
+pub fn grid(batch: &[f32], shape: [usize; 4], gap: usize) -> Pixels {
+    let n = shape[0];
+    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols);
+    let first = to_pixels(batch, shape, 0);
+    let (w, h, ch) = (first.width, first.height, first.channels);
+    let width = cols * (w + gap) + gap;
+    let height = rows * (h + gap) + gap;
+    let mut data = vec![255u8; width * height * ch];
+    for i in 0..n {
+        let img = if i == 0 { first.clone() } else { to_pixels(batch, shape, i) };
+        let (x0, y0) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
+        for y in 0..h {
+            let dst = ((y0 + y) * width + x0) * ch;
+            data[dst..dst + w * ch].copy_from_slice(&img.data[y * w * ch..(y + 1) * w * ch]);
+        }
+    }
+    Pixels { width, height, channels: ch, data }
+}

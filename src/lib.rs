@@ -1,0 +1,24 @@
+//! DDPM (Ho et al. 2020) on burn: a UNet weight-compatible with diffusers' UNet2DModel,
+//! its schedules and samplers, the training loss, and the model folder format.
+
+pub mod config;
+pub mod error;
+#[cfg(not(target_family = "wasm"))]
+pub mod files;
+pub mod images;
+pub mod model;
+pub mod noise;
+pub mod sampler;
+pub mod schedule;
+pub mod train;
+pub mod unet;
+pub mod weights;
+
+pub use config::{SchedulerConfig, UNetConfig};
+pub use error::{Error, Result};
+pub use model::Model;
+pub use sampler::{SampleRequest, SamplerKind, Scheduler};
+pub use unet::UNet2DModel;
+
+#[cfg(target_family = "wasm")]
+pub mod web;

@@ -1,0 +1,53 @@
+//! diffusers' `Attention` as UNet2DModel uses it: GroupNorm, multi-head self-attention over the
+//! H x W positions, output projection, residual, divided by `rescale_output_factor`.
+
+use burn::module::Module;
+use burn::nn::{GroupNorm, Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use super::resnet::group_norm;
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub group_norm: GroupNorm,
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    pub to_out: Vec<Linear>,
+    #[module(skip)]
+    pub heads: usize,
+    #[module(skip)]
+    pub rescale_output_factor: f64,
+}
+
+impl Attention {
+    pub fn new(channels: usize, head_dim: usize, groups: usize, eps: f64, rescale: f64, device: &Device) -> Self {
+        let linear = || LinearConfig::new(channels, channels).init(device);
+        Attention {
+            group_norm: group_norm(groups, channels, eps, device),
+            to_q: linear(),
+            to_k: linear(),
+            to_v: linear(),
+            to_out: vec![linear()],
+            heads: channels / head_dim,
+            rescale_output_factor: rescale,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let (heads, dh) = (self.heads, c / self.heads);
+        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let split = |t: Tensor<3>| t.reshape([b, h * w, heads, dh]).swap_dims(1, 2);
+        let q = split(self.to_q.forward(tokens.clone()));
+        let k = split(self.to_k.forward(tokens.clone()));
+        let v = split(self.to_v.forward(tokens));
+        // softmax(q k^T / sqrt(d_head)) v
+        let weights = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()), 3);
+        let out = weights.matmul(v).swap_dims(1, 2).reshape([b, h * w, c]);
+        let out = self.to_out[0].forward(out).swap_dims(1, 2).reshape([b, c, h, w]);
+        let out = out + x;
+        if self.rescale_output_factor == 1.0 { out } else { out.div_scalar(self.rescale_output_factor) }
+    }
+}

@@ -1,0 +1,214 @@
+//! The browser's door to the core (wasm-bindgen): WebGPU through burn-wgpu, or burn's CPU
+//! backend when there is no adapter. No math here, and no synchronous read back: every
+//! tensor comes back with `into_data_async`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use burn::tensor::{Device, Tensor};
+use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::images::{Pixels, grid, to_pixels};
+use crate::model::{Model, ModelSource};
+use crate::sampler::{Denoiser, SampleRequest};
+
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
+    Reflect::set(obj, &key.into(), &value.into()).expect("setting a property of a plain object");
+}
+
+/// Reads a batch back from the device without blocking.
+async fn read(x: Tensor<4>) -> Result<(Vec<f32>, [usize; 4]), JsValue> {
+    let shape = x.dims();
+    let data = x.into_data_async().await.map_err(|e| js_err(format!("reading back from the device failed: {e:?}")))?;
+    Ok((data.into_vec::<f32>().map_err(|e| js_err(format!("{e:?}")))?, shape))
+}
+
+/// RGBA bytes for ImageData.
+fn rgba(p: &Pixels) -> Uint8Array {
+    let mut out = Vec::with_capacity(p.width * p.height * 4);
+    for px in p.data.chunks_exact(p.channels) {
+        match px {
+            [g] => out.extend([*g, *g, *g, 255]),
+            [r, g, b] => out.extend([*r, *g, *b, 255]),
+            _ => unreachable!("images are gray or RGB"),
+        }
+    }
+    Uint8Array::from(&out[..])
+}
+
+fn frame(p: &Pixels) -> Object {
+    let o = Object::new();
+    set(&o, "width", p.width as u32);
+    set(&o, "height", p.height as u32);
+    set(&o, "rgba", rgba(p));
+    o
+}
+
+struct Inner {
+    device: Device,
+    model: Option<Model>,
+    run: Option<Denoiser>,
+}
+
+#[wasm_bindgen]
+pub struct Engine {
+    inner: Rc<RefCell<Inner>>,
+    backend: String,
+    is_gpu: bool,
+    gpu_note: Option<String>,
+}
+
+/// Why this context has no WebGPU, if it has none (checked before asking burn for an adapter).
+fn webgpu_missing() -> Option<String> {
+    let nav = Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    let gpu = Reflect::get(&nav, &"gpu".into()).ok();
+    match gpu {
+        Some(g) if !g.is_undefined() && !g.is_null() => None,
+        _ => Some("navigator.gpu is missing: this browser or context has no WebGPU".into()),
+    }
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// WebGPU when `prefer_gpu` and an adapter can be had; burn's CPU backend otherwise.
+    pub async fn create(prefer_gpu: bool) -> Engine {
+        console_error_panic_hook::set_once();
+        let gpu = if !prefer_gpu {
+            Err("WebGPU not requested".to_string())
+        } else if let Some(why) = webgpu_missing() {
+            Err(why)
+        } else {
+            Device::wgpu_options().init_async().await.map_err(|e| format!("WebGPU could not start: {e}"))
+        };
+        let (device, backend, is_gpu, gpu_note) = match gpu {
+            Ok(device) => (device, "WebGPU".to_string(), true, None),
+            Err(note) => (Device::flex(), "CPU (wasm)".to_string(), false, Some(note)),
+        };
+        Engine { inner: Rc::new(RefCell::new(Inner { device, model: None, run: None })), backend, is_gpu, gpu_note }
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn is_gpu(&self) -> bool {
+        self.is_gpu
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn gpu_note(&self) -> Option<String> {
+        self.gpu_note.clone()
+    }
+
+    /// Builds the model from the three files; each name (a URL) is what errors report.
+    pub fn load_model(
+        &self,
+        config_name: &str,
+        config_json: &str,
+        scheduler_name: &str,
+        scheduler_json: Option<String>,
+        weights_name: &str,
+        weights: &[u8],
+    ) -> Result<(), JsValue> {
+        let mut inner = self.inner.borrow_mut();
+        let src = ModelSource {
+            config: (config_name, config_json),
+            scheduler: scheduler_json.as_deref().map(|s| (scheduler_name, s)),
+            weights: (weights_name, weights),
+        };
+        let model = Model::load(src, &inner.device).map_err(js_err)?;
+        inner.run = None;
+        inner.model = Some(model);
+        Ok(())
+    }
+
+    /// JSON: sample_size, in_channels, params, num_train_timesteps.
+    pub fn model_info(&self) -> Result<String, JsValue> {
+        let inner = self.inner.borrow();
+        let m = inner.model.as_ref().ok_or_else(|| js_err("no model loaded"))?;
+        let params: usize = crate::weights::named_tensors(&m.unet).iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        Ok(serde_json::json!({
+            "sample_size": m.unet.config.sample_size,
+            "in_channels": m.unet.config.in_channels,
+            "params": params,
+            "num_train_timesteps": m.scheduler.config.num_train_timesteps,
+        })
+        .to_string())
+    }
+
+    /// Starts a run: draws x_T for `n` images from `seed`.
+    pub fn start(&self, n: usize, sampler: &str, steps: usize, eta: f64, seed: u32) -> Result<(), JsValue> {
+        let mut inner = self.inner.borrow_mut();
+        let sampler = sampler.parse().map_err(js_err)?;
+        let m = inner.model.as_ref().ok_or_else(|| js_err("no model loaded"))?;
+        let run = Denoiser::new(&m.unet, &m.scheduler, SampleRequest { n, sampler, steps, eta, seed: seed as u64 }).map_err(js_err)?;
+        inner.run = Some(run);
+        Ok(())
+    }
+
+    /// Runs one denoising step and waits for the device. Resolves to {done, total} (plus
+    /// `x_t` and `x0` frames when `preview`), or undefined when no run is left.
+    pub fn step(&self, preview: bool) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let (x_t, x0, done, total) = {
+                let mut guard = inner.borrow_mut();
+                let Inner { model, run, .. } = &mut *guard;
+                let (Some(m), Some(run)) = (model.as_ref(), run.as_mut()) else { return Ok(JsValue::UNDEFINED) };
+                let Some(x0) = run.step(&m.unet, &m.scheduler) else { return Ok(JsValue::UNDEFINED) };
+                (run.sample(), x0, run.steps_done(), run.total_steps())
+            };
+            let out = Object::new();
+            set(&out, "done", done as u32);
+            set(&out, "total", total as u32);
+            if preview {
+                let (xt, shape) = read(x_t).await?;
+                set(&out, "x_t", frame(&grid(&xt, shape, 1)));
+                let (x0, shape) = read(x0).await?;
+                set(&out, "x0", frame(&grid(&x0, shape, 1)));
+            } else {
+                // Wait for this step's work, so progress and cancel follow the device.
+                read(x_t.narrow(0, 0, 1).narrow(2, 0, 1).narrow(3, 0, 1)).await?;
+            }
+            Ok(out.into())
+        })
+    }
+
+    /// The finished images: {width, height, images: [RGBA per image]}.
+    pub fn result(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let x = {
+                let guard = inner.borrow();
+                let run = guard.run.as_ref().ok_or_else(|| js_err("no run to read"))?;
+                if !run.is_done() {
+                    return Err(js_err(format!("the run is at step {} of {}", run.steps_done(), run.total_steps())));
+                }
+                run.sample()
+            };
+            let (data, shape) = read(x).await?;
+            let images = Array::new();
+            for i in 0..shape[0] {
+                images.push(&rgba(&to_pixels(&data, shape, i)));
+            }
+            let out = Object::new();
+            set(&out, "width", shape[3] as u32);
+            set(&out, "height", shape[2] as u32);
+            set(&out, "images", images);
+            Ok(out.into())
+        })
+    }
+
+    /// Drops the current run.
+    pub fn cancel(&self) {
+        self.inner.borrow_mut().run = None;
+    }
+}

@@ -1,0 +1,262 @@
+//! diffusers safetensors <-> UNet2DModel. A parameter's module path is its diffusers key,
+//! except GroupNorm's gamma/beta (diffusers: weight/bias) and Linear weights, which burn
+//! stores as [in, out] and PyTorch as [out, in].
+
+use std::collections::{BTreeMap, HashMap};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors, View};
+
+use crate::error::{Error, Result};
+use crate::unet::UNet2DModel;
+
+/// A tensor read from a file, converted to f32, in the file's (PyTorch) layout.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Element type to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDtype {
+    F32,
+    F16,
+}
+
+/// Reads every tensor of a safetensors file as f32 (from f32, f16, bf16 or f64; from i64 and
+/// i32 too when `ints`, for timesteps), keyed by name. Rejects a broken container, other
+/// dtypes, and NaN or infinite values, naming the tensor.
+pub fn read_safetensors(file: &str, bytes: &[u8], ints: bool) -> Result<BTreeMap<String, HostTensor>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), message: e.to_string() })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::I64 if ints => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::I32 if ints => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32).collect(),
+            other => {
+                return Err(Error::Tensor {
+                    file: file.into(),
+                    tensor: name,
+                    message: format!("dtype {other:?} is not supported (expected F32, F16, BF16 or F64)"),
+                });
+            }
+        };
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Tensor {
+                file: file.into(),
+                tensor: name,
+                message: format!("holds a non-finite value ({}) at flat index {i}", data[i]),
+            });
+        }
+        out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
+    }
+    Ok(out)
+}
+
+/// Legacy attention names (diffusers < 0.15: query/key/value/proj_attn) to the modern ones.
+fn modern_key(key: &str) -> String {
+    let renames = [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
+    if key.contains(".attentions.") {
+        for (old, new) in renames {
+            if key.contains(old) {
+                return key.replacen(old, new, 1);
+            }
+        }
+    }
+    key.to_string()
+}
+
+/// Tracks the module path during a walk over the model's parameters.
+#[derive(Default)]
+struct PathTracker {
+    path: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl PathTracker {
+    fn enter(&mut self, name: &str, container: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    /// The diffusers key of the current parameter, and whether it is a Linear weight.
+    fn key(&self) -> (String, bool) {
+        let owner = self.containers.last().map(String::as_str).unwrap_or("");
+        let mut path = self.path.clone();
+        if owner == "Struct:GroupNorm" {
+            if let Some(last) = path.last_mut() {
+                *last = match last.as_str() {
+                    "gamma" => "weight".into(),
+                    "beta" => "bias".into(),
+                    other => other.into(),
+                };
+            }
+        }
+        let linear_weight = owner == "Struct:Linear" && path.last().is_some_and(|p| p == "weight");
+        (path.join("."), linear_weight)
+    }
+}
+
+struct Loader<'a> {
+    file: &'a str,
+    at: PathTracker,
+    tensors: BTreeMap<String, HostTensor>,
+    missing: Vec<String>,
+    errors: Vec<Error>,
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.at.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (key, transposed) = self.at.key();
+        let Some(host) = self.tensors.remove(&key) else {
+            self.missing.push(key);
+            return param;
+        };
+        let mut expected = param.lazy_shape().to_vec();
+        if transposed {
+            expected.reverse();
+        }
+        if host.shape != expected {
+            self.errors.push(Error::Tensor {
+                file: self.file.into(),
+                tensor: key,
+                message: format!("expected shape {expected:?}, found {:?}", host.shape),
+            });
+            return param;
+        }
+        let device = param.lazy_device();
+        param.map(move |_| {
+            let t = Tensor::<D>::from_data(TensorData::new(host.data, host.shape), &device);
+            if transposed { t.transpose() } else { t }
+        })
+    }
+}
+
+/// Fills `model` with the weights of a diffusers safetensors file. Every problem is reported:
+/// shape mismatches by tensor, missing and unexpected keys in full.
+pub fn load(model: UNet2DModel, file: &str, bytes: &[u8]) -> Result<UNet2DModel> {
+    let tensors = read_safetensors(file, bytes, false)?
+        .into_iter()
+        .map(|(k, v)| (modern_key(&k), v))
+        .collect();
+    let mut loader = Loader { file, at: PathTracker::default(), tensors, missing: vec![], errors: vec![] };
+    let model = model.map(&mut loader);
+    if let Some(first) = loader.errors.into_iter().next() {
+        return Err(first);
+    }
+    let unexpected: Vec<String> = loader.tensors.into_keys().collect();
+    if !loader.missing.is_empty() || !unexpected.is_empty() {
+        return Err(Error::Keys { file: file.into(), missing: loader.missing, unexpected });
+    }
+    Ok(model)
+}
+
+/// One parameter under its diffusers key, in PyTorch layout, flattened (still on the device).
+pub struct NamedTensor {
+    pub key: String,
+    pub shape: Vec<usize>,
+    pub tensor: Tensor<1>,
+}
+
+struct Collector {
+    at: PathTracker,
+    out: Vec<NamedTensor>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.at.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.at.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (key, transposed) = self.at.key();
+        let t = param.val();
+        let t = if transposed { t.transpose() } else { t };
+        let shape = t.dims().to_vec();
+        let n = shape.iter().product();
+        self.out.push(NamedTensor { key, shape, tensor: t.reshape([n]) });
+    }
+}
+
+/// Every parameter of the model under its diffusers key. Reading them back is the caller's
+/// (sync natively, async on the web).
+pub fn named_tensors(model: &UNet2DModel) -> Vec<NamedTensor> {
+    let mut c = Collector { at: PathTracker::default(), out: vec![] };
+    model.visit(&mut c);
+    c.out
+}
+
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Serializes host tensors as diffusers does (`{"format": "pt"}` metadata).
+pub fn to_safetensors(tensors: &BTreeMap<String, HostTensor>, dtype: SaveDtype) -> Result<Vec<u8>> {
+    let raws: Vec<(String, Raw)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            let (dtype, bytes) = match dtype {
+                SaveDtype::F32 => (Dtype::F32, t.data.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                SaveDtype::F16 => (Dtype::F16, t.data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()),
+            };
+            (k.clone(), Raw { dtype, shape: t.shape.clone(), bytes })
+        })
+        .collect();
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(raws.iter().map(|(k, r)| (k.as_str(), r)), Some(meta))
+        .map_err(|e| Error::Safetensors { file: "(output)".into(), message: e.to_string() })
+}
+
+/// The model's weights as host tensors, read back synchronously (native only; the web
+/// reads `named_tensors` asynchronously).
+#[cfg(not(target_family = "wasm"))]
+pub fn to_host(model: &UNet2DModel) -> Result<BTreeMap<String, HostTensor>> {
+    named_tensors(model)
+        .into_iter()
+        .map(|nt| {
+            let data = nt.tensor.into_data().into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+            Ok((nt.key, HostTensor { shape: nt.shape, data }))
+        })
+        .collect()
+}

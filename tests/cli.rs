@@ -1,0 +1,53 @@
+//! The `ddpm` binary end to end: `ddpm unet` reproduces diffusers, `ddpm sample` writes PNGs.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use ddpm_web::weights::read_safetensors;
+
+fn ddpm(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ddpm")).args(args).output().expect("ddpm runs")
+}
+
+#[test]
+fn unet_command_matches_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let model = tiny_dir();
+    let input = tiny_dir().join("inputs.safetensors");
+    let o = ddpm(&["unet", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read_safetensors("out", &std::fs::read(&out).unwrap(), false).unwrap();
+    let want = &vectors("expected.safetensors")["unet_out"];
+    assert_eq!(got["sample"].shape, want.shape);
+    let err = max_abs_diff(&got["sample"].data, &want.data);
+    assert!(err <= 1e-4, "max abs error {err}");
+}
+
+#[test]
+fn sample_command_writes_pngs_and_a_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_dir();
+    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "5", "--steps", "4", "--out", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for i in 0..5 {
+        let img = image::open(dir.path().join(format!("{i:04}.png"))).unwrap();
+        assert_eq!((img.width(), img.height()), (16, 16));
+    }
+    let grid = image::open(dir.path().join("grid.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (3 * 18 + 2, 2 * 18 + 2), "3 columns, 2 rows, 2px gaps");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_not_a_panic() {
+    let o = ddpm(&["sample", "--model", "/no/such/model", "--out", "/tmp/x"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/no/such/model") && !err.contains("panicked"), "{err}");
+    let model = tiny_dir();
+    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "100000", "--out", "/tmp/x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("n must be between 1 and 256"), "{err}");
+}

@@ -1,0 +1,141 @@
+//! Numbers against diffusers 0.42.1: `../shared/parity/tiny` (see its README).
+
+mod common;
+
+use burn::tensor::Device;
+use common::*;
+use ddpm_web::config::SchedulerConfig;
+use ddpm_web::files::load_model;
+use ddpm_web::sampler::Scheduler;
+
+fn device() -> Device {
+    Device::flex()
+}
+
+#[test]
+fn unet_output_and_activations_match_diffusers() {
+    let dev = device();
+    let model = load_model(&tiny_dir(), &dev).expect("tiny model loads");
+    let inputs = vectors("inputs.safetensors");
+    let expected = vectors("expected.safetensors");
+    let x = tensor4(&inputs["x"], &dev);
+    let t = inputs["t"].data.clone();
+    let mut acts = Vec::new();
+    let out = model.unet.forward_traced(x, &t, &mut |name, a| acts.push((name.to_string(), to_vec(a.clone()))));
+    let out = to_vec(out);
+    let err = max_abs_diff(&out, &expected["unet_out"].data);
+    assert!(err <= 1e-4, "unet_out: max abs error {err}");
+    let f64_ref = &expected["unet_out_f64"].data;
+    let err64 = max_abs_diff(&out, f64_ref);
+    assert!(err64 <= 1e-4, "unet_out_f64: max abs error {err64}");
+    let mut checked = 0;
+    for (name, value) in acts {
+        let key = format!("act.{name}");
+        let want = expected.get(&key).unwrap_or_else(|| panic!("no reference for {key}"));
+        let err = max_abs_diff(&value, &want.data);
+        assert!(err <= 1e-4, "{key}: max abs error {err}");
+        checked += 1;
+    }
+    assert_eq!(checked, 11, "every recorded activation was compared");
+}
+
+fn schedulers() -> [(&'static str, Scheduler); 2] {
+    let linear = SchedulerConfig::from_json(
+        "linear",
+        r#"{"num_train_timesteps":1000,"beta_schedule":"linear","beta_start":0.0001,"beta_end":0.02}"#,
+    )
+    .unwrap();
+    let cosine = SchedulerConfig::from_json("cosine", r#"{"num_train_timesteps":1000,"beta_schedule":"squaredcos_cap_v2"}"#).unwrap();
+    [("linear", Scheduler::new(linear)), ("cosine", Scheduler::new(cosine))]
+}
+
+#[test]
+fn schedule_arrays_match_diffusers() {
+    let expected = vectors("expected.safetensors");
+    for (name, sched) in schedulers() {
+        let s = &sched.schedule;
+        let t_all = 0..s.len();
+        let arrays: [(&str, Vec<f32>); 5] = [
+            ("betas", s.beta.clone()),
+            ("alphas_cumprod", s.alpha_bar.clone()),
+            ("posterior_variance", t_all.clone().map(|t| s.posterior_variance(t)).collect()),
+            ("posterior_mean_coef1", t_all.clone().map(|t| s.posterior_mean_coefs(t).0).collect()),
+            ("posterior_mean_coef2", t_all.map(|t| s.posterior_mean_coefs(t).1).collect()),
+        ];
+        for (array, ours) in arrays {
+            let key = format!("{name}.{array}");
+            let err = max_rel_diff(&ours, &expected[&key].data, 1e-30);
+            assert!(err <= 1e-5, "{key}: max relative error {err}");
+        }
+    }
+}
+
+#[test]
+fn add_noise_matches_diffusers() {
+    let dev = device();
+    let inputs = vectors("inputs.safetensors");
+    let expected = vectors("expected.safetensors");
+    let t: Vec<usize> = inputs["add_noise_timesteps"].data.iter().map(|t| *t as usize).collect();
+    for (name, sched) in schedulers() {
+        let x0 = tensor4(&inputs["add_noise_x0"], &dev);
+        let eps = tensor4(&inputs["add_noise_noise"], &dev);
+        let out = to_vec(sched.schedule.add_noise(x0, eps, &t).unwrap());
+        let err = max_abs_diff(&out, &expected[&format!("{name}.add_noise")].data);
+        assert!(err <= 1e-5, "{name}.add_noise: max abs error {err}");
+    }
+}
+
+#[test]
+fn ddpm_step_matches_diffusers() {
+    let dev = device();
+    let inputs = vectors("inputs.safetensors");
+    let expected = vectors("expected.safetensors");
+    for (name, sched) in schedulers() {
+        for (i, t) in inputs["ddpm_step_timesteps"].data.iter().enumerate() {
+            let t = *t as usize;
+            let out = sched.ddpm_step(
+                tensor4(&inputs["step_model_output"], &dev),
+                t,
+                t as i64 - 1,
+                tensor4(&inputs["step_sample"], &dev),
+                Some(tensor4(&inputs["step_noise"], &dev)),
+            );
+            for (what, got) in [("prev_sample", out.prev_sample), ("pred_x0", out.pred_x0)] {
+                let key = format!("{name}.ddpm_step_{what}");
+                let want = row4(&expected[&key], i, &dev);
+                let err = max_abs_diff(&to_vec(got), &to_vec(want));
+                assert!(err <= 2e-5, "{key} at t = {t}: max abs error {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn ddim_step_matches_diffusers_at_eta_0_and_1() {
+    let dev = device();
+    let inputs = vectors("inputs.safetensors");
+    let expected = vectors("expected.safetensors");
+    for (name, sched) in schedulers() {
+        let ts: Vec<f32> = sched.timesteps(50).unwrap().into_iter().map(|t| t as f32).collect();
+        assert_eq!(ts, expected[&format!("{name}.ddim50_timesteps")].data, "{name}: DDIM-50 timesteps");
+        for eta in [0.0, 1.0] {
+            for (i, t) in inputs["ddim_step_timesteps"].data.iter().enumerate() {
+                let t = *t as usize;
+                let out = sched.ddim_step(
+                    tensor4(&inputs["step_model_output"], &dev),
+                    t,
+                    t as i64 - 20,
+                    tensor4(&inputs["step_sample"], &dev),
+                    eta,
+                    Some(tensor4(&inputs["step_noise"], &dev)),
+                );
+                for (what, got) in [("prev_sample", out.prev_sample), ("pred_x0", out.pred_x0)] {
+                    let key = format!("{name}.ddim50_eta{eta}_step_{what}");
+                    let want = row4(&expected[&key], i, &dev);
+                    let err = max_abs_diff(&to_vec(got), &to_vec(want));
+                    assert!(err <= 2e-5, "{key} at t = {t}: max abs error {err}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The sampling loop and the timestep grids.
+
+mod common;
+
+use burn::tensor::Device;
+use common::*;
+use ddpm_web::Error;
+use ddpm_web::config::SchedulerConfig;
+use ddpm_web::files::load_model;
+use ddpm_web::sampler::{MAX_BATCH, SampleRequest, SamplerKind, Scheduler, sample};
+
+fn run(request: SampleRequest) -> Vec<f32> {
+    let m = load_model(&tiny_dir(), &Device::flex()).unwrap();
+    to_vec(sample(&m.unet, &m.scheduler, request, 0, |_| {}, || false).unwrap())
+}
+
+fn ddim(n: usize, seed: u64) -> SampleRequest {
+    SampleRequest { n, sampler: SamplerKind::Ddim, steps: 10, eta: 0.0, seed }
+}
+
+#[test]
+fn a_seed_reproduces_its_images_whatever_the_batch_size() {
+    let a = run(ddim(3, 11));
+    assert_eq!(a, run(ddim(3, 11)));
+    assert_ne!(a, run(ddim(3, 12)));
+    let one = run(ddim(1, 11));
+    assert_eq!(one[..], a[..one.len()], "image 0 of seed 11 is the same alone or in a batch");
+    assert!(a.iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn ddpm_and_stochastic_ddim_run_and_stay_finite() {
+    for request in [
+        SampleRequest { n: 2, sampler: SamplerKind::Ddpm, steps: 20, eta: 0.0, seed: 1 },
+        SampleRequest { n: 2, sampler: SamplerKind::Ddim, steps: 10, eta: 1.0, seed: 1 },
+    ] {
+        let x = run(request);
+        assert_eq!(x.len(), 2 * 16 * 16);
+        assert!(x.iter().all(|v| v.is_finite()), "{request:?}");
+        assert_ne!(x, run(SampleRequest { seed: 2, ..request }), "noise is drawn: {request:?}");
+    }
+}
+
+#[test]
+fn progress_previews_and_cancel() {
+    let m = load_model(&tiny_dir(), &Device::flex()).unwrap();
+    let mut seen = vec![];
+    let mut previews = 0;
+    let r = sample(&m.unet, &m.scheduler, ddim(1, 0), 4, |p| {
+        seen.push(p.done);
+        previews += usize::from(p.x_t.is_some() && p.pred_x0.is_some());
+    }, || false);
+    assert!(r.is_ok());
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+    assert_eq!(previews, 3, "previews at steps 4, 8 and the last");
+    let mut steps = 0;
+    let r = sample(&m.unet, &m.scheduler, ddim(1, 0), 0, |_| steps += 1, || true);
+    assert!(matches!(r, Err(Error::Cancelled)));
+    assert_eq!(steps, 1, "cancel stops after the step in flight");
+}
+
+#[test]
+fn absurd_requests_are_refused_naming_the_limit() {
+    let m = load_model(&tiny_dir(), &Device::flex()).unwrap();
+    let go = |r: SampleRequest| match sample(&m.unet, &m.scheduler, r, 0, |_| {}, || false) {
+        Ok(_) => panic!("{r:?} should be refused"),
+        Err(e) => e.to_string(),
+    };
+    let e = go(SampleRequest { n: MAX_BATCH + 1, ..ddim(1, 0) });
+    assert!(e.contains(&MAX_BATCH.to_string()), "{e}");
+    let e = go(SampleRequest { steps: 1001, ..ddim(1, 0) });
+    assert!(e.contains("1000") && e.contains("1001"), "{e}");
+    let e = go(SampleRequest { steps: 0, ..ddim(1, 0) });
+    assert!(e.contains("steps"), "{e}");
+    let e = go(SampleRequest { eta: 2.0, ..ddim(1, 0) });
+    assert!(e.contains("eta"), "{e}");
+}
+
+fn grid(spacing: &str, offset: usize, n: usize) -> Vec<usize> {
+    let cfg = SchedulerConfig::from_json("s", &format!(r#"{{"timestep_spacing":"{spacing}","steps_offset":{offset}}}"#)).unwrap();
+    Scheduler::new(cfg).timesteps(n).unwrap()
+}
+
+#[test]
+fn timestep_grids_follow_diffusers() {
+    assert_eq!(grid("leading", 0, 4), [750, 500, 250, 0]);
+    assert_eq!(grid("leading", 1, 4), [751, 501, 251, 1]);
+    assert_eq!(grid("trailing", 0, 4), [999, 749, 499, 249]);
+    assert_eq!(grid("linspace", 0, 10), [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
+    assert_eq!(grid("leading", 0, 1000), (0..1000).rev().collect::<Vec<_>>());
+    assert_eq!(grid("trailing", 0, 3), [999, 666, 332]);
+}
