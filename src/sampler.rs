@@ -85,7 +85,7 @@ impl Scheduler {
     }
 
     /// x_0 and eps from the model output, by prediction type; x_0 clipped when `clip_sample`.
-    fn predict(&self, model_output: Tensor<4>, x_t: Tensor<4>, alpha_bar: f64) -> (Tensor<4>, Tensor<4>) {
+    fn predict(&self, model_output: Tensor<4>, x_t: Tensor<4>, alpha_bar: f32) -> (Tensor<4>, Tensor<4>) {
         let (a, b) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
         let (x0, eps) = match self.config.prediction_type {
             // x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar), eq. (*) solved for x_0
@@ -117,7 +117,7 @@ impl Scheduler {
     /// `prev_t` is the next timestep of the run (t - 1 for the full chain, -1 at the end).
     pub fn ddpm_step(&self, model_output: Tensor<4>, t: usize, prev_t: i64, x_t: Tensor<4>, z: Option<Tensor<4>>) -> StepOutput {
         let s = &self.schedule;
-        let ab_t = s.alpha_bar[t] as f64;
+        let ab_t = s.alpha_bar[t];
         let ab_prev = s.alpha_bar_or_one(prev_t);
         let alpha_t = ab_t / ab_prev;
         let beta_t = 1.0 - alpha_t;
@@ -125,14 +125,12 @@ impl Scheduler {
         let c0 = ab_prev.sqrt() * beta_t / (1.0 - ab_t);
         let ct = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab_t);
         let mut prev = x0.clone().mul_scalar(c0) + x_t.mul_scalar(ct);
-        if t > 0 {
-            if let Some(z) = z {
-                let variance = match self.config.variance_type {
-                    VarianceType::FixedSmall => ((1.0 - ab_prev) / (1.0 - ab_t) * beta_t).max(1e-20),
-                    VarianceType::FixedLarge => beta_t,
-                };
-                prev = prev + z.mul_scalar(variance.sqrt());
-            }
+        if let (true, Some(z)) = (t > 0, z) {
+            let variance = match self.config.variance_type {
+                VarianceType::FixedSmall => ((1.0 - ab_prev) / (1.0 - ab_t) * beta_t).max(1e-20),
+                VarianceType::FixedLarge => beta_t,
+            };
+            prev = prev + z.mul_scalar(variance.sqrt());
         }
         StepOutput { prev_sample: prev, pred_x0: x0 }
     }
@@ -141,24 +139,16 @@ impl Scheduler {
     /// x_prev = sqrt(alpha_bar_prev) x_0 + sqrt(1 - alpha_bar_prev - sigma^2) eps + sigma z (Song et al., eq. 12).
     pub fn ddim_step(&self, model_output: Tensor<4>, t: usize, prev_t: i64, x_t: Tensor<4>, eta: f64, z: Option<Tensor<4>>) -> StepOutput {
         let s = &self.schedule;
-        let ab_t = s.alpha_bar[t] as f64;
-        let ab_prev = if prev_t >= 0 {
-            s.alpha_bar[prev_t as usize] as f64
-        } else if self.config.set_alpha_to_one {
-            1.0
-        } else {
-            s.alpha_bar[0] as f64
-        };
+        let ab_t = s.alpha_bar[t];
+        let ab_prev = if prev_t >= 0 || self.config.set_alpha_to_one { s.alpha_bar_or_one(prev_t) } else { s.alpha_bar[0] };
         let (x0, eps) = self.predict(model_output, x_t, ab_t);
         // sigma_t(eta) = eta sqrt((1 - alpha_bar_prev)/(1 - alpha_bar_t)) sqrt(1 - alpha_bar_t/alpha_bar_prev), eq. 16
         let variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev);
-        let sigma = eta * variance.sqrt();
+        let sigma = eta as f32 * variance.sqrt();
         let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
         let mut prev = x0.clone().mul_scalar(ab_prev.sqrt()) + eps.mul_scalar(dir);
-        if eta > 0.0 {
-            if let Some(z) = z {
-                prev = prev + z.mul_scalar(sigma);
-            }
+        if let (true, Some(z)) = (eta > 0.0, z) {
+            prev = prev + z.mul_scalar(sigma);
         }
         StepOutput { prev_sample: prev, pred_x0: x0 }
     }

@@ -63,24 +63,25 @@ impl Schedule {
     }
 
     /// alpha_bar at `t`, with alpha_bar_{-1} := 1.
-    pub fn alpha_bar_or_one(&self, t: i64) -> f64 {
-        if t < 0 { 1.0 } else { self.alpha_bar[t as usize] as f64 }
+    pub fn alpha_bar_or_one(&self, t: i64) -> f32 {
+        if t < 0 { 1.0 } else { self.alpha_bar[t as usize] }
     }
 
-    /// beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t (eq. 7), clamped at 1e-20 as diffusers does.
+    /// beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t (eq. 7), clamped at 1e-20.
+    /// Scalars are f32 throughout, as diffusers computes them.
     pub fn posterior_variance(&self, t: usize) -> f32 {
-        let (ab, ab_prev) = (self.alpha_bar[t] as f64, self.alpha_bar_or_one(t as i64 - 1));
+        let (ab, ab_prev) = (self.alpha_bar[t], self.alpha_bar_or_one(t as i64 - 1));
         let beta_t = 1.0 - ab / ab_prev;
-        ((1.0 - ab_prev) / (1.0 - ab) * beta_t).max(1e-20) as f32
+        ((1.0 - ab_prev) / (1.0 - ab) * beta_t).max(1e-20)
     }
 
     /// Coefficients of x_0 and x_t in the posterior mean mu~_t(x_t, x_0) (eq. 7).
     pub fn posterior_mean_coefs(&self, t: usize) -> (f32, f32) {
-        let (ab, ab_prev) = (self.alpha_bar[t] as f64, self.alpha_bar_or_one(t as i64 - 1));
+        let (ab, ab_prev) = (self.alpha_bar[t], self.alpha_bar_or_one(t as i64 - 1));
         let alpha_t = ab / ab_prev;
-        let c0 = ab_prev.sqrt() * (1.0 - alpha_t) / (1.0 - ab);
+        let c0 = ab_prev.sqrt() * self.beta[t] / (1.0 - ab);
         let ct = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab);
-        (c0 as f32, ct as f32)
+        (c0, ct)
     }
 
     /// The forward process, eq. (*): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,

@@ -145,10 +145,12 @@ impl ModuleMapper for Loader<'_> {
             return param;
         }
         let device = param.lazy_device();
-        param.map(move |_| {
-            let t = Tensor::<D>::from_data(TensorData::new(host.data, host.shape), &device);
-            if transposed { t.transpose() } else { t }
-        })
+        param
+            .map(move |_| {
+                let t = Tensor::<D>::from_data(TensorData::new(host.data, host.shape), &device);
+                if transposed { t.transpose() } else { t }
+            })
+            .set_require_grad(true)
     }
 }
 
@@ -197,7 +199,7 @@ impl ModuleVisitor for Collector {
         let t = param.val();
         let t = if transposed { t.transpose() } else { t };
         let shape = t.dims().to_vec();
-        let n = shape.iter().product();
+        let n: usize = shape.iter().product();
         self.out.push(NamedTensor { key, shape, tensor: t.reshape([n]) });
     }
 }
@@ -255,7 +257,7 @@ pub fn to_host(model: &UNet2DModel) -> Result<BTreeMap<String, HostTensor>> {
     named_tensors(model)
         .into_iter()
         .map(|nt| {
-            let data = nt.tensor.into_data().into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+            let data = nt.tensor.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
             Ok((nt.key, HostTensor { shape: nt.shape, data }))
         })
         .collect()

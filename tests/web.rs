@@ -38,7 +38,7 @@ fn load(device: &Device) -> Model {
 }
 
 async fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data_async().await.expect("read back").into_vec::<f32>().expect("f32")
+    t.into_data_async().await.expect("read back").try_into_vec::<f32>().expect("f32")
 }
 
 async fn unet_parity(device: &Device) {

@@ -11,7 +11,7 @@ const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..
 const HOST = '127.0.0.1';
 
 const OPTIONS = {
-  cleanUrls: false,        // keep /index.html as it is (no redirects)
+  cleanUrls: true,         // / serves index.html (and /x.html redirects to /x)
   directoryListing: false,
   symlinks: true,          // a model folder may be a symlink
   etag: true,
@@ -21,13 +21,17 @@ const OPTIONS = {
   ],
 };
 
-/** Serves `root` (default: the repository root) on 127.0.0.1:`port` (0 = any free port). */
-export function startServer({ port = 0, root = REPO_ROOT } = {}) {
+/**
+ * Serves `root` (default: the repository root) on 127.0.0.1:`port` (0 = any free port).
+ * `onRequest(req)`, if given, sees every request (tests count them).
+ */
+export function startServer({ port = 0, root = REPO_ROOT, onRequest } = {}) {
   const publicDir = path.resolve(root);
   if (!fs.statSync(publicDir, { throwIfNoEntry: false })?.isDirectory()) {
-    return Promise.reject(new Error(`serve: root is not a directory: ${publicDir}`));
+    return Promise.reject(new Error(`root is not a directory: ${publicDir}`));
   }
   const server = http.createServer((req, res) => {
+    onRequest?.(req);
     handler(req, res, { ...OPTIONS, public: publicDir }).catch((err) => {
       if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
       res.end(`500 Internal Server Error: ${err.message}\n`);

@@ -106,7 +106,7 @@ fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<
     let xt = Tensor::<4>::from_data(TensorData::new(x.data.clone(), x.shape.clone()), &dev);
     let y = model.unet.forward(xt, &t.data);
     let shape = y.dims().to_vec();
-    let data = y.into_data().into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let data = y.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
     let out_tensors = BTreeMap::from([("sample".to_string(), HostTensor { shape, data })]);
     write(out, &to_safetensors(&out_tensors, SaveDtype::F32)?)
 }
@@ -126,7 +126,7 @@ fn run_sample(model: &Path, request: SampleRequest, out: &Path, backend: Backend
     let x0 = sample(&model.unet, &model.scheduler, request, 0, |p| bar.set_position(p.done as u64), || false)?;
     bar.finish();
     let shape = x0.dims();
-    let data = x0.into_data().into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let data = x0.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
     for i in 0..shape[0] {
         write_png(&out.join(format!("{i:04}.png")), &to_pixels(&data, shape, i))?;
     }

@@ -26,7 +26,7 @@ fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
 async fn read(x: Tensor<4>) -> Result<(Vec<f32>, [usize; 4]), JsValue> {
     let shape = x.dims();
     let data = x.into_data_async().await.map_err(|e| js_err(format!("reading back from the device failed: {e:?}")))?;
-    Ok((data.into_vec::<f32>().map_err(|e| js_err(format!("{e:?}")))?, shape))
+    Ok((data.try_into_vec::<f32>().map_err(|e| js_err(format!("{e:?}")))?, shape))
 }
 
 /// RGBA bytes for ImageData.

@@ -31,7 +31,7 @@ pub fn row4(t: &HostTensor, i: usize, device: &Device) -> Tensor<4> {
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().into_vec::<f32>().expect("f32 tensor")
+    t.into_data().try_into_vec::<f32>().expect("f32 tensor")
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -1,0 +1,94 @@
+// End to end: the page served on 127.0.0.1, headless Chromium (WebGPU on SwiftShader here).
+// Run: node --test tests/e2e/   (needs pkg/ built and www/models/mnist/).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MINUTE, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
+
+describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
+  let env;
+  before(async () => { env = await startEnv(); });
+  after(async () => { await env?.close(); });
+
+  /** Opens `query` on a fresh context, runs `body(session)`, screenshots, checks page errors. */
+  async function withPage(t, query, shot, body) {
+    const s = await openPage(env.browser, `${env.url}${query}`);
+    try {
+      await body(s);
+    } finally {
+      await screenshot(s.page, shot);
+      for (const text of s.consoleErrors) t.diagnostic(`console error: ${text}`);
+      await s.close();
+    }
+    assert.deepEqual(s.pageErrors.map(String), [], 'no uncaught errors on the page');
+  }
+
+  test('generates 4 images with DDIM-10 on the default model', { timeout: 16 * MINUTE }, async (t) => {
+    await withPage(t, '', 'e2e-generate.png', async ({ page, waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
+      await page.getByTestId('sampler').selectOption('ddim');
+      await page.getByTestId('steps').fill('10');
+      await page.getByTestId('n').fill('4');
+      assert.equal(await page.getByTestId('generate').isEnabled(), true);
+      await page.getByTestId('generate').click();
+      await waitForState('done', 10 * MINUTE);
+
+      const ratio = await page.getByTestId('progress').evaluate((p) => p.value / p.max);
+      assert.equal(ratio, 1, 'progress reaches value/max = 1');
+      const images = await canvasStats(page, '[data-testid=results] canvas');
+      assert.equal(images.length, 4, 'one canvas per image');
+      for (const [i, img] of images.entries()) {
+        assert.ok(img.width > 0 && img.height > 0, `image ${i} has a size`);
+        assert.ok(img.variance > 0, `image ${i} is not blank (${JSON.stringify(img)})`);
+      }
+      const live = await canvasStats(page, '[data-testid=xt], [data-testid=x0]');
+      assert.ok(live.every((c) => c.width > 1), 'the live x_t / x_0 views were drawn');
+      const backend = (await page.getByTestId('backend').innerText()).trim();
+      assert.ok(backend.length > 0, 'the backend is named');
+      t.diagnostic(`backend: ${backend}`);
+      t.diagnostic(await page.getByTestId('progress-text').innerText());
+    });
+  });
+
+  test('a bad model URL shows its error', { timeout: 6 * MINUTE }, async (t) => {
+    await withPage(t, '?model=/no/such/model/', 'e2e-bad-model.png', async ({ page, waitFor, state, errorText }) => {
+      await waitFor(() => false, null, 5 * MINUTE);  // returns once data-state=error
+      assert.equal(await state(), 'error');
+      const text = await errorText();
+      assert.match(text, /\/no\/such\/model\//, 'the error names the URL');
+      assert.match(text, /404/, 'the error says what is wrong');
+      assert.equal(await page.getByTestId('generate').isDisabled(), true, 'nothing to generate with');
+      t.diagnostic(text);
+    });
+  });
+
+  test('cancel stops a DDPM-200 run between steps', { timeout: 12 * MINUTE }, async (t) => {
+    await withPage(t, '', 'e2e-cancel.png', async ({ page, waitFor, waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
+      await page.getByTestId('sampler').selectOption('ddpm');
+      await page.getByTestId('steps').fill('200');
+      await page.getByTestId('n').fill('1');
+      await page.getByTestId('generate').click();
+      await waitFor(() => Number(document.body.dataset.stepsDone) >= 2, null, 5 * MINUTE);
+      await page.getByTestId('cancel').click();
+      const state = await waitForState(['ready', 'done'], 5 * MINUTE);
+      const done = Number(await page.evaluate(() => document.body.dataset.stepsDone));
+      assert.ok(done < 200, `stopped early (at step ${done}/200)`);
+      assert.equal(state, 'ready');
+      assert.match(await page.getByTestId('status').innerText(), /cancelled/i);
+      assert.equal(await page.getByTestId('generate').isEnabled(), true, 'can generate again');
+      t.diagnostic(`cancelled at step ${done}/200`);
+    });
+  });
+
+  test('a second visit reads the model from Cache Storage', { timeout: 12 * MINUTE }, async (t) => {
+    await withPage(t, '', 'e2e-cached.png', async ({ page, waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
+      const before = env.requests.length;
+      await page.reload();
+      await waitForState('ready', 5 * MINUTE);
+      const modelRequests = env.requests.slice(before).filter((u) => u.startsWith('/www/models/'));
+      assert.deepEqual(modelRequests, [], 'no model file fetched from the network');
+      assert.match(await page.getByTestId('model-progress').innerText(), /from the cache/);
+    });
+  });
+});

@@ -1,0 +1,361 @@
+// The page: reads the controls, talks to www/worker.js (which owns the wasm Engine) and draws
+// what comes back. State is on <body data-state="loading|ready|generating|done|error">.
+
+const DEFAULT_MODEL = 'www/models/mnist/';
+const MAX_IMAGES = 64;
+const $ = (id) => document.getElementById(id);
+const el = {
+  backend: $('backend'), gpuNote: $('gpu-note'), modelBar: $('model-bar'), modelText: $('model-text'),
+  modelForm: $('model-form'), modelUrl: $('model-url'), clearCache: $('clear-cache'), error: $('error'),
+  controls: $('controls'), sampler: $('sampler'), steps: $('steps'), n: $('n'), eta: $('eta'),
+  seed: $('seed'), seedRandom: $('seed-random'), hint: $('hint'), generate: $('generate'),
+  cancel: $('cancel'), progress: $('progress'), progressText: $('progress-text'), status: $('status'),
+  xt: $('xt'), x0: $('x0'), results: $('results'), downloadGrid: $('download-grid'),
+};
+
+const params = new URLSearchParams(location.search);
+let info = null;           // model_info(): {sample_size, in_channels, params, num_train_timesteps}
+let isGpu = true;
+let modelReady = false;
+let generating = false;
+let nTouched = false;
+let engineFailed = false;
+let samplerShown = el.sampler.value;
+let run = null;            // the settings of the current / last run
+
+// ---- state and messages --------------------------------------------------------------------
+
+function setState(state) {
+  document.body.dataset.state = state;
+  el.generate.disabled = !modelReady || generating;
+  el.cancel.disabled = !generating;
+  el.clearCache.disabled = generating;
+}
+
+const TITLES = {
+  init: 'The engine could not start',
+  load: 'The model could not be loaded',
+  generate: 'Generation failed',
+  input: 'Check the settings',
+};
+const HINTS = {
+  init: 'Reload the page to try again. The browser console may say more.',
+  load: 'The model URL must be a diffusers model folder: config.json + diffusion_pytorch_model.safetensors ' +
+    '(+ scheduler_config.json), or model_index.json with unet/ and scheduler/. Fix the URL above and press Load.',
+  generate: 'Change the settings and press Generate to try again.',
+  input: '',
+};
+
+function showError(where, message) {
+  const title = document.createElement('strong');
+  title.textContent = TITLES[where] || 'Error';
+  const text = document.createElement('p');
+  text.textContent = message;
+  const parts = [title, text];
+  if (HINTS[where]) {
+    const hint = document.createElement('p');
+    hint.className = 'hint';
+    hint.textContent = HINTS[where];
+    parts.push(hint);
+  }
+  el.error.replaceChildren(...parts);
+  el.error.hidden = false;
+}
+
+function clearError() {
+  el.error.replaceChildren();
+  el.error.hidden = true;
+}
+
+function setStepsDone(done) {
+  document.body.dataset.stepsDone = String(done);
+  el.progress.dataset.stepsDone = String(done);
+}
+
+const handlers = {
+  backend({ name, isGpu: gpu, note }) {
+    isGpu = gpu;
+    el.backend.textContent = name || '(unknown backend)';
+    if (!gpu) {
+      el.gpuNote.textContent = `WebGPU is not in use${note ? ` (${note})` : ''}: running on the CPU (wasm), ` +
+        'which is about 10-50x slower, so the default is 4 images.';
+      el.gpuNote.hidden = false;
+      if (!nTouched) el.n.value = '4';
+    }
+    if (document.body.dataset.state === 'loading') el.modelText.textContent = 'loading the model…';
+    updateHint();
+  },
+
+  download({ file, loaded, total, cached }) {
+    if (cached) {
+      el.modelText.textContent = `${file} ${formatBytes(loaded)} (from the cache)`;
+    } else {
+      el.modelText.textContent = `downloading ${file} ${formatBytes(loaded, total)}`;
+    }
+    if (total) {
+      el.modelBar.max = total;
+      el.modelBar.value = loaded;
+    } else {
+      el.modelBar.removeAttribute('value');  // indeterminate
+    }
+  },
+
+  ready({ info: modelInfo, model, cached }) {
+    info = modelInfo;
+    modelReady = true;
+    const size = info.sample_size;
+    const [h, w] = Array.isArray(size) ? size : [size, size];
+    const T = info.num_train_timesteps;
+    el.modelBar.max = 1;
+    el.modelBar.value = 1;
+    el.modelText.textContent = `Model ready: ${h}×${w}, ${info.in_channels} channel(s), ` +
+      `${(info.params / 1e6).toFixed(2)} M parameters, T = ${T}${cached ? ', from the cache' : ''} (${model})`;
+    el.steps.max = String(T);
+    for (const canvas of [el.xt, el.x0]) {  // blank, at the model's aspect, until the first preview
+      canvas.width = w;
+      canvas.height = h;
+    }
+    if (Number(el.steps.value) > T) el.steps.value = String(suggestedSteps(el.sampler.value));
+    updateHint();
+    setState('ready');
+  },
+
+  progress({ done, total, stepsPerSec, etaSec }) {
+    el.progress.max = total;
+    el.progress.value = done;
+    setStepsDone(done);
+    const speed = stepsPerSec > 0 ? `${stepsPerSec.toFixed(stepsPerSec < 10 ? 1 : 0)} steps/s` : '… steps/s';
+    const eta = etaSec === null || etaSec === undefined ? '…' : `${Math.ceil(etaSec)}s`;
+    el.progressText.textContent = `step ${done}/${total} · ${speed} · ETA ${eta}`;
+  },
+
+  preview({ xt, x0 }) {
+    if (xt) drawFrame(el.xt, xt);
+    if (x0) drawFrame(el.x0, x0);
+  },
+
+  done({ images, width, height, ms }) {
+    generating = false;
+    el.progress.value = el.progress.max;
+    showResults(images, width, height);
+    el.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s ` +
+      `(${run.sampler.toUpperCase()}, ${run.steps} steps, seed ${run.seed}).`;
+    setState('done');
+  },
+
+  cancelled({ done, total }) {
+    generating = false;
+    el.progressText.textContent = `cancelled at step ${done}/${total}`;
+    el.status.textContent = `Cancelled at step ${done}/${total}.`;
+    setState('ready');
+  },
+
+  'cache-cleared'({ deleted }) {
+    el.status.textContent = deleted
+      ? 'Cached weights deleted: the next visit downloads them again.'
+      : 'There were no cached weights.';
+  },
+
+  error({ message, where }) {
+    if (where === 'load' && engineFailed) return;  // the 'init' error already says why
+    if (where === 'init') engineFailed = true;
+    if (where === 'generate') generating = false;
+    else modelReady = false;
+    if (where !== 'generate') {
+      el.modelText.textContent = where === 'init' ? 'the engine did not start' : 'no model loaded';
+      el.modelBar.value = 0;
+    }
+    showError(where, message);
+    setState('error');
+  },
+};
+
+// ---- the worker ----------------------------------------------------------------------------
+
+const workerUrl = new URL('./worker.js', import.meta.url);
+const worker = new Worker(workerUrl, { type: 'module' });
+worker.onmessage = (event) => {
+  const msg = event.data;
+  try {
+    handlers[msg.type]?.(msg);
+  } catch (err) {
+    console.error(err);
+    if (generating) worker.postMessage({ type: 'cancel' });
+    handlers.error({ where: msg.type === 'backend' || msg.type === 'ready' ? 'load' : 'generate', message: `${msg.type}: ${err.message}` });
+  }
+};
+worker.onerror = (event) => {
+  event.preventDefault();
+  generating = false;
+  handlers.error({ where: 'init', message: `${workerUrl.href}: ${event.message || 'the worker failed to start (see the browser console)'}` });
+};
+
+function startEngine() {
+  setStepsDone(0);
+  setState('loading');
+  el.modelText.textContent = 'starting the engine (loading the WebAssembly module)…';
+  worker.postMessage({ type: 'init', preferGpu: params.get('backend') !== 'cpu' });
+  const raw = params.get('model') || DEFAULT_MODEL;
+  el.modelUrl.value = raw;
+  let url;
+  try {
+    url = new URL(raw, location.href);
+    if (!url.pathname.endsWith('/')) url.pathname += '/';
+  } catch {
+    handlers.error({ where: 'load', message: `?model=${raw} is not a valid URL.` });
+    return;
+  }
+  worker.postMessage({ type: 'load', url: url.href });
+}
+
+// ---- controls ------------------------------------------------------------------------------
+
+const suggestedSteps = (sampler) => {
+  const T = info?.num_train_timesteps ?? 1000;
+  return sampler === 'ddpm' ? T : Math.min(50, T);
+};
+
+function updateHint() {
+  const ddim = el.sampler.value === 'ddim';
+  el.eta.disabled = !ddim;
+  const T = info?.num_train_timesteps ?? 1000;
+  el.hint.textContent = (ddim
+    ? 'DDIM: 20-50 steps are usually enough; eta 0 is deterministic, eta 1 adds DDPM-like noise.'
+    : `DDPM (ancestral): the model was trained with ${T} steps; fewer are allowed (faster, rougher).`) +
+    (isGpu ? '' : ' On the CPU backend, keep images and steps small.');
+}
+
+function readSettings() {
+  const T = info?.num_train_timesteps ?? 1000;
+  const int = (input, lo, hi, what) => {
+    const v = input.value.trim();
+    if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${what} must be a whole number from ${lo} to ${hi} (got "${v}").`);
+    return Number(v);
+  };
+  const sampler = el.sampler.value;
+  const steps = int(el.steps, 1, T, 'Steps');
+  const n = int(el.n, 1, MAX_IMAGES, 'Images');
+  let eta = 0;
+  if (sampler === 'ddim') {
+    eta = Number(el.eta.value);
+    if (el.eta.value.trim() === '' || !(eta >= 0 && eta <= 1)) throw new Error(`eta must be a number from 0 to 1 (got "${el.eta.value}").`);
+  }
+  if (el.seedRandom.checked) el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
+  const seed = int(el.seed, 0, 2 ** 32 - 1, 'Seed');
+  return { n, sampler, steps, eta, seed };
+}
+
+function generate() {
+  if (!modelReady || generating) return;
+  try {
+    run = readSettings();
+  } catch (err) {
+    showError('input', err.message);
+    return;
+  }
+  clearError();
+  generating = true;
+  el.results.replaceChildren();
+  el.downloadGrid.disabled = true;
+  el.progress.max = run.steps;
+  el.progress.value = 0;
+  setStepsDone(0);
+  el.progressText.textContent = `step 0/${run.steps} · starting…`;
+  el.status.textContent = '';
+  setState('generating');
+  const previewEvery = Math.max(1, Math.round(run.steps / 25));
+  worker.postMessage({ type: 'generate', ...run, previewEvery });
+}
+
+el.controls.addEventListener('submit', (event) => {
+  event.preventDefault();
+  generate();
+});
+el.cancel.addEventListener('click', () => {
+  worker.postMessage({ type: 'cancel' });
+  el.cancel.disabled = true;
+  el.status.textContent = 'cancelling…';
+});
+el.sampler.addEventListener('change', () => {
+  if (Number(el.steps.value) === suggestedSteps(samplerShown)) el.steps.value = String(suggestedSteps(el.sampler.value));
+  samplerShown = el.sampler.value;
+  updateHint();
+});
+el.n.addEventListener('input', () => { nTouched = true; });
+el.clearCache.addEventListener('click', () => worker.postMessage({ type: 'clear-cache' }));
+el.modelForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const next = new URL(location.href);
+  const value = el.modelUrl.value.trim();
+  if (value) next.searchParams.set('model', value);
+  else next.searchParams.delete('model');
+  location.assign(next.href);
+});
+el.downloadGrid.addEventListener('click', () => {
+  const canvases = [...el.results.querySelectorAll('canvas')];
+  if (canvases.length) savePng(gridCanvas(canvases), `ddpm-grid-seed${run.seed}.png`);
+});
+
+// ---- pixels --------------------------------------------------------------------------------
+
+function drawFrame(canvas, { width, height, rgba }) {
+  if (rgba.length !== width * height * 4) {
+    throw new Error(`frame of ${width}×${height} has ${rgba.length} bytes, not ${width * height * 4}`);
+  }
+  canvas.width = width;
+  canvas.height = height;
+  const pixels = new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length);
+  canvas.getContext('2d').putImageData(new ImageData(pixels, width, height), 0, 0);
+}
+
+function showResults(images, width, height) {
+  const figures = images.map((rgba, i) => {
+    const figure = document.createElement('figure');
+    const canvas = document.createElement('canvas');
+    drawFrame(canvas, { width, height, rgba });
+    canvas.title = `image ${i + 1}, seed ${run.seed}`;
+    const save = document.createElement('button');
+    save.type = 'button';
+    save.className = 'save';
+    save.textContent = 'Download PNG';
+    save.addEventListener('click', () => savePng(canvas, `ddpm-seed${run.seed}-${i + 1}.png`));
+    figure.append(canvas, save);
+    return figure;
+  });
+  el.results.replaceChildren(...figures);
+  el.downloadGrid.disabled = images.length === 0;
+}
+
+function gridCanvas(canvases) {
+  const { width, height } = canvases[0];
+  const cols = Math.ceil(Math.sqrt(canvases.length));
+  const grid = document.createElement('canvas');
+  grid.width = cols * width;
+  grid.height = Math.ceil(canvases.length / cols) * height;
+  const ctx = grid.getContext('2d');
+  canvases.forEach((c, i) => ctx.drawImage(c, (i % cols) * width, Math.floor(i / cols) * height));
+  return grid;
+}
+
+function savePng(canvas, name) {
+  canvas.toBlob((blob) => {
+    if (!blob) return;
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  }, 'image/png');
+}
+
+function formatBytes(loaded, total) {
+  const big = (total ?? loaded) >= 1e6;
+  const unit = big ? 'MB' : 'kB';
+  const f = (b) => (b / (big ? 1e6 : 1e3)).toFixed(1);
+  return total ? `${f(loaded)}/${f(total)} ${unit}` : `${f(loaded)} ${unit}`;
+}
+
+updateHint();
+startEngine();
