@@ -51,3 +51,16 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("n must be between 1 and 256"), "{err}");
 }
+
+#[test]
+fn bench_prints_one_json_line() {
+    let model = tiny_dir();
+    let o = ddpm(&["bench", "--model", model.to_str().unwrap(), "--batch", "2", "--runs", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON line");
+    assert_eq!(line["backend"], "cpu");
+    assert_eq!(line["batch"], 2);
+    for key in ["forward_ms", "train_step_ms"] {
+        assert!(line[key].as_f64().is_some_and(|ms| ms > 0.0), "{key}: {line}");
+    }
+}

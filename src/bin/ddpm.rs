@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ddpm_web::files::load_model;
 use ddpm_web::images::{Pixels, grid, to_pixels};
 use ddpm_web::sampler::{SampleRequest, SamplerKind, sample};
+use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors};
 use ddpm_web::{Error, Result};
 
@@ -67,6 +68,18 @@ enum Command {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// Time a UNet forward and a training step; prints one JSON line (medians, after a warm-up).
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Timed runs of each (after one warm-up run).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
@@ -135,6 +148,45 @@ fn run_sample(model: &Path, request: SampleRequest, out: &Path, backend: Backend
     Ok(())
 }
 
+/// Median wall time in ms of `runs` calls of `f`, after one warm-up call.
+fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = std::time::Instant::now();
+        f()?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[ms.len() / 2])
+}
+
+fn run_bench(model: &Path, batch: usize, runs: usize, backend: Backend) -> Result<()> {
+    let dev = device(backend)?;
+    let m = load_model(model, &dev)?;
+    let [c, h, w] = m.unet.sample_shape();
+    let shape = [batch, c, h, w];
+    let x = || Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), &dev);
+    let t = vec![500.0f32; batch];
+    let sync = |y: Tensor<1>| y.into_data().try_into_vec::<f32>().map(|_| ()).map_err(|e| Error::Backend(format!("{e:?}")));
+    let forward_ms = median_ms(runs, || sync(m.unet.forward(x(), &t).sum()))?;
+    let train_dev = dev.clone().autodiff();
+    let mut unet = Some(load_model(model, &train_dev)?.unet);
+    let mut trainer = Trainer::new(1e-4, 0, 0);
+    let x_train = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), &train_dev);
+    let train_step_ms = median_ms(runs, || {
+        let (next, loss) = trainer.step(unet.take().expect("model"), &m.scheduler, x_train.clone())?;
+        unet = Some(next);
+        sync(loss)
+    })?;
+    let name = match backend {
+        Backend::Cpu => "cpu",
+        Backend::Wgpu => "wgpu",
+    };
+    println!("{}", serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms}));
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -146,6 +198,7 @@ fn main() -> ExitCode {
             };
             run_sample(&model, SampleRequest { n, sampler, steps, eta, seed }, &out, backend)
         }
+        Command::Bench { model, batch, runs, backend } => run_bench(&model, batch, runs, backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
