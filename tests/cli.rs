@@ -1,5 +1,7 @@
 //! The `ddpm` binary end to end: `ddpm unet` reproduces diffusers, `ddpm sample` writes PNGs.
 
+#![cfg(not(target_family = "wasm"))]
+
 mod common;
 
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! Numbers against diffusers 0.42.1: `../shared/parity/tiny` (see its README).
 
+#![cfg(not(target_family = "wasm"))]
+
 mod common;
 
 use burn::tensor::Device;

@@ -1,5 +1,7 @@
 //! The sampling loop and the timestep grids.
 
+#![cfg(not(target_family = "wasm"))]
+
 mod common;
 
 use burn::tensor::Device;

@@ -1,5 +1,7 @@
 //! Algorithm 1: the loss falls when training on a tiny set.
 
+#![cfg(not(target_family = "wasm"))]
+
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};

@@ -1,6 +1,8 @@
 //! Loading and saving weights: both layouts, both attention namings, f16/bf16, the round trip,
 //! and a clear error for each kind of bad input.
 
+#![cfg(not(target_family = "wasm"))]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -8,12 +8,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use ddpm_web::files::load_model;
+use ddpm_web::files::{load_model, save_model};
 use ddpm_web::images::{Pixels, grid, to_pixels};
 use ddpm_web::sampler::{SampleRequest, SamplerKind, sample};
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors};
-use ddpm_web::{Error, Result};
+use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
 #[derive(Parser)]
 #[command(name = "ddpm", version, about = "Denoising diffusion (Ho et al. 2020) with diffusers-compatible models")]
@@ -70,6 +70,17 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
+    },
+    /// Write a freshly initialised model (random weights) of the given configs, in diffusers layout.
+    Init {
+        /// A UNet2DModel config.json.
+        #[arg(long)]
+        config: PathBuf,
+        /// A scheduler_config.json (default: diffusers' DDPMScheduler defaults).
+        #[arg(long)]
+        scheduler: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Time a UNet forward and a training step; prints one JSON line (medians, after a warm-up).
     Bench {
@@ -187,6 +198,19 @@ fn run_bench(model: &Path, batch: usize, runs: usize, backend: Backend) -> Resul
     Ok(())
 }
 
+fn run_init(config: &Path, scheduler: Option<&Path>, out: &Path) -> Result<()> {
+    let text = |p: &Path| String::from_utf8(read(p)?).map_err(|e| Error::io(p.display(), e));
+    let unet_config = UNetConfig::from_json(&config.display().to_string(), &text(config)?)?;
+    let sched_config = match scheduler {
+        Some(p) => SchedulerConfig::from_json(&p.display().to_string(), &text(p)?)?,
+        None => SchedulerConfig::default(),
+    };
+    let model = Model { unet: UNet2DModel::new(&unet_config, &Device::flex()), scheduler: Scheduler::new(sched_config) };
+    save_model(&model, out, SaveDtype::F32)?;
+    println!("wrote an untrained model to {}", out.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -198,6 +222,7 @@ fn main() -> ExitCode {
             };
             run_sample(&model, SampleRequest { n, sampler, steps, eta, seed }, &out, backend)
         }
+        Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),
         Command::Bench { model, batch, runs, backend } => run_bench(&model, batch, runs, backend),
     };
     match result {
