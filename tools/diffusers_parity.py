@@ -66,6 +66,20 @@ def main():
         worst = max(worst, err)
         print(json.dumps({"config": name, "params": sum(p.numel() for p in model.parameters()),
                           "max_abs_error": err, "max_abs_output": want.abs().max().item()}))
+    # The other direction: a model written by `ddpm init` opens in diffusers and computes the same.
+    d = root / "written-by-ddpm"
+    subprocess.run([args.ddpm, "init", "--config", str(root / "mnist" / "config.json"), "--out", str(d)], check=True)
+    model = UNet2DModel.from_pretrained(d).eval()
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([3, 700], dtype=torch.int64)
+    with torch.no_grad():
+        want = model(x, t).sample
+    save_file({"x": x, "t": t}, str(d / "in.safetensors"))
+    subprocess.run([args.ddpm, "unet", "--model", str(d), "--input", str(d / "in.safetensors"),
+                    "--out", str(d / "out.safetensors")], check=True)
+    err = (load_file(str(d / "out.safetensors"))["sample"] - want).abs().max().item()
+    worst = max(worst, err)
+    print(json.dumps({"config": "written by ddpm, loaded by diffusers", "max_abs_error": err}))
     sys.exit(0 if worst <= 1e-4 else 1)
 
 
