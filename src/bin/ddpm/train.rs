@@ -1,0 +1,148 @@
+//! `ddpm train`: Algorithm 1 over MNIST or a folder of images, with EMA weights, checkpoints in
+//! diffusers layout, `--resume`, and a checkpoint on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::module::Module;
+use burn::optim::OptimizerRecord;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use ddpm_web::dataset::{Dataset, image_folder, mnist};
+use ddpm_web::files::{load_model, save_model};
+use ddpm_web::train::{Trainer, ema_update, param_ids, with_param_ids};
+use ddpm_web::weights::SaveDtype;
+use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
+
+pub struct TrainArgs {
+    pub data: String,
+    pub mnist_dir: PathBuf,
+    pub config: PathBuf,
+    pub scheduler: PathBuf,
+    pub out: PathBuf,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub ema: f64,
+    pub seed: u64,
+    pub resume: bool,
+    pub checkpoint_every: usize,
+}
+
+/// What `--resume` needs besides the weights and the optimizer record.
+#[derive(Serialize, Deserialize)]
+struct State {
+    step: usize,
+    seed: u64,
+    noise_rng_word_pos: String,
+    data_rng_word_pos: String,
+    param_ids: Vec<u64>,
+}
+
+const STATE_DIR: &str = "train_state";
+
+fn text(p: &Path) -> Result<String> {
+    std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e))
+}
+
+fn load_data(args: &TrainArgs, shape: [usize; 3]) -> Result<Dataset> {
+    if args.data == "mnist" {
+        if shape != [1, 32, 32] {
+            return Err(Error::Request(format!("--data mnist needs a model of 1x32x32 images, this config makes {shape:?}")));
+        }
+        let (train, held_out) = mnist(&args.mnist_dir, 100, args.seed)?;
+        eprintln!("MNIST: {} training digits, {} held out for evaluation", train.len(), held_out.len());
+        Ok(train)
+    } else {
+        let (data, skipped) = image_folder(Path::new(&args.data), shape)?;
+        for s in &skipped {
+            eprintln!("skipped {s}");
+        }
+        eprintln!("{}: {} images", args.data, data.len());
+        Ok(data)
+    }
+}
+
+fn checkpoint(args: &TrainArgs, raw: &Model, ema: &Model, trainer: &Trainer, data_rng: &ChaCha8Rng) -> Result<()> {
+    save_model(ema, &args.out, SaveDtype::F32)?;
+    let dir = args.out.join(STATE_DIR);
+    save_model(raw, &dir, SaveDtype::F32)?;
+    let opt = dir.join("optimizer.bin");
+    trainer.optimizer_record().save(&opt).map_err(|e| Error::io(opt.display(), format!("{e:?}")))?;
+    let state = State {
+        step: trainer.step,
+        seed: args.seed,
+        noise_rng_word_pos: trainer.rng_word_pos().to_string(),
+        data_rng_word_pos: data_rng.get_word_pos().to_string(),
+        param_ids: param_ids(&raw.unet),
+    };
+    let path = dir.join("state.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&state).expect("state serializes")).map_err(|e| Error::io(path.display(), e))
+}
+
+pub fn run(args: TrainArgs, device: Device) -> Result<()> {
+    let train_device = device.clone().autodiff();
+    let mut trainer = Trainer::new(args.lr, args.warmup, args.seed);
+    let mut data_rng = ChaCha8Rng::seed_from_u64(args.seed);
+    data_rng.set_stream(1);
+    let (mut raw, mut ema) = if args.resume {
+        let dir = args.out.join(STATE_DIR);
+        let state: State = serde_json::from_str(&text(&dir.join("state.json"))?)
+            .map_err(|e| Error::io(dir.join("state.json").display(), e))?;
+        let mut raw = load_model(&dir, &train_device)?;
+        raw.unet = with_param_ids(raw.unet, state.param_ids)?;
+        let opt = dir.join("optimizer.bin");
+        let record = OptimizerRecord::load(&opt).map_err(|e| Error::io(opt.display(), format!("{e:?}")))?;
+        let pos = |s: &str| s.parse::<u128>().map_err(|e| Error::io(dir.join("state.json").display(), e));
+        trainer.resume(record, state.step, pos(&state.noise_rng_word_pos)?);
+        data_rng.set_word_pos(pos(&state.data_rng_word_pos)?);
+        eprintln!("resuming {} at step {}", args.out.display(), state.step);
+        (raw, load_model(&args.out, &device)?)
+    } else {
+        let unet_config = UNetConfig::from_json(&args.config.display().to_string(), &text(&args.config)?)?;
+        let sched = SchedulerConfig::from_json(&args.scheduler.display().to_string(), &text(&args.scheduler)?)?;
+        let unet = UNet2DModel::new(&unet_config, &train_device);
+        let ema = Model { unet: unet.valid(), scheduler: Scheduler::new(sched.clone()) };
+        (Model { unet, scheduler: Scheduler::new(sched) }, ema)
+    };
+    let data = load_data(&args, raw.unet.sample_shape())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Error::Backend(format!("Ctrl-C handler: {e}")))?;
+
+    let bar = ProgressBar::new(args.steps as u64).with_position(trainer.step as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} loss {msg}  {per_sec}  ETA {eta}").expect("valid template"),
+    );
+    while trainer.step < args.steps {
+        let idx: Vec<usize> = (0..args.batch).map(|_| data_rng.random_range(0..data.len())).collect();
+        let x0 = data.batch(&idx, &train_device);
+        let (unet, loss) = trainer.step(raw.unet, &raw.scheduler, x0)?;
+        raw.unet = unet;
+        ema.unet = ema_update(ema.unet, &raw.unet, args.ema);
+        if trainer.step % 10 == 0 || trainer.step == args.steps {
+            let l = loss.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?[0];
+            if !l.is_finite() {
+                return Err(Error::Backend(format!("the loss is {l} at step {}: lower --lr", trainer.step)));
+            }
+            bar.set_message(format!("{l:.4}"));
+        }
+        bar.set_position(trainer.step as u64);
+        let interrupted = stop.load(Ordering::SeqCst);
+        if trainer.step % args.checkpoint_every.max(1) == 0 || trainer.step == args.steps || interrupted {
+            checkpoint(&args, &raw, &ema, &trainer, &data_rng)?;
+        }
+        if interrupted {
+            bar.abandon_with_message(format!("interrupted: checkpoint at step {} in {}", trainer.step, args.out.display()));
+            return Ok(());
+        }
+    }
+    bar.finish();
+    eprintln!("EMA weights in {} (diffusers layout); training state in {}/{STATE_DIR}", args.out.display(), args.out.display());
+    Ok(())
+}
