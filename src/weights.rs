@@ -145,13 +145,18 @@ impl ModuleMapper for Loader<'_> {
             return param;
         }
         let device = param.lazy_device();
-        param
-            .map(move |_| {
-                let t = Tensor::<D>::from_data(TensorData::new(host.data, host.shape), &device);
-                if transposed { t.transpose() } else { t }
-            })
-            .set_require_grad(true)
+        // Linear weights are transposed here, on the host, so the parameter is a plain
+        // contiguous tensor as if burn had initialised it (same kernels, same numbers).
+        let (data, shape) = if transposed { transpose(&host) } else { (host.data, host.shape) };
+        param.map(move |_| Tensor::<D>::from_data(TensorData::new(data, shape), &device)).set_require_grad(true)
     }
+}
+
+/// A 2-d [rows, cols] tensor as [cols, rows].
+fn transpose(t: &HostTensor) -> (Vec<f32>, Vec<usize>) {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let data = (0..cols).flat_map(|c| (0..rows).map(move |r| t.data[r * cols + c])).collect();
+    (data, vec![cols, rows])
 }
 
 /// Fills `model` with the weights of a diffusers safetensors file. Every problem is reported:

@@ -101,3 +101,32 @@ fn train_on_a_folder_checkpoints_and_resumes() {
     let o = ddpm(&["sample", "--model", out.path().to_str().unwrap(), "--n", "2", "--steps", "2", "--out", out.path().join("s").to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn resume_continues_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    for i in 0..4u8 {
+        image::GrayImage::from_fn(16, 16, |x, _| image::Luma([x as u8 * (i + 1) * 4])).save(data.path().join(format!("{i}.png"))).unwrap();
+    }
+    let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
+    let train = |out: &std::path::Path, steps: &str, resume: bool| {
+        let mut a = vec!["train", "--data", data.path().to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
+            "--out", out.to_str().unwrap(), "--steps", steps, "--batch", "2", "--warmup", "3", "--lr", "1e-3", "--ema", "0.9"];
+        if resume {
+            a.push("--resume");
+        }
+        let o = ddpm(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (straight, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train(straight.path(), "6", false);
+    train(split.path(), "3", false);
+    train(split.path(), "6", true);
+    for file in ["diffusion_pytorch_model.safetensors", "train_state/diffusion_pytorch_model.safetensors"] {
+        let read = |d: &std::path::Path| read_safetensors(file, &std::fs::read(d.join(file)).unwrap(), false).unwrap();
+        let (a, b) = (read(straight.path()), read(split.path()));
+        for (key, t) in &a {
+            assert_eq!(t.data, b[key].data, "{file}: {key} differs between 6 steps and 3 + resume 3");
+        }
+    }
+}

@@ -107,6 +107,8 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     } else {
         let unet_config = UNetConfig::from_json(&args.config.display().to_string(), &text(&args.config)?)?;
         let sched = SchedulerConfig::from_json(&args.scheduler.display().to_string(), &text(&args.scheduler)?)?;
+        // The initial weights come from burn's generator: seeded, so a run is reproducible.
+        train_device.seed(args.seed);
         let unet = UNet2DModel::new(&unet_config, &train_device);
         let ema = Model { unet: unet.valid(), scheduler: Scheduler::new(sched.clone()) };
         (Model { unet, scheduler: Scheduler::new(sched) }, ema)
