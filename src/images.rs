@@ -10,11 +10,16 @@ pub struct Pixels {
     pub data: Vec<u8>,
 }
 
+/// Channels an image of `c` channels is shown with: RGB from the first 3, else gray.
+fn shown_channels(c: usize) -> usize {
+    if c >= 3 { 3 } else { 1 }
+}
+
 /// Image `i` of a [N, C, H, W] batch as pixels: (x / 2 + 0.5) clamped to [0, 1], times 255,
 /// rounded, as diffusers' pipelines do. More than 3 channels keeps the first 3.
 pub fn to_pixels(batch: &[f32], [n, c, h, w]: [usize; 4], i: usize) -> Pixels {
     assert!(i < n && batch.len() == n * c * h * w, "image {i} of a batch of shape {:?}", [n, c, h, w]);
-    let channels = if c >= 3 { 3 } else { 1 };
+    let channels = shown_channels(c);
     let img = &batch[i * c * h * w..(i + 1) * c * h * w];
     let mut data = Vec::with_capacity(h * w * channels);
     for p in 0..h * w {
@@ -31,13 +36,13 @@ pub fn grid(batch: &[f32], shape: [usize; 4], gap: usize) -> Pixels {
     let n = shape[0];
     let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
     let rows = n.div_ceil(cols);
-    let first = to_pixels(batch, shape, 0);
-    let (w, h, ch) = (first.width, first.height, first.channels);
+    let (w, h) = (shape[3], shape[2]);
+    let ch = shown_channels(shape[1]);
     let width = cols * (w + gap) + gap;
     let height = rows * (h + gap) + gap;
     let mut data = vec![255u8; width * height * ch];
     for i in 0..n {
-        let img = if i == 0 { first.clone() } else { to_pixels(batch, shape, i) };
+        let img = to_pixels(batch, shape, i);
         let (x0, y0) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
         for y in 0..h {
             let dst = ((y0 + y) * width + x0) * ch;

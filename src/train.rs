@@ -49,11 +49,11 @@ impl Trainer {
     }
 
     /// Continues from a saved state: the optimizer record, the step, and the random stream's position.
-    pub fn resume(&mut self, record: OptimizerRecord, step: usize, rng_word_pos: u128) {
-        let optim = std::mem::replace(&mut self.optim, AdamConfig::new().init());
-        self.optim = optim.load_record(record);
+    pub fn resume(mut self, record: OptimizerRecord, step: usize, rng_word_pos: u128) -> Self {
+        self.optim = self.optim.load_record(record);
         self.step = step;
         self.rng.set_word_pos(rng_word_pos);
+        self
     }
 
     pub fn rng_word_pos(&self) -> u128 {

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -134,7 +135,7 @@ impl Engine {
     pub fn model_info(&self) -> Result<String, JsValue> {
         let inner = self.inner.borrow();
         let m = inner.model.as_ref().ok_or_else(|| js_err("no model loaded"))?;
-        let params: usize = crate::weights::named_tensors(&m.unet).iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        let params = m.unet.num_params();
         Ok(serde_json::json!({
             "sample_size": m.unet.config.sample_size,
             "in_channels": m.unet.config.in_channels,

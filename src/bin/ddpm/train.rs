@@ -100,7 +100,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         let opt = dir.join("optimizer.bin");
         let record = OptimizerRecord::load(&opt).map_err(|e| Error::io(opt.display(), format!("{e:?}")))?;
         let pos = |s: &str| s.parse::<u128>().map_err(|e| Error::io(dir.join("state.json").display(), e));
-        trainer.resume(record, state.step, pos(&state.noise_rng_word_pos)?);
+        trainer = trainer.resume(record, state.step, pos(&state.noise_rng_word_pos)?);
         data_rng.set_word_pos(pos(&state.data_rng_word_pos)?);
         eprintln!("resuming {} at step {}", args.out.display(), state.step);
         (raw, load_model(&args.out, &device)?)
