@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 PARITY_DIR ?= tests/data/tiny
 
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web serve bench clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench clean-cache
 
 setup: setup-native setup-web
 
@@ -37,7 +37,18 @@ build-web: setup-web pkg/ddpm_web_bg.wasm
 test-wasm: setup-web
 	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features --test web
 
-test-e2e: build-web
+# A self-contained folder for any static host: the page, embed.js, the engine and the models.
+dist: build-web
+	rm -rf dist && mkdir -p dist/pkg dist/models
+	cp www/*.js www/*.css www/embed-example.html dist/
+	cp pkg/ddpm_web.js pkg/ddpm_web_bg.wasm dist/pkg/
+	cp -RL www/models/. dist/models/
+	sed 's#www/##g' index.html > dist/index.html
+	sed -i "s#^const PKG = '../pkg/';#const PKG = './pkg/';#" dist/engine-host.js
+	grep -q "^const PKG = './pkg/';" dist/engine-host.js
+	@echo "dist/ is ready ($$(du -sh dist | cut -f1)): copy it to any static host; README: Embed in your blog"
+
+test-e2e: build-web dist
 	node --test tests/e2e/
 
 demo: build-web

@@ -2,8 +2,11 @@
 // backend (wasm) and on WebGPU, after a warm-up run; prints one JSON line per backend.
 //   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,gpu]
 // The time is the user's: from the click on Generate to the finished images on the page.
+// With --tune K: fine-tunes K steps at --batch (8) on 8 images instead, and reports steps/s over
+// the steps after the first (which compiles shaders).
+import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { MINUTE, openPage, startEnv } from '../tests/e2e/helpers.mjs';
+import { MINUTE, REPO_ROOT, openPage, startEnv } from '../tests/e2e/helpers.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -12,6 +15,8 @@ const { values: opt } = parseArgs({
     steps: { type: 'string', default: '50' },
     backends: { type: 'string', default: 'cpu,gpu' },
     'timeout-min': { type: 'string', default: '60' },
+    tune: { type: 'string' },
+    batch: { type: 'string', default: '8' },
   },
 });
 const timeout = Number(opt['timeout-min']) * MINUTE;
@@ -27,6 +32,29 @@ async function generate(s, n, steps) {
   return Date.now() - start;
 }
 
+/** Fine-tunes `steps` steps; steps/s between the first and the last loss read back. */
+async function tune(s, steps, batch) {
+  const { page } = s;
+  const fixtures = [1, 2, 3, 4].map((i) => path.join(REPO_ROOT, `tests/e2e/fixtures/seven-${i}.png`));
+  await page.getByTestId('upload').setInputFiles([...fixtures, ...fixtures]);
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 8);
+  await page.getByTestId('steps').fill('1');  // the before / after that follows: 1 step
+  await page.getByTestId('tune-steps').fill(String(steps));
+  await page.getByTestId('tune-batch').fill(String(batch));
+  const marks = [];
+  await page.exposeFunction('benchMark', (step) => marks.push([step, Date.now()]));
+  await page.evaluate(() => new MutationObserver(() => {
+    const m = /step (\d+)\//.exec(document.getElementById('tune-status').textContent);
+    if (m) window.benchMark(Number(m[1]));
+  }).observe(document.getElementById('tune-status'), { childList: true, characterData: true, subtree: true }));
+  await page.getByTestId('tune-start').click();
+  await page.waitForFunction(() => ['comparing', 'done', 'error'].includes(document.getElementById('tune').dataset.tuneState), null, { timeout, polling: 500 });
+  const first = marks.find(([step]) => step >= 1);
+  const last = marks.at(-1);
+  if (!first || !last || last[0] === first[0]) throw new Error(`too few loss read backs to time: ${JSON.stringify(marks)}`);
+  return { steps_timed: last[0] - first[0], steps_per_s: (1000 * (last[0] - first[0])) / (last[1] - first[1]) };
+}
+
 const env = await startEnv();
 try {
   for (const backend of opt.backends.split(',')) {
@@ -34,6 +62,11 @@ try {
     try {
       await s.waitForState('ready', 10 * MINUTE);
       const name = (await s.page.getByTestId('backend').innerText()).trim();
+      if (opt.tune) {
+        const r = await tune(s, Number(opt.tune), Number(opt.batch));
+        console.log(JSON.stringify({ bench: 'browser-tune', backend: name, batch: Number(opt.batch), ...r }));
+        continue;
+      }
       await generate(s, 1, 2); // warm-up: shader compilation, allocations
       const ms = await generate(s, Number(opt.n), Number(opt.steps));
       console.log(JSON.stringify({

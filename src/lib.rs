@@ -6,13 +6,18 @@ pub mod error;
 #[cfg(not(target_family = "wasm"))]
 pub mod files;
 #[cfg(all(not(target_family = "wasm"), feature = "cli"))]
+pub mod classifier;
+#[cfg(all(not(target_family = "wasm"), feature = "cli"))]
 pub mod dataset;
+#[cfg(all(not(target_family = "wasm"), feature = "cli"))]
+pub mod fid;
 pub mod images;
 pub mod model;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;
 pub mod train;
+pub mod tune;
 pub mod unet;
 pub mod weights;
 

@@ -1,6 +1,6 @@
-//! diffusers safetensors <-> UNet2DModel. A parameter's module path is its diffusers key,
-//! except GroupNorm's gamma/beta (diffusers: weight/bias) and Linear weights, which burn
-//! stores as [in, out] and PyTorch as [out, in].
+//! diffusers safetensors <-> UNet2DModel (and any other burn module, e.g. the MNIST classifier).
+//! A parameter's module path is its diffusers key, except GroupNorm's gamma/beta (diffusers:
+//! weight/bias) and Linear weights, which burn stores as [in, out] and PyTorch as [out, in].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,7 +9,6 @@ use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, View};
 
 use crate::error::{Error, Result};
-use crate::unet::UNet2DModel;
 
 /// A tensor read from a file, converted to f32, in the file's (PyTorch) layout.
 #[derive(Debug, Clone)]
@@ -161,7 +160,7 @@ fn transpose(t: &HostTensor) -> (Vec<f32>, Vec<usize>) {
 
 /// Fills `model` with the weights of a diffusers safetensors file. Every problem is reported:
 /// shape mismatches by tensor, missing and unexpected keys in full.
-pub fn load(model: UNet2DModel, file: &str, bytes: &[u8]) -> Result<UNet2DModel> {
+pub fn load<M: Module>(model: M, file: &str, bytes: &[u8]) -> Result<M> {
     let tensors = read_safetensors(file, bytes, false)?
         .into_iter()
         .map(|(k, v)| (modern_key(&k), v))
@@ -211,7 +210,7 @@ impl ModuleVisitor for Collector {
 
 /// Every parameter of the model under its diffusers key. Reading them back is the caller's
 /// (sync natively, async on the web).
-pub fn named_tensors(model: &UNet2DModel) -> Vec<NamedTensor> {
+pub fn named_tensors<M: Module>(model: &M) -> Vec<NamedTensor> {
     let mut c = Collector { at: PathTracker::default(), out: vec![] };
     model.visit(&mut c);
     c.out
@@ -258,7 +257,7 @@ pub fn to_safetensors(tensors: &BTreeMap<String, HostTensor>, dtype: SaveDtype) 
 /// The model's weights as host tensors, read back synchronously (native only; the web
 /// reads `named_tensors` asynchronously).
 #[cfg(not(target_family = "wasm"))]
-pub fn to_host(model: &UNet2DModel) -> Result<BTreeMap<String, HostTensor>> {
+pub fn to_host<M: Module>(model: &M) -> Result<BTreeMap<String, HostTensor>> {
     named_tensors(model)
         .into_iter()
         .map(|nt| {

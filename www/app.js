@@ -1,7 +1,11 @@
-// The page: reads the controls, talks to www/worker.js (which owns the wasm Engine) and draws
-// what comes back. State is on <body data-state="loading|ready|generating|done|error">.
+// The page: reads the controls, talks to the engine host (client.js: a worker that owns the
+// wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
-const DEFAULT_MODEL = 'www/models/mnist/';
+import { connect } from './client.js';
+import { saveBlob } from './download.js';
+import { initTuning } from './tune.js';
+
+const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const MAX_IMAGES = 64;
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -22,12 +26,16 @@ let nTouched = false;
 let engineFailed = false;
 let samplerShown = el.sampler.value;
 let run = null;            // the settings of the current / last run
+let modelUrl = null;       // the absolute URL prefix of the model, its key in the engine
+let nextId = 1;
+let tuning = null;         // the fine-tuning panel (tune.js)
+let tuningBusy = false;    // fine-tuning (or its before/after) holds the engine
 
 // ---- state and messages --------------------------------------------------------------------
 
 function setState(state) {
   document.body.dataset.state = state;
-  el.generate.disabled = !modelReady || generating;
+  el.generate.disabled = !modelReady || generating || tuningBusy;
   el.cancel.disabled = !generating;
   el.clearCache.disabled = generating;
 }
@@ -86,7 +94,8 @@ const handlers = {
     updateHint();
   },
 
-  download({ file, loaded, total, cached }) {
+  download({ url, file, loaded, total, cached }) {
+    if (url !== modelUrl) return;
     if (cached) {
       el.modelText.textContent = `${file} ${formatBytes(loaded)} (from the cache)`;
     } else {
@@ -100,8 +109,10 @@ const handlers = {
     }
   },
 
-  ready({ info: modelInfo, model, cached }) {
+  ready({ url, info: modelInfo, cached, texts }) {
+    if (url !== modelUrl) return;
     info = modelInfo;
+    const model = url;
     modelReady = true;
     const size = info.sample_size;
     const [h, w] = Array.isArray(size) ? size : [size, size];
@@ -118,9 +129,11 @@ const handlers = {
     if (Number(el.steps.value) > T) el.steps.value = String(suggestedSteps(el.sampler.value));
     updateHint();
     setState('ready');
+    tuning.modelReady({ url, info, texts });
   },
 
-  progress({ done, total, stepsPerSec, etaSec }) {
+  progress({ id, done, total, stepsPerSec, etaSec }) {
+    if (id !== run?.id) return;
     el.progress.max = total;
     el.progress.value = done;
     setStepsDone(done);
@@ -129,21 +142,24 @@ const handlers = {
     el.progressText.textContent = `step ${done}/${total} · ${speed} · ETA ${eta}`;
   },
 
-  preview({ xt, x0 }) {
+  preview({ id, xt, x0 }) {
+    if (id !== run?.id) return;
     if (xt) drawFrame(el.xt, xt);
     if (x0) drawFrame(el.x0, x0);
   },
 
-  done({ images, width, height, ms }) {
+  done({ id, images, width, height, ms }) {
+    if (id !== run?.id) return;
     generating = false;
     el.progress.value = el.progress.max;
     showResults(images, width, height);
     el.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s ` +
-      `(${run.sampler.toUpperCase()}, ${run.steps} steps, seed ${run.seed}).`;
+      `(${run.sampler.toUpperCase()}, ${run.steps} steps, seed ${run.seed}${run.model === modelUrl ? '' : ', fine-tuned model'}).`;
     setState('done');
   },
 
-  cancelled({ done, total }) {
+  cancelled({ id, done, total }) {
+    if (id !== run?.id) return;
     generating = false;
     el.progressText.textContent = `cancelled at step ${done}/${total}`;
     el.status.textContent = `Cancelled at step ${done}/${total}.`;
@@ -156,7 +172,10 @@ const handlers = {
       : 'There were no cached weights.';
   },
 
-  error({ message, where }) {
+  error({ message, where, id, url }) {
+    if (where === 'generate' && id !== run?.id) return;
+    if (where === 'load' && url !== undefined && url !== modelUrl) return;
+    if (where === 'tune' || where === 'weights') return;  // shown by the fine-tuning panel
     if (where === 'load' && engineFailed) return;  // the 'init' error already says why
     if (where === 'init') engineFailed = true;
     if (where === 'generate') generating = false;
@@ -170,31 +189,24 @@ const handlers = {
   },
 };
 
-// ---- the worker ----------------------------------------------------------------------------
+// ---- the engine ----------------------------------------------------------------------------
 
-const workerUrl = new URL('./worker.js', import.meta.url);
-const worker = new Worker(workerUrl, { type: 'module' });
-worker.onmessage = (event) => {
-  const msg = event.data;
+const hub = connect();
+hub.listen((msg) => {
   try {
     handlers[msg.type]?.(msg);
   } catch (err) {
     console.error(err);
-    if (generating) worker.postMessage({ type: 'cancel' });
-    handlers.error({ where: msg.type === 'backend' || msg.type === 'ready' ? 'load' : 'generate', message: `${msg.type}: ${err.message}` });
+    if (generating) hub.post({ type: 'cancel', id: run.id });
+    handlers.error({ where: msg.type === 'backend' || msg.type === 'ready' ? 'load' : 'generate', id: run?.id, message: `${msg.type}: ${err.message}` });
   }
-};
-worker.onerror = (event) => {
-  event.preventDefault();
-  generating = false;
-  handlers.error({ where: 'init', message: `${workerUrl.href}: ${event.message || 'the worker failed to start (see the browser console)'}` });
-};
+});
 
 function startEngine() {
   setStepsDone(0);
   setState('loading');
   el.modelText.textContent = 'starting the engine (loading the WebAssembly module)…';
-  worker.postMessage({ type: 'init', preferGpu: params.get('backend') !== 'cpu' });
+  hub.post({ type: 'init', preferGpu: params.get('backend') !== 'cpu' });
   const raw = params.get('model') || DEFAULT_MODEL;
   el.modelUrl.value = raw;
   let url;
@@ -205,7 +217,24 @@ function startEngine() {
     handlers.error({ where: 'load', message: `?model=${raw} is not a valid URL.` });
     return;
   }
-  worker.postMessage({ type: 'load', url: url.href });
+  modelUrl = url.href;
+  tuning = initTuning({
+    hub,
+    baseUrl: modelUrl,
+    isGenerating: () => generating,
+    sampleSettings: () => {
+      try {
+        return readSettings();
+      } catch {
+        return { sampler: 'ddim', steps: suggestedSteps('ddim'), eta: 0 };
+      }
+    },
+    onBusy: (busy) => {
+      tuningBusy = busy;
+      setState(document.body.dataset.state);
+    },
+  });
+  hub.post({ type: 'load', url: modelUrl });
 }
 
 // ---- controls ------------------------------------------------------------------------------
@@ -242,11 +271,11 @@ function readSettings() {
   }
   if (el.seedRandom.checked) el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
   const seed = int(el.seed, 0, 2 ** 32 - 1, 'Seed');
-  return { n, sampler, steps, eta, seed };
+  return { n, sampler, steps, eta, seed, model: tuning.sampleKey() ?? modelUrl, id: nextId++ };
 }
 
 function generate() {
-  if (!modelReady || generating) return;
+  if (!modelReady || generating || tuningBusy) return;
   try {
     run = readSettings();
   } catch (err) {
@@ -264,7 +293,7 @@ function generate() {
   el.status.textContent = '';
   setState('generating');
   const previewEvery = Math.max(1, Math.round(run.steps / 25));
-  worker.postMessage({ type: 'generate', ...run, previewEvery });
+  hub.post({ type: 'generate', ...run, previewEvery });
 }
 
 el.controls.addEventListener('submit', (event) => {
@@ -272,7 +301,7 @@ el.controls.addEventListener('submit', (event) => {
   generate();
 });
 el.cancel.addEventListener('click', () => {
-  worker.postMessage({ type: 'cancel' });
+  hub.post({ type: 'cancel', id: run?.id });
   el.cancel.disabled = true;
   el.status.textContent = 'cancelling…';
 });
@@ -282,7 +311,7 @@ el.sampler.addEventListener('change', () => {
   updateHint();
 });
 el.n.addEventListener('input', () => { nTouched = true; });
-el.clearCache.addEventListener('click', () => worker.postMessage({ type: 'clear-cache' }));
+el.clearCache.addEventListener('click', () => hub.post({ type: 'clear-cache' }));
 el.modelForm.addEventListener('submit', (event) => {
   event.preventDefault();
   const next = new URL(location.href);
@@ -338,16 +367,7 @@ function gridCanvas(canvases) {
 }
 
 function savePng(canvas, name) {
-  canvas.toBlob((blob) => {
-    if (!blob) return;
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(blob);
-    a.download = name;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
-  }, 'image/png');
+  canvas.toBlob((blob) => blob && saveBlob(blob, name), 'image/png');
 }
 
 function formatBytes(loaded, total) {

@@ -16,7 +16,12 @@ const OPTIONS = {
   symlinks: true,          // a model folder may be a symlink
   etag: true,
   headers: [
-    { source: '**', headers: [{ key: 'Cache-Control', value: 'no-cache' }] },
+    // Embeds on other origins import embed.js, the engine and the model files (README "Embed in your blog").
+    { source: '**', headers: [
+      { key: 'Cache-Control', value: 'no-cache' },
+      { key: 'Access-Control-Allow-Origin', value: '*' },
+      { key: 'Cross-Origin-Resource-Policy', value: 'cross-origin' },
+    ] },
     { source: '**/*.safetensors', headers: [{ key: 'Content-Type', value: 'application/octet-stream' }] },
   ],
 };

@@ -4,7 +4,7 @@
 mod attention;
 mod blocks;
 mod embedding;
-mod resnet;
+pub(crate) mod resnet;
 
 use burn::module::Module;
 use burn::nn::GroupNorm;

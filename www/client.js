@@ -1,0 +1,86 @@
+// Connects a page to the engine host (engine-host.js): in a Web Worker when the page may start
+// one (the worker file itself on the same origin; from another origin, a blob: worker that
+// imports it), else, where a Content-Security-Policy forbids both, on the page's own thread.
+// Every page has one connection, shared by the app and all <ddpm-demo> elements.
+
+const WORKER = new URL('./worker.js', import.meta.url);
+const HOST = new URL('./engine-host.js', import.meta.url);
+
+let hub = null;
+
+/** The page's connection: {post(msg, transfer), listen(fn) -> unlisten, mode}. */
+export function connect() {
+  if (!hub) hub = makeHub();
+  return hub;
+}
+
+function makeHub() {
+  const listeners = new Set();
+  const dispatch = (msg) => {
+    for (const fn of [...listeners]) {
+      try {
+        fn(msg);
+      } catch (err) {
+        console.error(err);
+      }
+    }
+  };
+  let pending = [];   // messages posted before the host is up
+  let send = null;
+  const h = {
+    mode: 'starting',
+    post(msg, transfer = []) {
+      if (send) send(msg, transfer);
+      else pending.push([msg, transfer]);
+    },
+    listen(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+  };
+  const flush = (to, mode) => {
+    send = to;
+    h.mode = mode;
+    for (const [msg, transfer] of pending) send(msg, transfer);
+    pending = [];
+  };
+  const onPage = async () => {
+    try {
+      const { createHost } = await import(HOST.href);
+      const handle = createHost((msg) => setTimeout(() => dispatch(msg), 0));
+      flush((msg) => handle(msg), 'page');
+    } catch (err) {
+      dispatch({ type: 'error', where: 'init', message: `${HOST.href}: the engine could not start (${err.message || err})` });
+    }
+  };
+  let worker;
+  try {
+    worker = sameOrigin(WORKER)
+      ? new Worker(WORKER, { type: 'module' })
+      : new Worker(URL.createObjectURL(new Blob([`import ${JSON.stringify(WORKER.href)};`], { type: 'text/javascript' })), { type: 'module' });
+  } catch {
+    onPage();
+    return h;
+  }
+  let alive = false;
+  worker.onmessage = (event) => {
+    if (event.data?.type === 'hello') {
+      alive = true;
+      flush((msg, transfer) => worker.postMessage(msg, transfer), 'worker');
+      return;
+    }
+    dispatch(event.data);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    if (alive) {
+      dispatch({ type: 'error', where: 'init', message: `${WORKER.href}: ${event.message || 'the worker failed (see the browser console)'}` });
+      return;
+    }
+    worker.terminate();  // the page may not start it (CSP): run the engine here instead
+    onPage();
+  };
+  return h;
+}
+
+const sameOrigin = (url) => url.origin === location.origin;

@@ -1,0 +1,302 @@
+// <ddpm-demo>: the live demo as one element, for blog posts.
+//
+//   <script type="module" src="https://HOST/embed.js"></script>
+//   <ddpm-demo autoplay show-steps></ddpm-demo>
+//
+// Attributes: model (URL prefix of a diffusers model; default the shipped MNIST model next to
+// this script), sampler (ddim | ddpm), steps, seed (default: random per run), n (images), size
+// (CSS pixels per image), controls (none | minimal | full), autoplay, show-steps (the denoising
+// strip), backend (cpu to skip WebGPU). Events: progress {done, total}, done {images, width,
+// height, ms, seed}, error {message}. The state is reflected on data-state: idle | loading |
+// ready | generating | done | error. All elements of a page share one engine (one worker) and
+// download each model once; an element starts when it scrolls into view.
+
+import { connect } from './client.js';
+
+const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
+const STRIP_FRAMES = 8;
+const CSS = `
+:host { display: block; font: 14px/1.4 system-ui, sans-serif; color: #1c1c1e; max-width: 100%; }
+.demo { border: 1px solid #d9d9d6; border-radius: 8px; padding: 10px; background: #fff; display: grid; gap: 8px; }
+.row { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
+label { display: inline-flex; gap: 4px; align-items: center; font-size: 13px; }
+input, select, button { font: inherit; }
+input[type=number] { width: 5.5em; }
+button { padding: 4px 12px; border-radius: 6px; border: 1px solid #2f5bd3; background: #2f5bd3; color: #fff; cursor: pointer; }
+button.secondary { background: #fff; color: #2f5bd3; }
+button:disabled { opacity: 0.5; cursor: not-allowed; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, var(--size, 96px)); gap: 6px; }
+canvas { image-rendering: pixelated; background: #000; width: var(--size, 96px); height: auto; display: block; }
+.strip { display: flex; gap: 4px; overflow-x: auto; }
+.strip figure { margin: 0; text-align: center; font-size: 11px; color: #66666a; }
+.strip canvas { width: calc(var(--size, 96px) * 0.75); }
+canvas.live { width: calc(var(--size, 96px) * 2); max-width: 100%; }
+progress { width: 100%; height: 8px; }
+.status { font-size: 12px; color: #66666a; min-height: 1.2em; }
+.error { background: #fdecec; color: #8a1c1c; border: 1px solid currentColor; border-radius: 6px; padding: 6px 8px; overflow-wrap: anywhere; }
+[hidden] { display: none !important; }
+`;
+
+let nextId = 1;
+let initSent = false;
+
+function styles(root) {
+  try {
+    const sheet = new CSSStyleSheet();  // not blocked by a strict style-src, unlike <style>
+    sheet.replaceSync(CSS);
+    root.adoptedStyleSheets = [sheet];
+  } catch {
+    const style = document.createElement('style');
+    style.textContent = CSS;
+    root.append(style);
+  }
+}
+
+function make(tag, props = {}, children = []) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') e.className = v;
+    else if (k in e) e[k] = v;
+    else e.setAttribute(k, v);
+  }
+  e.append(...children);
+  return e;
+}
+
+class DdpmDemo extends HTMLElement {
+  static observedAttributes = ['size'];
+
+  constructor() {
+    super();
+    this.hub = null;
+    this.unlisten = null;
+    this.run = null;       // {id, seed, steps}
+    this.info = null;
+    this.started = false;
+    this.modelUrl = null;
+  }
+
+  // ---- attributes --------------------------------------------------------------------------
+
+  get #sampler() {
+    return this.getAttribute('sampler') === 'ddpm' ? 'ddpm' : 'ddim';
+  }
+
+  #int(name, fallback, lo, hi) {
+    const raw = this.getAttribute(name);
+    if (raw === null || raw.trim() === '') return fallback;
+    const v = Number(raw);
+    if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`attribute ${name}="${raw}" must be a whole number from ${lo} to ${hi}`);
+    return v;
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------
+
+  connectedCallback() {
+    if (!this.shadowRoot) this.#build();
+    this.#setState(this.dataset.state || 'idle');
+    if (this.started) return;
+    if (typeof IntersectionObserver === 'undefined') return this.#start();
+    this.observer = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) {
+        this.observer.disconnect();
+        this.#start();
+      }
+    }, { rootMargin: '200px' });
+    this.observer.observe(this);
+  }
+
+  disconnectedCallback() {
+    this.observer?.disconnect();
+    if (this.run && this.dataset.state === 'generating') this.hub?.post({ type: 'cancel', id: this.run.id });
+  }
+
+  attributeChangedCallback() {
+    const size = Number(this.getAttribute('size'));
+    this.style.setProperty('--size', size > 0 ? `${size}px` : '96px');
+  }
+
+  #build() {
+    const root = this.attachShadow({ mode: 'open' });
+    styles(root);
+    const controls = ['none', 'full'].includes(this.getAttribute('controls')) ? this.getAttribute('controls') : 'minimal';
+    const ui = this.ui = {};
+    ui.generate = make('button', { type: 'button', textContent: 'Generate', disabled: true, part: 'generate' });
+    ui.cancel = make('button', { type: 'button', textContent: 'Cancel', class: 'secondary', disabled: true });
+    ui.generate.addEventListener('click', () => this.generate());
+    ui.cancel.addEventListener('click', () => this.cancel());
+    const row = make('div', { class: 'row' });
+    if (controls === 'full') {
+      ui.sampler = make('select', {}, [make('option', { value: 'ddim', textContent: 'DDIM' }), make('option', { value: 'ddpm', textContent: 'DDPM' })]);
+      ui.sampler.value = this.#sampler;
+      ui.steps = make('input', { type: 'number', min: 1, max: 1000, value: this.getAttribute('steps') ?? '' , placeholder: 'steps' });
+      ui.n = make('input', { type: 'number', min: 1, max: 64, value: this.getAttribute('n') ?? '4' });
+      ui.seed = make('input', { type: 'number', min: 0, value: this.getAttribute('seed') ?? '', placeholder: 'random' });
+      row.append(make('label', {}, ['Sampler ', ui.sampler]), make('label', {}, ['Steps ', ui.steps]),
+        make('label', {}, ['Images ', ui.n]), make('label', {}, ['Seed ', ui.seed]));
+    }
+    if (controls !== 'none') row.append(ui.generate, ui.cancel);
+    ui.progress = make('progress', { value: 0, max: 1 });
+    ui.status = make('div', { class: 'status', textContent: 'Scroll into view to start.' });
+    ui.error = make('div', { class: 'error', role: 'alert', hidden: true });
+    ui.grid = make('div', { class: 'grid', part: 'results' });
+    ui.strip = make('div', { class: 'strip', hidden: !this.hasAttribute('show-steps') });
+    const demo = make('div', { class: 'demo', part: 'demo' }, [row, ui.grid, ui.strip, ui.progress, ui.status, ui.error]);
+    if (controls === 'none') demo.addEventListener('click', () => this.generate());
+    root.append(demo);
+  }
+
+  #setState(state) {
+    this.dataset.state = state;
+    const busy = state === 'generating';
+    this.ui.generate.disabled = busy || !this.info;
+    this.ui.cancel.disabled = !busy;
+  }
+
+  #fail(message) {
+    this.ui.error.textContent = message;
+    this.ui.error.hidden = false;
+    this.ui.status.textContent = '';
+    this.#setState('error');
+    this.dispatchEvent(new CustomEvent('error', { detail: { message } }));
+  }
+
+  #start() {
+    this.started = true;
+    this.#setState('loading');
+    this.ui.status.textContent = 'Loading the model…';
+    try {
+      const url = new URL(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI);
+      if (!url.pathname.endsWith('/')) url.pathname += '/';
+      this.modelUrl = url.href;
+    } catch {
+      return this.#fail(`model="${this.getAttribute('model')}" is not a valid URL`);
+    }
+    this.hub = connect();
+    this.unlisten = this.hub.listen((msg) => this.#onMessage(msg));
+    if (!initSent) {
+      initSent = true;
+      this.hub.post({ type: 'init', preferGpu: this.getAttribute('backend') !== 'cpu' });
+    }
+    this.hub.post({ type: 'load', url: this.modelUrl });
+  }
+
+  // ---- the engine's answers ----------------------------------------------------------------
+
+  #onMessage(msg) {
+    const mine = msg.id !== undefined && msg.id === this.run?.id;
+    switch (msg.type) {
+      case 'download':
+        if (msg.url === this.modelUrl && !this.info) {
+          this.ui.status.textContent = `Downloading ${msg.file}: ${(msg.loaded / 1e6).toFixed(1)} MB` +
+            (msg.total ? ` of ${(msg.total / 1e6).toFixed(1)} MB` : '');
+        }
+        break;
+      case 'ready':
+        if (msg.url !== this.modelUrl || this.info) break;
+        this.info = msg.info;
+        this.#setState('ready');
+        this.ui.status.textContent = 'Ready.';
+        if (this.hasAttribute('autoplay')) this.generate();
+        break;
+      case 'progress':
+        if (!mine) break;
+        this.ui.progress.max = msg.total;
+        this.ui.progress.value = msg.done;
+        this.ui.status.textContent = `step ${msg.done}/${msg.total}` +
+          (msg.stepsPerSec > 0 ? ` · ${msg.stepsPerSec.toFixed(1)} steps/s` : '');
+        this.dispatchEvent(new CustomEvent('progress', { detail: { done: msg.done, total: msg.total } }));
+        break;
+      case 'preview':
+        if (!mine) break;
+        if (msg.xt) this.#showLive(msg.xt);
+        if (this.run.strip && msg.xt) this.#addToStrip(msg);
+        break;
+      case 'done':
+        if (!mine) break;
+        this.#showImages(msg);
+        this.ui.progress.value = this.ui.progress.max;
+        this.ui.status.textContent = `${msg.images.length} image(s) in ${(msg.ms / 1000).toFixed(1)} s · seed ${this.run.seed}`;
+        this.#setState('done');
+        this.dispatchEvent(new CustomEvent('done', { detail: { images: msg.images.length, width: msg.width, height: msg.height, ms: msg.ms, seed: this.run.seed } }));
+        break;
+      case 'cancelled':
+        if (!mine) break;
+        this.ui.status.textContent = `Cancelled at step ${msg.done}/${msg.total}.`;
+        this.#setState('ready');
+        break;
+      case 'error':
+        if (msg.where === 'init' || (msg.where === 'load' && msg.url === this.modelUrl) || (msg.where === 'generate' && mine)) {
+          this.#fail(msg.message);
+        }
+        break;
+      default:
+    }
+  }
+
+  // ---- sampling ----------------------------------------------------------------------------
+
+  /** Starts a run with the current attributes (or the full controls). */
+  generate() {
+    if (!this.info || this.dataset.state === 'generating') return;
+    let settings;
+    try {
+      settings = this.#settings();
+    } catch (err) {
+      return this.#fail(err.message);
+    }
+    this.ui.error.hidden = true;
+    this.run = { id: nextId++, ...settings, strip: this.hasAttribute('show-steps') };
+    this.ui.grid.replaceChildren();
+    this.ui.strip.replaceChildren();
+    this.ui.progress.max = settings.steps;
+    this.ui.progress.value = 0;
+    this.#setState('generating');
+    const every = Math.max(1, Math.round(settings.steps / (this.run.strip ? STRIP_FRAMES : 20)));
+    this.hub.post({ type: 'generate', id: this.run.id, model: this.modelUrl, eta: 0, previewEvery: every, ...settings });
+  }
+
+  cancel() {
+    if (this.run) this.hub?.post({ type: 'cancel', id: this.run.id });
+  }
+
+  #settings() {
+    const T = this.info.num_train_timesteps;
+    const ui = this.ui;
+    const read = (input, name, fallback, lo, hi) => {
+      if (!input) return this.#int(name, fallback, lo, hi);
+      const v = input.value.trim();
+      if (v === '') return fallback;
+      if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${name} must be a whole number from ${lo} to ${hi} (got "${v}")`);
+      return Number(v);
+    };
+    const sampler = ui.sampler ? ui.sampler.value : this.#sampler;
+    const steps = read(ui.steps, 'steps', sampler === 'ddpm' ? T : Math.min(50, T), 1, T);
+    const n = read(ui.n, 'n', 4, 1, 64);
+    const seed = read(ui.seed, 'seed', crypto.getRandomValues(new Uint32Array(1))[0], 0, 2 ** 32 - 1);
+    return { sampler, steps, n, seed };
+  }
+
+  #canvas({ width, height, rgba }) {
+    const c = make('canvas', { width, height });
+    c.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
+    return c;
+  }
+
+  #showLive(frame) {
+    const c = this.#canvas(frame);
+    c.className = 'live';
+    this.ui.grid.replaceChildren(c);
+  }
+
+  #addToStrip({ done, total, xt }) {
+    const c = this.#canvas(xt);
+    this.ui.strip.append(make('figure', {}, [c, make('figcaption', { textContent: `step ${done}/${total}` })]));
+  }
+
+  #showImages({ images, width, height }) {
+    this.ui.grid.replaceChildren(...images.map((rgba) => this.#canvas({ width, height, rgba })));
+  }
+}
+
+if (!customElements.get('ddpm-demo')) customElements.define('ddpm-demo', DdpmDemo);

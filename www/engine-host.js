@@ -1,0 +1,430 @@
+// The engine's host: owns the wasm Engine, fetches (and caches) diffusers models, samples one
+// step at a time and fine-tunes, answering by messages. It runs in a Web Worker (www/worker.js)
+// or, where a page's Content-Security-Policy forbids the worker, on the page itself.
+//
+// In:  {type:'init', preferGpu} {type:'load', url} {type:'generate', id, model, n, sampler, steps,
+//      eta, seed, previewEvery} {type:'cancel', id?} {type:'clear-cache'}
+//      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery} {type:'tune-stop'}
+//      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
+// Out: {type:'backend', name, isGpu, note} {type:'download', url, file, loaded, total, cached}
+//      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
+//      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms}
+//      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
+//      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec}
+//      {type:'tuned', id, key, steps, stopped, weights} {type:'weights-loaded', id, key}
+//      {type:'error', where, id, url, message}
+// Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
+
+const PKG = '../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
+
+let engine = null;
+let post = () => {};
+let queue = Promise.resolve();  // jobs run one after another on the one engine
+const loads = new Map();        // url -> Promise of its 'ready' message (one download per model)
+const cancelled = new Set();    // ids of generate jobs to stop
+let received = [];              // ids of generate jobs not yet finished
+let tuneStop = false;
+
+/** Starts a host that answers through `send(message, transfer)`; returns its message handler. */
+export function createHost(send) {
+  post = send;
+  return (msg) => {
+    msg = msg || {};
+    if (msg.type === 'cancel') {  // handled at once, also while a step is in flight
+      for (const id of msg.id === undefined ? received : [msg.id]) cancelled.add(id);
+      return;
+    }
+    if (msg.type === 'tune-stop') {
+      tuneStop = true;
+      return;
+    }
+    if (msg.type === 'generate') received.push(msg.id);
+    if (msg.type === 'load') return void loadOnce(msg.url);
+    enqueue(msg);
+  };
+}
+
+const WHERE = { init: 'init', generate: 'generate', tune: 'tune', 'load-weights': 'weights' };
+
+function enqueue(msg) {
+  const job = queue.then(() => handle(msg));
+  queue = job.catch(() => {});
+  return job;
+}
+
+async function handle(msg) {
+  try {
+    switch (msg.type) {
+      case 'init': return await initEngine(msg.preferGpu !== false);
+      case 'generate': return await generate(msg);
+      case 'clear-cache': return post({ type: 'cache-cleared', deleted: await clearModelCache() });
+      case 'tune': return await tune(msg);
+      case 'load-weights': return loadWeights(msg);
+      case 'drop': return engine?.drop_model(String(msg.key));
+      default: throw new Error(`engine host: unknown message type ${JSON.stringify(msg.type)}`);
+    }
+  } catch (err) {
+    post({ type: 'error', where: WHERE[msg.type] || 'load', id: msg.id, message: describeError(err) });
+  } finally {
+    if (msg.type === 'generate') {
+      received = received.filter((id) => id !== msg.id);
+      cancelled.delete(msg.id);
+    }
+  }
+}
+
+/** Loads each model URL once; a later request gets the same answer (ready or error) again. */
+function loadOnce(url) {
+  url = String(url);
+  let answer = loads.get(url);
+  if (!answer) {
+    answer = queue.then(() => loadModel(url)).catch((err) => {
+      loads.delete(url);  // a later request tries again
+      return { type: 'error', where: 'load', url, message: describeError(err) };
+    });
+    queue = answer;
+    loads.set(url, answer);
+  }
+  answer.then((msg) => post(msg));
+}
+
+async function initEngine(preferGpu) {
+  if (engine) return postBackend();
+  const jsUrl = new URL(`${PKG}ddpm_web.js`, import.meta.url);
+  let wasm;
+  try {
+    wasm = await import(jsUrl.href);
+  } catch (err) {
+    throw new Error(`${jsUrl.href}: could not load the WebAssembly glue module (${describeError(err)}). ` +
+      'Is pkg/ built? Run `make build-web`.');
+  }
+  const wasmUrl = new URL(`${PKG}ddpm_web_bg.wasm`, import.meta.url);
+  try {
+    await wasm.default({ module_or_path: wasmUrl });
+  } catch (err) {
+    throw new Error(`${wasmUrl.href}: could not load the WebAssembly module (${describeError(err)})`);
+  }
+  engine = await wasm.Engine.create(preferGpu);
+  backendName = String(engine.backend ?? '');
+  if (engine.is_gpu) backendName += `: ${await adapterName()}`;
+  postBackend();
+}
+
+let backendName = '';
+
+// The adapter's own description, for display only (the engine holds its own device).
+async function adapterName() {
+  try {
+    const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
+    const info = adapter?.info ?? {};
+    return [info.description || info.vendor, info.architecture].filter(Boolean).join(' ') || 'unnamed adapter';
+  } catch {
+    return 'unnamed adapter';
+  }
+}
+
+function postBackend() {
+  post({ type: 'backend', name: backendName, isGpu: Boolean(engine.is_gpu), note: engine.gpu_note ?? null });
+}
+
+async function loadModel(url) {
+  if (!engine) throw new Error('the engine did not start, so no model can be loaded (see the error above)');
+  const onProgress = (p) => post({ type: 'download', ...p, fileUrl: p.url, url });
+  let files = await fetchModelFiles(url, { onProgress, useCache: true });
+  try {
+    await engine.load_model(url, ...loadArgs(files));
+  } catch (err) {
+    if (!files.list.some((f) => f.cached)) throw err;
+    // Something read from Cache Storage did not load: drop it and fetch afresh once.
+    await forgetInCache(files.list);
+    files = await fetchModelFiles(url, { onProgress, useCache: false });
+    await engine.load_model(url, ...loadArgs(files));
+  }
+  await commitToCache(files.list);
+  const info = JSON.parse(engine.model_info(url));
+  const texts = { config: decode(files.config.bytes), scheduler: files.scheduler.bytes ? decode(files.scheduler.bytes) : null };
+  return { type: 'ready', url, info, layout: files.layout, cached: files.list.every((f) => f.cached), texts };
+}
+
+const decode = (bytes) => new TextDecoder().decode(bytes);
+
+function loadArgs({ config, scheduler, weights }) {
+  return [config.url, decode(config.bytes), scheduler.url, scheduler.bytes ? decode(scheduler.bytes) : null, weights.url, weights.bytes];
+}
+
+const isCancelled = (id) => cancelled.has(id);
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+async function generate({ id, model, n, sampler, steps, eta, seed, previewEvery }) {
+  if (!engine) throw new Error('the engine did not start');
+  if (isCancelled(id)) return post({ type: 'cancelled', id, done: 0, total: steps });
+  const t0 = performance.now();
+  await engine.start(String(model), n, sampler, steps, eta, seed >>> 0);
+  const every = Math.max(1, Math.floor(previewEvery) || 1);
+  const times = [];  // end times of the last steps, for a steps/s that forgets shader compilation
+  let done = 0;
+  let total = steps;
+  try {
+    while (done < total) {
+      if (isCancelled(id)) {
+        engine.cancel();
+        return post({ type: 'cancelled', id, done, total });
+      }
+      const preview = (done + 1) % every === 0 || done + 1 >= total;
+      const r = await engine.step(preview);
+      if (r === undefined || r === null) break;
+      done = Number(field(r, 'done'));
+      total = Number(field(r, 'total'));
+      times.push(performance.now());
+      if (times.length > 11) times.shift();
+      post({ type: 'progress', id, done, total, ...rate(done, total, t0, times) });
+      if (preview) postPreview(r, id, done, total);
+      free(r);
+      await nextTask();  // lets a 'cancel' message in
+    }
+    const out = await engine.result();
+    const images = Array.from(field(out, 'images'), toBytes);
+    const msg = { type: 'done', id, images, width: field(out, 'width'), height: field(out, 'height'), ms: performance.now() - t0, done, total };
+    free(out);
+    post(msg, buffers(images));
+  } catch (err) {
+    try { engine.cancel(); } catch { /* already dropped */ }
+    throw err;
+  }
+}
+
+/** Steps/s over the last steps (forgetting shader compilation) and the time left. */
+function rate(done, total, t0, times) {
+  const span = times.length > 1 ? times[times.length - 1] - times[0] : times[0] - t0;
+  const count = times.length > 1 ? times.length - 1 : 1;
+  const stepsPerSec = span > 0 ? (1000 * count) / span : 0;
+  const etaSec = stepsPerSec > 0 ? (total - done) / stepsPerSec : null;
+  return { stepsPerSec, etaSec };
+}
+
+function postPreview(r, id, done, total) {
+  const xt = frame(field(r, 'x_t'));
+  const x0 = frame(field(r, 'x0'));
+  if (!xt && !x0) return;
+  post({ type: 'preview', id, done, total, xt, x0 }, buffers([xt, x0].filter(Boolean).map((f) => f.rgba)));
+}
+
+// ---- fine-tuning and weights ----------------------------------------------------------------
+
+/** Fine-tunes the model `base` on `n` RGBA images; the weights reached go under `key`. */
+async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, readEvery }) {
+  if (!engine) throw new Error('the engine did not start');
+  tuneStop = false;
+  engine.tune_start(String(base), toBytes(rgba), n, lr, seed >>> 0);
+  const t0 = performance.now();
+  const times = [];
+  const every = Math.max(1, Math.floor(readEvery) || 1);
+  let step = 0;
+  try {
+    while (step < steps && !tuneStop) {
+      const read = (step + 1) % every === 0 || step + 1 === steps;
+      const loss = await engine.tune_step(batch, read);
+      step += 1;
+      times.push(performance.now());
+      if (times.length > 11) times.shift();
+      if (read) {
+        if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at step ${step}: lower the learning rate`);
+        post({ type: 'tune-progress', id, step, total: steps, loss, ...rate(step, steps, t0, times) });
+      }
+      await nextTask();  // lets 'tune-stop' in
+    }
+    engine.tune_save(String(key));
+  } finally {
+    engine.tune_end();
+  }
+  const weights = toBytes(await engine.export_weights(String(key)));
+  post({ type: 'tuned', id, key, steps: step, stopped: step < steps, weights }, [weights.buffer]);
+}
+
+function loadWeights({ id, key, base, name, bytes }) {
+  if (!engine) throw new Error('the engine did not start');
+  engine.load_weights(String(key), String(base), String(name), toBytes(bytes));
+  post({ type: 'weights-loaded', id, key });
+}
+
+/** A Frame from the engine (plain object, Map or wasm-bindgen class) as a plain, transferable object. */
+function frame(f) {
+  if (f === undefined || f === null) return null;
+  const out = { width: Number(field(f, 'width')), height: Number(field(f, 'height')), rgba: toBytes(field(f, 'rgba')) };
+  free(f);
+  return out;
+}
+
+const buffers = (arrays) => [...new Set(arrays.map((a) => a.buffer))];
+const field = (o, key) => (o instanceof Map ? o.get(key) : o?.[key]);
+const free = (o) => { if (o && typeof o.free === 'function') o.free(); };
+
+/** A Uint8Array that owns its whole buffer (safe to transfer; never a view of wasm memory). */
+function toBytes(a) {
+  if (a instanceof Uint8Array || a instanceof Uint8ClampedArray) {
+    const owns = a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer;
+    return owns ? new Uint8Array(a.buffer) : new Uint8Array(a);
+  }
+  return new Uint8Array(a instanceof ArrayBuffer ? a : Array.from(a ?? []));
+}
+
+function describeError(err) {
+  if (err === undefined || err === null) return 'unknown error';
+  if (typeof err === 'string') return err;
+  let text = err.message ? String(err.message) : String(err);
+  if (typeof WebAssembly !== 'undefined' && err instanceof WebAssembly.RuntimeError) {
+    text = `the engine crashed (${text}); reload the page`;
+  }
+  return text;
+}
+
+// ---- Model files: diffusers layout, streaming download with progress, Cache Storage ----------
+
+const CACHE_NAME = 'ddpm-web-models-v1';
+const STATUS_TEXT = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 410: 'Gone',
+  429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway',
+  503: 'Service Unavailable', 504: 'Gateway Timeout',
+};
+
+/**
+ * Fetches a diffusers model folder: flat (config.json, diffusion_pytorch_model.safetensors,
+ * scheduler_config.json) or pipeline (model_index.json + unet/ + scheduler/). `prefix` is an
+ * absolute URL. A missing scheduler config is allowed (bytes: null).
+ */
+async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
+  const prefix = new URL(prefixIn.endsWith('/') ? prefixIn : `${prefixIn}/`, import.meta.url).href;
+  const cache = useCache ? await openCache() : null;
+  const list = [];
+  const get = async (name, allow404) => {
+    const file = await getFile(new URL(name, prefix).href, name, { cache, allow404, onProgress });
+    list.push(file);
+    return file;
+  };
+  const flatConfig = await get('config.json', true);
+  if (flatConfig.bytes) {
+    const scheduler = await get('scheduler_config.json', true);
+    const weights = await get('diffusion_pytorch_model.safetensors', false);
+    return { prefix, layout: 'flat', config: flatConfig, scheduler, weights, list };
+  }
+  const index = await get('model_index.json', true);
+  if (!index.bytes) {
+    throw new Error(`${flatConfig.url}: HTTP 404 Not Found (and ${index.url}: HTTP 404 Not Found): ` +
+      `there is no diffusers model at ${prefix}`);
+  }
+  const config = await get('unet/config.json', false);
+  const scheduler = await get('scheduler/scheduler_config.json', true);
+  const weights = await get('unet/diffusion_pytorch_model.safetensors', false);
+  return { prefix, layout: 'pipeline', config, scheduler, weights, list };
+}
+
+/** One file, from Cache Storage when there, else from the network: {url, name, bytes|null, cached}. */
+async function getFile(url, name, { cache, allow404, onProgress }) {
+  const report = (loaded, total, cached) => onProgress({ file: name, url, loaded, total, cached });
+  const missing = (cached) => {
+    if (allow404) return { url, name, bytes: null, cached };
+    throw new Error(`${url}: HTTP 404 Not Found`);
+  };
+  const hit = cache ? await cache.match(url).catch(() => undefined) : undefined;
+  if (hit) {
+    if (hit.status === 404) return missing(true);
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    report(bytes.length, bytes.length, true);
+    return { url, name, bytes, cached: true };
+  }
+  let resp;
+  try {
+    resp = await fetch(url);
+  } catch (err) {
+    throw new Error(`${url}: network error (${describeError(err)}): the server cannot be reached, ` +
+      'or it does not allow cross-origin requests (CORS)');
+  }
+  if (resp.status === 404) return missing(false);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText || STATUS_TEXT[resp.status] || ''}`.trimEnd());
+  const bytes = await readBody(url, resp, (loaded, total) => report(loaded, total, false));
+  return { url, name, bytes, cached: false };
+}
+
+/** Reads a response body chunk by chunk, reporting progress at most every 100 ms. */
+async function readBody(url, resp, report) {
+  const encoding = resp.headers.get('content-encoding');
+  let total = encoding && encoding !== 'identity' ? null : Number(resp.headers.get('content-length')) || null;
+  const expected = total;
+  if (!resp.body) {
+    const bytes = new Uint8Array(await resp.arrayBuffer());
+    report(bytes.length, bytes.length);
+    return bytes;
+  }
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  let last = 0;
+  report(0, total);
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      throw new Error(`${url}: download interrupted after ${loaded} bytes (${describeError(err)})`);
+    }
+    if (chunk.done) break;
+    chunks.push(chunk.value);
+    loaded += chunk.value.length;
+    if (total !== null && loaded > total) total = null;  // the length was not the body's
+    const now = performance.now();
+    if (now - last >= 100) {
+      last = now;
+      report(loaded, total);
+    }
+  }
+  if (expected !== null && loaded < expected) {
+    throw new Error(`${url}: download incomplete: got ${loaded} of ${expected} bytes`);
+  }
+  report(loaded, loaded);
+  if (chunks.length === 1) return chunks[0];
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  return bytes;
+}
+
+async function openCache() {
+  try {
+    return globalThis.caches ? await globalThis.caches.open(CACHE_NAME) : null;
+  } catch {
+    return null;  // no Cache Storage here (insecure context, private mode): use the network only
+  }
+}
+
+/** Stores freshly downloaded files (a 404 as a 404, so a second visit needs no network at all). */
+async function commitToCache(list) {
+  const cache = await openCache();
+  if (!cache) return;
+  for (const f of list) {
+    if (f.cached) continue;
+    const resp = f.bytes
+      ? new Response(f.bytes, { headers: { 'Content-Type': 'application/octet-stream' } })
+      : new Response(null, { status: 404, statusText: 'Not Found' });
+    try {
+      await cache.put(f.url, resp);
+    } catch {
+      return;  // over quota: the model still runs, it just is not cached
+    }
+  }
+}
+
+async function forgetInCache(list) {
+  const cache = await openCache();
+  if (cache) await Promise.all(list.map((f) => cache.delete(f.url).catch(() => false)));
+}
+
+async function clearModelCache() {
+  try {
+    return globalThis.caches ? await globalThis.caches.delete(CACHE_NAME) : false;
+  } catch {
+    return false;
+  }
+}

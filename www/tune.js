@@ -1,0 +1,362 @@
+// The "Fine-tune" panel: a dataset of drawings and uploads, fine-tuning in the engine with a live
+// loss curve, before / after with the same seed, and the tuned weights kept (IndexedDB),
+// downloaded (diffusers files) and loaded back. State on #tune[data-tune-state]:
+// idle | tuning | comparing | done | error.
+
+import { saveBlob as save } from './download.js';
+import { createPad } from './draw.js';
+import * as store from './store.js';
+
+const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
+const MAX_IMAGES = 256;       // the engine's limit (src/tune.rs)
+const THUMB = 112;            // stored images are THUMB x THUMB PNGs
+const TUNED = 'tuned';        // the engine's key for the fine-tuned model
+const $ = (id) => document.getElementById(id);
+
+export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings }) {
+  const el = {
+    panel: $('tune'), pad: $('pad'), add: $('pad-add'), undo: $('pad-undo'), clear: $('pad-clear'),
+    upload: $('upload'), dataset: $('dataset'), count: $('dataset-count'), steps: $('tune-steps'),
+    lr: $('tune-lr'), batch: $('tune-batch'), start: $('tune-start'), stop: $('tune-stop'),
+    loss: $('loss-curve'), status: $('tune-status'), error: $('tune-error'), before: $('before'),
+    after: $('after'), useTuned: $('use-tuned'), download: $('download-weights'),
+    loadWeights: $('load-weights'), reset: $('reset-tuned'), tunedNote: $('tuned-note'),
+  };
+  const pad = createPad(el.pad);
+  let items = [];            // {id, blob, name, url}
+  let info = null;           // the base model's {sample_size, in_channels, ...}
+  let texts = null;          // its config.json and scheduler_config.json
+  let tuned = null;          // {weights: Uint8Array, steps} when a tuned model is loaded
+  let job = null;            // {id, losses: [[step, loss]], total}
+  let nextId = 1_000_000;    // ids apart from the app's generate ids
+  let state = 'idle';
+
+  const setState = (s) => {
+    state = s;
+    el.panel.dataset.tuneState = s;
+    const busy = s === 'tuning' || s === 'comparing';
+    el.start.disabled = busy || !info || items.length === 0;
+    el.stop.disabled = s !== 'tuning';
+    el.download.disabled = busy || !tuned;
+    el.reset.disabled = busy || !tuned;
+    el.loadWeights.disabled = busy || !info;
+    el.useTuned.disabled = !tuned;
+    if (!tuned) el.useTuned.checked = false;
+    onBusy(busy);
+  };
+  const showError = (message) => {
+    el.error.textContent = message;
+    el.error.hidden = false;
+  };
+  const clearError = () => {
+    el.error.textContent = '';
+    el.error.hidden = true;
+  };
+
+  // ---- the dataset -------------------------------------------------------------------------
+
+  const renderDataset = () => {
+    el.dataset.replaceChildren(...items.map((item) => {
+      const fig = document.createElement('figure');
+      const img = document.createElement('img');
+      img.src = item.url;
+      img.alt = item.name;
+      img.title = item.name;
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.textContent = '×';
+      remove.setAttribute('aria-label', `remove ${item.name}`);
+      remove.addEventListener('click', async () => {
+        await store.removeDrawing(item.id).catch(() => {});
+        URL.revokeObjectURL(item.url);
+        items = items.filter((i) => i !== item);
+        renderDataset();
+      });
+      fig.append(img, remove);
+      return fig;
+    }));
+    el.count.textContent = `${items.length} image(s)`;
+    setState(state);
+  };
+
+  const addItem = async (blob, name) => {
+    if (items.length >= MAX_IMAGES) throw new Error(`the dataset holds at most ${MAX_IMAGES} images`);
+    let id;
+    try {
+      id = await store.addDrawing(blob, name);
+    } catch (err) {
+      showError(`${name} is used but not kept across reloads: ${err.message || err}`);
+    }
+    items.push({ id: id ?? `mem-${items.length}`, blob, name, url: URL.createObjectURL(blob) });
+    renderDataset();
+  };
+
+  el.add.addEventListener('click', async () => {
+    if (pad.isEmpty()) return showError('Draw something on the pad first.');
+    clearError();
+    await addItem(await pad.toBlob(THUMB), `drawing ${items.length + 1}`);
+    pad.clear();
+  });
+  el.undo.addEventListener('click', () => pad.undo());
+  el.clear.addEventListener('click', () => pad.clear());
+
+  el.upload.addEventListener('change', async () => {
+    const problems = [];
+    for (const file of el.upload.files) {
+      try {
+        if (file.size > MAX_UPLOAD_BYTES) {
+          throw new Error(`${(file.size / 1e6).toFixed(1)} MB is over the ${MAX_UPLOAD_BYTES / 1024 / 1024} MB limit per image`);
+        }
+        if (file.type && !['image/png', 'image/jpeg'].includes(file.type)) {
+          throw new Error(`${file.type} is not a PNG or JPEG image`);
+        }
+        await addItem(await coverFit(file, THUMB), file.name);
+      } catch (err) {
+        problems.push(`${file.name}: ${err.message || err}`);
+      }
+    }
+    el.upload.value = '';
+    if (problems.length) showError(`Skipped: ${problems.join('; ')}`);
+    else clearError();
+  });
+
+  // ---- fine-tuning -------------------------------------------------------------------------
+
+  const readSettings = () => {
+    const int = (input, lo, hi, what) => {
+      const v = input.value.trim();
+      if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${what} must be a whole number from ${lo} to ${hi} (got "${v}").`);
+      return Number(v);
+    };
+    const lr = Number(el.lr.value);
+    if (el.lr.value.trim() === '' || !(lr > 0 && lr <= 0.01)) throw new Error(`Learning rate must be a number above 0 and at most 0.01 (got "${el.lr.value}").`);
+    return { steps: int(el.steps, 1, 5000, 'Steps'), batch: int(el.batch, 1, 64, 'Batch size'), lr };
+  };
+
+  el.start.addEventListener('click', async () => {
+    if (state === 'tuning' || state === 'comparing' || isGenerating()) return;
+    let settings;
+    try {
+      settings = readSettings();
+      if (items.length === 0) throw new Error('Add a drawing or upload images first.');
+    } catch (err) {
+      return showError(err.message);
+    }
+    clearError();
+    setState('tuning');
+    try {
+      const rgba = await modelPixels(items, info);
+      job = { id: nextId++, losses: [], total: settings.steps };
+      drawLoss();
+      el.status.textContent = `fine-tuning: step 0/${settings.steps}…`;
+      hub.post({
+        type: 'tune', id: job.id, base: tuned ? TUNED : baseUrl, key: TUNED, rgba, n: items.length,
+        lr: settings.lr, seed: job.id, steps: settings.steps, batch: settings.batch,
+        readEvery: Math.max(1, Math.min(10, Math.round(settings.steps / 50))),
+      }, [rgba.buffer]);
+    } catch (err) {
+      showError(err.message || String(err));
+      setState('error');
+    }
+  });
+  el.stop.addEventListener('click', () => {
+    hub.post({ type: 'tune-stop' });
+    el.stop.disabled = true;
+    el.status.textContent = 'stopping after this step…';
+  });
+
+  const drawLoss = () => {
+    const c = el.loss;
+    const ctx = c.getContext('2d');
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, c.width, c.height);
+    const pts = job?.losses ?? [];
+    el.loss.dataset.points = String(pts.length);
+    if (pts.length === 0) return;
+    const max = Math.max(...pts.map((p) => p[1]));
+    const min = Math.min(...pts.map((p) => p[1]));
+    const x = (s) => 30 + ((c.width - 40) * s) / job.total;
+    const y = (l) => 10 + (c.height - 30) * (max === min ? 0.5 : (max - l) / (max - min));
+    ctx.strokeStyle = '#888';
+    ctx.strokeRect(30, 10, c.width - 40, c.height - 30);
+    ctx.fillStyle = '#333';
+    ctx.font = '10px sans-serif';
+    ctx.fillText(max.toFixed(3), 0, 14);
+    ctx.fillText(min.toFixed(3), 0, c.height - 20);
+    ctx.fillText(`step ${job.total}`, c.width - 50, c.height - 5);
+    ctx.strokeStyle = '#1565c0';
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    pts.forEach(([s, l], i) => (i ? ctx.lineTo(x(s), y(l)) : ctx.moveTo(x(s), y(l))));
+    ctx.stroke();
+  };
+
+  // ---- before / after ----------------------------------------------------------------------
+
+  let compare = null;  // {seed, pending: Map(id -> target canvas holder)}
+  const runCompare = () => {
+    setState('comparing');
+    const seed = Math.floor(Math.random() * 2 ** 31);
+    const { sampler, steps, eta } = sampleSettings();
+    const base = { type: 'generate', n: 4, sampler, steps, eta, seed, previewEvery: 1_000_000 };
+    compare = { seed, pending: new Map([[nextId, el.before], [nextId + 1, el.after]]) };
+    el.before.replaceChildren();
+    el.after.replaceChildren();
+    hub.post({ ...base, id: nextId++, model: baseUrl });
+    hub.post({ ...base, id: nextId++, model: TUNED });
+    el.status.textContent += ` Generating before / after (${sampler.toUpperCase()}-${steps}, seed ${seed})…`;
+  };
+
+  const keepTuned = async (weights, steps) => {
+    tuned = { weights, steps };
+    el.useTuned.checked = true;
+    el.tunedNote.textContent = `Fine-tuned weights in use (${steps} step(s) on your images); kept in this browser.`;
+    try {
+      await store.putTuned(baseUrl, { weights, steps, saved: Date.now() });
+    } catch (err) {
+      showError(`The tuned weights work but could not be kept for the next visit: ${err.message || err}`);
+    }
+  };
+
+  hub.listen((msg) => {
+    if (msg.type === 'tune-progress' && msg.id === job?.id) {
+      job.losses.push([msg.step, msg.loss]);
+      drawLoss();
+      const speed = msg.stepsPerSec > 0 ? `${msg.stepsPerSec.toFixed(msg.stepsPerSec < 10 ? 1 : 0)} steps/s` : '… steps/s';
+      const eta = msg.etaSec === null ? '…' : `${Math.ceil(msg.etaSec)}s`;
+      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${speed} · ETA ${eta}`;
+    } else if (msg.type === 'tuned' && msg.id === job?.id) {
+      el.status.textContent = `${msg.stopped ? 'Stopped' : 'Done'} after ${msg.steps} step(s)` +
+        (job.losses.length ? `; loss ${job.losses[0][1].toFixed(4)} → ${job.losses.at(-1)[1].toFixed(4)}.` : '.');
+      keepTuned(msg.weights, (tuned?.steps ?? 0) + msg.steps).then(runCompare);
+    } else if (msg.type === 'done' && compare?.pending.has(msg.id)) {
+      showGrid(compare.pending.get(msg.id), msg);
+      compare.pending.delete(msg.id);
+      if (compare.pending.size === 0) {
+        el.status.textContent = el.status.textContent.replace(/ Generating before.*$/, ` Before / after: seed ${compare.seed}.`);
+        compare = null;
+        setState('done');
+      }
+    } else if (msg.type === 'weights-loaded' && msg.key === TUNED && pendingLoad?.id === msg.id) {
+      keepTuned(pendingLoad.bytes, pendingLoad.steps).then(() => {
+        el.status.textContent = pendingLoad.fromStore ? 'Fine-tuned weights restored from this browser.' : `Loaded ${pendingLoad.name}.`;
+        pendingLoad = null;
+        setState('done');
+      });
+    } else if (msg.type === 'error' && (msg.where === 'tune' || msg.where === 'weights' || compare?.pending.has(msg.id))) {
+      if (msg.where === 'weights' && pendingLoad?.fromStore) {
+        store.deleteTuned(baseUrl).catch(() => {});
+      }
+      pendingLoad = null;
+      compare = null;
+      showError(msg.message);
+      setState('error');
+    }
+  });
+
+  // ---- weights in and out ------------------------------------------------------------------
+
+  let pendingLoad = null;  // {id, name, bytes, steps, fromStore}
+  const loadTuned = (name, bytes, steps, fromStore) => {
+    pendingLoad = { id: nextId++, name, bytes, steps, fromStore };
+    const copy = bytes.slice();  // the panel keeps `bytes` for downloads
+    hub.post({ type: 'load-weights', id: pendingLoad.id, key: TUNED, base: baseUrl, name, bytes: copy }, [copy.buffer]);
+  };
+
+  el.download.addEventListener('click', () => {
+    if (!tuned || !texts) return;
+    save(new Blob([tuned.weights], { type: 'application/octet-stream' }), 'diffusion_pytorch_model.safetensors');
+    save(new Blob([texts.config], { type: 'application/json' }), 'config.json');
+    if (texts.scheduler) save(new Blob([texts.scheduler], { type: 'application/json' }), 'scheduler_config.json');
+  });
+  el.loadWeights.addEventListener('change', async () => {
+    const files = [...el.loadWeights.files];
+    el.loadWeights.value = '';
+    const weights = files.find((f) => f.name.endsWith('.safetensors'));
+    if (!weights) return showError('Choose a .safetensors file (diffusion_pytorch_model.safetensors) to load.');
+    clearError();
+    setState('comparing');
+    loadTuned(weights.name, new Uint8Array(await weights.arrayBuffer()), 0, false);
+  });
+  el.reset.addEventListener('click', async () => {
+    hub.post({ type: 'drop', key: TUNED });
+    tuned = null;
+    el.tunedNote.textContent = 'Using the base model.';
+    await store.deleteTuned(baseUrl).catch(() => {});
+    el.status.textContent = 'Reset to the base model (the tuned weights are deleted from this browser).';
+    setState('idle');
+  });
+
+  // ---- start: what this browser kept -------------------------------------------------------
+
+  store.listDrawings().then((kept) => {
+    items = kept.map((d) => ({ ...d, url: URL.createObjectURL(d.blob) })).concat(items);
+    renderDataset();
+  }).catch((err) => showError(`Your saved drawings could not be read: ${err.message || err}`));
+  store.available().then((ok) => {
+    if (!ok) el.tunedNote.textContent = 'This browser does not keep data for this page (IndexedDB is off): drawings and tuned weights last until reload.';
+  });
+  setState('idle');
+
+  return {
+    /** The base model is loaded: fine-tuning can start, kept weights are restored. */
+    async modelReady(ready) {
+      info = ready.info;
+      texts = ready.texts;
+      setState(state);
+      const kept = await store.getTuned(baseUrl).catch(() => undefined);
+      if (kept?.weights && !tuned) {
+        setState('comparing');
+        loadTuned('tuned weights kept in this browser', new Uint8Array(kept.weights), kept.steps ?? 0, true);
+      }
+    },
+    /** The engine key to sample with: the tuned model when chosen, else null (the base). */
+    sampleKey: () => (tuned && el.useTuned.checked ? TUNED : null),
+  };
+}
+
+/** An image file decoded and cover-fitted (resized, center-cropped) to a `size` square PNG. */
+async function coverFit(file, size) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch {
+    throw new Error('not a PNG or JPEG image the browser can decode');
+  }
+  const c = document.createElement('canvas');
+  c.width = c.height = size;
+  const scale = size / Math.min(bitmap.width, bitmap.height);
+  const w = bitmap.width * scale;
+  const h = bitmap.height * scale;
+  c.getContext('2d').drawImage(bitmap, (size - w) / 2, (size - h) / 2, w, h);
+  bitmap.close();
+  return new Promise((resolve) => c.toBlob(resolve, 'image/png'));
+}
+
+/** The dataset as RGBA bytes at the model's size, one image after another. */
+async function modelPixels(items, info) {
+  const [h, w] = Array.isArray(info.sample_size) ? info.sample_size : [info.sample_size, info.sample_size];
+  const c = document.createElement('canvas');
+  c.width = w;
+  c.height = h;
+  const ctx = c.getContext('2d', { willReadFrequently: true });
+  const out = new Uint8Array(items.length * w * h * 4);
+  for (const [i, item] of items.entries()) {
+    const bitmap = await createImageBitmap(item.blob);
+    ctx.clearRect(0, 0, w, h);
+    ctx.drawImage(bitmap, 0, 0, w, h);
+    bitmap.close();
+    out.set(ctx.getImageData(0, 0, w, h).data, i * w * h * 4);
+  }
+  return out;
+}
+
+function showGrid(holder, { images, width, height }) {
+  holder.replaceChildren(...images.map((rgba) => {
+    const c = document.createElement('canvas');
+    c.width = width;
+    c.height = height;
+    c.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
+    return c;
+  }));
+}
