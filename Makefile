@@ -35,7 +35,7 @@ pkg/ddpm_web_bg.wasm: $(shell find src -name '*.rs') Cargo.toml Cargo.lock
 build-web: setup-web pkg/ddpm_web_bg.wasm
 
 test-wasm: setup-web
-	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features --test web
+	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features --test web --test web_tune
 
 # A self-contained folder for any static host: the page, embed.js, the engine and the models.
 dist: build-web
