@@ -234,7 +234,7 @@ function startEngine() {
       setState(document.body.dataset.state);
     },
   });
-  hub.post({ type: 'load', url: modelUrl });
+  hub.post({ type: 'load', url: modelUrl, sha256: params.get('sha256') || undefined });
 }
 
 // ---- controls ------------------------------------------------------------------------------

@@ -6,8 +6,8 @@
 // Attributes: model (URL prefix of a diffusers model; default the shipped MNIST model next to
 // this script), sampler (ddim | ddpm), steps, seed (default: random per run), n (images), size
 // (CSS pixels per image), controls (none | minimal | full), autoplay, show-steps (the denoising
-// strip), backend (cpu to skip WebGPU). Events: progress {done, total}, done {images, width,
-// height, ms, seed}, error {message}. The state is reflected on data-state: idle | loading |
+// strip), backend (cpu to skip WebGPU), sha256 (the weights file's digest: any other file is
+// refused). Events: progress {done, total}, done {images, width, height, ms, seed}, error {message}. The state is reflected on data-state: idle | loading |
 // ready | generating | done | error. All elements of a page share one engine (one worker) and
 // download each model once; an element starts when it scrolls into view.
 
@@ -178,7 +178,7 @@ class DdpmDemo extends HTMLElement {
       initSent = true;
       this.hub.post({ type: 'init', preferGpu: this.getAttribute('backend') !== 'cpu' });
     }
-    this.hub.post({ type: 'load', url: this.modelUrl });
+    this.hub.post({ type: 'load', url: this.modelUrl, sha256: this.getAttribute('sha256') || undefined });
   }
 
   // ---- the engine's answers ----------------------------------------------------------------

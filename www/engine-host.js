@@ -2,7 +2,7 @@
 // step at a time and fine-tunes, answering by messages. It runs in a Web Worker (www/worker.js)
 // or, where a page's Content-Security-Policy forbids the worker, on the page itself.
 //
-// In:  {type:'init', preferGpu} {type:'load', url} {type:'generate', id, model, n, sampler, steps,
+// In:  {type:'init', preferGpu} {type:'load', url, sha256?} {type:'generate', id, model, n, sampler, steps,
 //      eta, seed, previewEvery} {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery} {type:'tune-stop'}
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
@@ -39,7 +39,7 @@ export function createHost(send) {
       return;
     }
     if (msg.type === 'generate') received.push(msg.id);
-    if (msg.type === 'load') return void loadOnce(msg.url);
+    if (msg.type === 'load') return void loadOnce(msg.url, msg.sha256);
     enqueue(msg);
   };
 }
@@ -73,17 +73,19 @@ async function handle(msg) {
   }
 }
 
-/** Loads each model URL once; a later request gets the same answer (ready or error) again. */
-function loadOnce(url) {
+/** Loads each model URL once; a later request gets the same answer (ready or error) again.
+ *  With `sha256`, the weights file must have that digest. */
+function loadOnce(url, sha256) {
   url = String(url);
-  let answer = loads.get(url);
+  const key = `${url} ${sha256 ?? ''}`;
+  let answer = loads.get(key);
   if (!answer) {
-    answer = queue.then(() => loadModel(url)).catch((err) => {
-      loads.delete(url);  // a later request tries again
+    answer = queue.then(() => loadModel(url, sha256)).catch((err) => {
+      loads.delete(key);  // a later request tries again
       return { type: 'error', where: 'load', url, message: describeError(err) };
     });
     queue = answer;
-    loads.set(url, answer);
+    loads.set(key, answer);
   }
   answer.then((msg) => post(msg));
 }
@@ -127,18 +129,22 @@ function postBackend() {
   post({ type: 'backend', name: backendName, isGpu: Boolean(engine.is_gpu), note: engine.gpu_note ?? null });
 }
 
-async function loadModel(url) {
+async function loadModel(url, sha256) {
   if (!engine) throw new Error('the engine did not start, so no model can be loaded (see the error above)');
   const onProgress = (p) => post({ type: 'download', ...p, fileUrl: p.url, url });
+  const load = async (files) => {
+    if (sha256) await checkSha256(files.weights, sha256);
+    await engine.load_model(url, ...loadArgs(files));
+  };
   let files = await fetchModelFiles(url, { onProgress, useCache: true });
   try {
-    await engine.load_model(url, ...loadArgs(files));
+    await load(files);
   } catch (err) {
     if (!files.list.some((f) => f.cached)) throw err;
     // Something read from Cache Storage did not load: drop it and fetch afresh once.
     await forgetInCache(files.list);
     files = await fetchModelFiles(url, { onProgress, useCache: false });
-    await engine.load_model(url, ...loadArgs(files));
+    await load(files);
   }
   await commitToCache(files.list);
   const info = JSON.parse(engine.model_info(url));
@@ -147,6 +153,18 @@ async function loadModel(url) {
 }
 
 const decode = (bytes) => new TextDecoder().decode(bytes);
+
+/** Refuses a weights file whose SHA-256 is not `expected` (64 hex digits). */
+async function checkSha256({ url, bytes }, expected) {
+  const want = String(expected).trim().toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(want)) throw new Error(`sha256 "${expected}" is not 64 hexadecimal digits`);
+  if (!globalThis.crypto?.subtle) {
+    throw new Error(`${url}: the sha256 cannot be checked here (no crypto.subtle: the page is not https or localhost)`);
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  const got = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+  if (got !== want) throw new Error(`${url}: sha256 mismatch: expected ${want}, the file has ${got}; the weights were refused`);
+}
 
 function loadArgs({ config, scheduler, weights }) {
   return [config.url, decode(config.bytes), scheduler.url, scheduler.bytes ? decode(scheduler.bytes) : null, weights.url, weights.bytes];

@@ -2,7 +2,10 @@
 // Run: node --test tests/e2e/   (needs pkg/ built and www/models/mnist/).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MINUTE, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { MINUTE, REPO_ROOT, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
 
 describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   let env;
@@ -57,6 +60,24 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
       assert.match(text, /\/no\/such\/model\//, 'the error names the URL');
       assert.match(text, /404/, 'the error says what is wrong');
       assert.equal(await page.getByTestId('generate').isDisabled(), true, 'nothing to generate with');
+      t.diagnostic(text);
+    });
+  });
+
+  test('?sha256= accepts the right weights and refuses others, naming both digests', { timeout: 8 * MINUTE }, async (t) => {
+    const weights = readFileSync(path.join(REPO_ROOT, 'www/models/mnist/diffusion_pytorch_model.safetensors'));
+    const right = createHash('sha256').update(weights).digest('hex');
+    const wrong = right.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    await withPage(t, `?sha256=${right}`, 'e2e-sha256-ok.png', async ({ waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
+    });
+    await withPage(t, `?sha256=${wrong}`, 'e2e-sha256-bad.png', async ({ page, waitFor, state, errorText }) => {
+      await waitFor(() => false, null, 5 * MINUTE);  // returns once data-state=error
+      assert.equal(await state(), 'error');
+      const text = await errorText();
+      assert.match(text, new RegExp(`sha256 mismatch: expected ${wrong}, the file has ${right}`));
+      assert.match(text, /diffusion_pytorch_model\.safetensors/, 'the error names the file');
+      assert.equal(await page.getByTestId('generate').isDisabled(), true);
       t.diagnostic(text);
     });
   });
