@@ -29,6 +29,8 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       await waitForState('ready', 5 * MINUTE);
       const files = ['seven-1.png', 'seven-2.png', 'seven-3.png', 'seven-4.png', 'not-an-image.png'];
       await page.getByTestId('upload').setInputFiles(files.map((f) => path.join(FIXTURES, f)));
+      // Files are read one after another; the skipped one is reported once all are read.
+      await page.waitForFunction(() => document.getElementById('tune-error').textContent.includes('not-an-image.png'));
       await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 4);
       assert.match(await page.getByTestId('tune-error').innerText(), /not-an-image\.png: not a PNG or JPEG image/);
       assert.equal(await page.getByTestId('dataset-count').innerText(), '4 image(s)');
