@@ -36,7 +36,8 @@ impl Dataset {
         Tensor::from_data(TensorData::new(v, [idx.len(), c, h, w]), device)
     }
 
-    fn subset(&self, idx: &[usize]) -> Dataset {
+    /// The images at `idx`, in that order, as a new set.
+    pub fn subset(&self, idx: &[usize]) -> Dataset {
         let per: usize = self.shape.iter().product();
         Dataset {
             shape: self.shape,

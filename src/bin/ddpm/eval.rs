@@ -148,12 +148,7 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
     let all = Dataset { shape: train.shape, images: [train.images, held_out.images].concat(), labels: [train.labels, held_out.labels].concat() };
     let mut order: Vec<usize> = (0..all.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.request.seed));
-    let pick = |idx: &[usize]| Dataset {
-        shape: all.shape,
-        images: idx.iter().flat_map(|i| all.images[i * 1024..(i + 1) * 1024].iter().copied()).collect(),
-        labels: idx.iter().map(|i| all.labels[*i]).collect(),
-    };
-    let (real_a, real_b) = (pick(&order[..args.n]), pick(&order[args.n..2 * args.n]));
+    let (real_a, real_b) = (all.subset(&order[..args.n]), all.subset(&order[args.n..2 * args.n]));
     let (feat_a, _, conf_real) = classify(&classifier, &real_a, &device)?;
     let (feat_b, _, _) = classify(&classifier, &real_b, &device)?;
 
