@@ -2,6 +2,7 @@
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
 import { connect } from './client.js';
+import { wholeNumber } from './fields.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
 
@@ -256,21 +257,16 @@ function updateHint() {
 
 function readSettings() {
   const T = info?.num_train_timesteps ?? 1000;
-  const int = (input, lo, hi, what) => {
-    const v = input.value.trim();
-    if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${what} must be a whole number from ${lo} to ${hi} (got "${v}").`);
-    return Number(v);
-  };
   const sampler = el.sampler.value;
-  const steps = int(el.steps, 1, T, 'Steps');
-  const n = int(el.n, 1, MAX_IMAGES, 'Images');
+  const steps = wholeNumber(el.steps, 1, T, 'Steps');
+  const n = wholeNumber(el.n, 1, MAX_IMAGES, 'Images');
   let eta = 0;
   if (sampler === 'ddim') {
     eta = Number(el.eta.value);
     if (el.eta.value.trim() === '' || !(eta >= 0 && eta <= 1)) throw new Error(`eta must be a number from 0 to 1 (got "${el.eta.value}").`);
   }
   if (el.seedRandom.checked) el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
-  const seed = int(el.seed, 0, 2 ** 32 - 1, 'Seed');
+  const seed = wholeNumber(el.seed, 0, 2 ** 32 - 1, 'Seed');
   return { n, sampler, steps, eta, seed, model: tuning.sampleKey() ?? modelUrl, id: nextId++ };
 }
 

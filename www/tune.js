@@ -5,6 +5,7 @@
 
 import { saveBlob as save } from './download.js';
 import { createPad } from './draw.js';
+import { wholeNumber } from './fields.js';
 import * as store from './store.js';
 
 const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -123,14 +124,9 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   // ---- fine-tuning -------------------------------------------------------------------------
 
   const readSettings = () => {
-    const int = (input, lo, hi, what) => {
-      const v = input.value.trim();
-      if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${what} must be a whole number from ${lo} to ${hi} (got "${v}").`);
-      return Number(v);
-    };
     const lr = Number(el.lr.value);
     if (el.lr.value.trim() === '' || !(lr > 0 && lr <= 0.01)) throw new Error(`Learning rate must be a number above 0 and at most 0.01 (got "${el.lr.value}").`);
-    return { steps: int(el.steps, 1, 5000, 'Steps'), batch: int(el.batch, 1, 64, 'Batch size'), lr };
+    return { steps: wholeNumber(el.steps, 1, 5000, 'Steps'), batch: wholeNumber(el.batch, 1, 64, 'Batch size'), lr };
   };
 
   el.start.addEventListener('click', async () => {

@@ -1,0 +1,8 @@
+// Reading form fields: a clear message naming the field, its range and what was typed.
+
+/** The whole number in `input`, from `lo` to `hi`; throws naming `what` otherwise. */
+export function wholeNumber(input, lo, hi, what) {
+  const v = input.value.trim();
+  if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${what} must be a whole number from ${lo} to ${hi} (got "${v}").`);
+  return Number(v);
+}
