@@ -167,6 +167,10 @@ const handlers = {
     setState('ready');
   },
 
+  'device-lost'({ message }) {
+    el.status.textContent = `${message[0].toUpperCase()}${message.slice(1)}.`;
+  },
+
   'cache-cleared'({ deleted }) {
     el.status.textContent = deleted
       ? 'Cached weights deleted: the next visit downloads them again.'

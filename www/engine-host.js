@@ -6,21 +6,28 @@
 //      eta, seed, previewEvery} {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery} {type:'tune-stop'}
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
+//      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would: for tests)
 // Out: {type:'backend', name, isGpu, note} {type:'download', url, file, loaded, total, cached}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
 //      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
 //      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec}
 //      {type:'tuned', id, key, steps, stopped, weights} {type:'weights-loaded', id, key}
-//      {type:'error', where, id, url, message}
+//      {type:'error', where, id, url, message} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
+//      {type:'device-lost', message}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
+// When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
+// fine-tuned weights it had, and reruns the generation that was in flight.
 
 const PKG = '../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
 
 let engine = null;
+let epoch = 0;                  // bumped when the engine is replaced; older jobs then stay silent
+let current = null;             // the job running now
 let post = () => {};
 let queue = Promise.resolve();  // jobs run one after another on the one engine
-const loads = new Map();        // url -> Promise of its 'ready' message (one download per model)
+const loads = new Map();        // `url sha256` -> {url, sha256, answer, settle, ready} (one download per model)
+const tuned = new Map();        // key -> {base, name, bytes}: fine-tuned weights, kept to reload after a device loss
 const cancelled = new Set();    // ids of generate jobs to stop
 let received = [];              // ids of generate jobs not yet finished
 let tuneStop = false;
@@ -28,6 +35,7 @@ let tuneStop = false;
 /** Starts a host that answers through `send(message, transfer)`; returns its message handler. */
 export function createHost(send) {
   post = send;
+  watchGpu();
   return (msg) => {
     msg = msg || {};
     if (msg.type === 'cancel') {  // handled at once, also while a step is in flight
@@ -40,6 +48,8 @@ export function createHost(send) {
     }
     if (msg.type === 'generate') received.push(msg.id);
     if (msg.type === 'load') return void loadOnce(msg.url, msg.sha256);
+    if (msg.type === 'stats') return void post({ type: 'stats', ...stats() });
+    if (msg.type === 'lose-device') return void devices.forEach((d) => d.destroy());
     enqueue(msg);
   };
 }
@@ -53,20 +63,27 @@ function enqueue(msg) {
 }
 
 async function handle(msg) {
+  const mine = epoch;
+  current = msg;
   try {
     switch (msg.type) {
-      case 'init': return await initEngine(msg.preferGpu !== false);
-      case 'generate': return await generate(msg);
+      case 'init': return await initEngine(msg.preferGpu !== false, msg.note);
+      case 'generate': return await generate(msg, mine);
       case 'clear-cache': return post({ type: 'cache-cleared', deleted: await clearModelCache() });
-      case 'tune': return await tune(msg);
+      case 'tune': return await tune(msg, mine);
       case 'load-weights': return loadWeights(msg);
-      case 'drop': return engine?.drop_model(String(msg.key));
+      case 'drop':
+        tuned.delete(String(msg.key));
+        return engine?.drop_model(String(msg.key));
       default: throw new Error(`engine host: unknown message type ${JSON.stringify(msg.type)}`);
     }
   } catch (err) {
+    if (engine?.is_gpu) await sleep(300);  // if the device was lost, its recovery takes over
+    if (mine !== epoch) return;
     post({ type: 'error', where: WHERE[msg.type] || 'load', id: msg.id, message: describeError(err) });
   } finally {
-    if (msg.type === 'generate') {
+    if (mine === epoch) current = null;
+    if (msg.type === 'generate' && mine === epoch) {
       received = received.filter((id) => id !== msg.id);
       cancelled.delete(msg.id);
     }
@@ -78,21 +95,39 @@ async function handle(msg) {
 function loadOnce(url, sha256) {
   url = String(url);
   const key = `${url} ${sha256 ?? ''}`;
-  let answer = loads.get(key);
-  if (!answer) {
-    answer = queue.then(() => loadModel(url, sha256)).catch((err) => {
-      loads.delete(key);  // a later request tries again
-      return { type: 'error', where: 'load', url, message: describeError(err) };
-    });
-    queue = answer;
-    loads.set(key, answer);
+  let entry = loads.get(key);
+  if (!entry) {
+    let settle;
+    const answer = new Promise((resolve) => { settle = resolve; });
+    entry = { key, url, sha256, answer, settle, ready: false };
+    loads.set(key, entry);
+    queueLoad(entry);
   }
-  answer.then((msg) => post(msg));
+  entry.answer.then((msg) => post(msg));
 }
 
-async function initEngine(preferGpu) {
+/** Loads `entry` into the engine after the jobs already queued; a reload after a device loss
+ *  (entry.ready) says nothing unless it fails. */
+function queueLoad(entry) {
+  const mine = epoch;
+  const job = queue.then(() => loadModel(entry.url, entry.sha256, !entry.ready)).then((msg) => {
+    if (mine !== epoch) return;
+    entry.ready = true;
+    entry.settle(msg);
+  }, (err) => {
+    if (mine !== epoch) return;
+    const msg = { type: 'error', where: 'load', url: entry.url, message: describeError(err) };
+    loads.delete(entry.key);  // a later request tries again
+    if (entry.ready) post(msg);
+    else entry.settle(msg);
+  });
+  queue = job;
+}
+
+async function initEngine(preferGpu, note = null) {
   if (engine) return postBackend();
   const jsUrl = new URL(`${PKG}ddpm_web.js`, import.meta.url);
+  if (epoch > 0) jsUrl.searchParams.set('engine', String(epoch));  // a fresh wasm instance after a device loss
   let wasm;
   try {
     wasm = await import(jsUrl.href);
@@ -102,17 +137,20 @@ async function initEngine(preferGpu) {
   }
   const wasmUrl = new URL(`${PKG}ddpm_web_bg.wasm`, import.meta.url);
   try {
-    await wasm.default({ module_or_path: wasmUrl });
+    wasmMemory = (await wasm.default({ module_or_path: wasmUrl })).memory;
   } catch (err) {
     throw new Error(`${wasmUrl.href}: could not load the WebAssembly module (${describeError(err)})`);
   }
   engine = await wasm.Engine.create(preferGpu);
   backendName = String(engine.backend ?? '');
+  backendNote = note;
   if (engine.is_gpu) backendName += `: ${await adapterName()}`;
   postBackend();
 }
 
 let backendName = '';
+let backendNote = null;
+let wasmMemory = null;
 
 // The adapter's own description, for display only (the engine holds its own device).
 async function adapterName() {
@@ -126,12 +164,82 @@ async function adapterName() {
 }
 
 function postBackend() {
-  post({ type: 'backend', name: backendName, isGpu: Boolean(engine.is_gpu), note: engine.gpu_note ?? null });
+  post({ type: 'backend', name: backendName, isGpu: Boolean(engine.is_gpu), note: backendNote ?? engine.gpu_note ?? null });
 }
 
-async function loadModel(url, sha256) {
+// ---- a lost WebGPU device: carry on on the CPU ------------------------------------------------
+
+const devices = new Set();  // the WebGPU devices in use (wgpu asks for them through this realm's navigator.gpu)
+const gpu = { buffers: 0, bytes: 0 };  // GPU buffers created and not yet destroyed
+const bufferSizes = new WeakMap();
+
+/** Watches the devices wgpu requests (so a loss is seen at once) and counts their buffers. */
+function watchGpu() {
+  const adapter = globalThis.GPUAdapter?.prototype;
+  const device = globalThis.GPUDevice?.prototype;
+  const buffer = globalThis.GPUBuffer?.prototype;
+  if (!adapter || !device || !buffer || adapter.requestDevice.ddpmWatched) return;
+  const requestDevice = adapter.requestDevice;
+  adapter.requestDevice = Object.assign(async function (...args) {
+    const d = await requestDevice.apply(this, args);
+    devices.add(d);
+    d.lost.then((info) => {
+      devices.delete(d);
+      if (engine?.is_gpu) recoverOnCpu(info?.message || info?.reason || 'unknown reason');
+    });
+    return d;
+  }, { ddpmWatched: true });
+  const createBuffer = device.createBuffer;
+  device.createBuffer = function (desc) {
+    const b = createBuffer.call(this, desc);
+    bufferSizes.set(b, Number(desc?.size) || 0);
+    gpu.buffers += 1;
+    gpu.bytes += bufferSizes.get(b);
+    return b;
+  };
+  const destroy = buffer.destroy;
+  buffer.destroy = function () {
+    if (bufferSizes.has(this)) {
+      gpu.buffers -= 1;
+      gpu.bytes -= bufferSizes.get(this);
+      bufferSizes.delete(this);
+    }
+    return destroy.call(this);
+  };
+}
+
+/** Replaces the engine by one on the CPU with the same models and fine-tuned weights; reruns
+ *  the generation in flight, and tells a fine-tuning run in flight that it stopped. */
+function recoverOnCpu(why) {
+  epoch += 1;
+  const inFlight = current;
+  current = null;
+  const old = engine;
+  engine = null;
+  try { old?.free(); } catch { /* the old instance may have trapped */ }
+  queue = Promise.resolve();  // jobs of the lost device may never settle
+  why = String(why).replace(/\.$/, '');
+  const note = `the WebGPU device was lost (${why}); running on the CPU now, your drawings and fine-tuned weights are kept`;
+  post({ type: 'device-lost', message: note });
+  enqueue({ type: 'init', preferGpu: false, note: `the WebGPU device was lost: ${why}` });
+  for (const entry of loads.values()) queueLoad(entry);
+  for (const [key, t] of tuned) enqueue({ type: 'load-weights', key, ...t, silent: true });
+  if (inFlight?.type === 'generate') enqueue(inFlight);
+  if (inFlight?.type === 'tune') {
+    post({ type: 'error', where: 'tune', id: inFlight.id,
+      message: `${note}. The fine-tuning run stopped; the weights from before it are kept: press Start to tune on the CPU.` });
+  }
+}
+
+function stats() {
+  return { wasmBytes: wasmMemory ? wasmMemory.buffer.byteLength : null, gpuBuffers: gpu.buffers, gpuBytes: gpu.bytes };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function loadModel(url, sha256, report = true) {
   if (!engine) throw new Error('the engine did not start, so no model can be loaded (see the error above)');
-  const onProgress = (p) => post({ type: 'download', ...p, fileUrl: p.url, url });
+  const onProgress = report ? (p) => post({ type: 'download', ...p, fileUrl: p.url, url }) : () => {};
   const load = async (files) => {
     if (sha256) await checkSha256(files.weights, sha256);
     await engine.load_model(url, ...loadArgs(files));
@@ -173,8 +281,9 @@ function loadArgs({ config, scheduler, weights }) {
 const isCancelled = (id) => cancelled.has(id);
 const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-async function generate({ id, model, n, sampler, steps, eta, seed, previewEvery }) {
-  if (!engine) throw new Error('the engine did not start');
+async function generate({ id, model, n, sampler, steps, eta, seed, previewEvery }, mine) {
+  const engine = engineOf(mine);
+  const live = () => mine === epoch;  // false once a lost device replaced the engine
   if (isCancelled(id)) return post({ type: 'cancelled', id, done: 0, total: steps });
   const t0 = performance.now();
   await engine.start(String(model), n, sampler, steps, eta, seed >>> 0);
@@ -190,6 +299,7 @@ async function generate({ id, model, n, sampler, steps, eta, seed, previewEvery 
       }
       const preview = (done + 1) % every === 0 || done + 1 >= total;
       const r = await engine.step(preview);
+      if (!live()) return;
       if (r === undefined || r === null) break;
       done = Number(field(r, 'done'));
       total = Number(field(r, 'total'));
@@ -201,14 +311,21 @@ async function generate({ id, model, n, sampler, steps, eta, seed, previewEvery 
       await nextTask();  // lets a 'cancel' message in
     }
     const out = await engine.result();
+    if (!live()) return;
     const images = Array.from(field(out, 'images'), toBytes);
     const msg = { type: 'done', id, images, width: field(out, 'width'), height: field(out, 'height'), ms: performance.now() - t0, done, total };
     free(out);
     post(msg, buffers(images));
   } catch (err) {
-    try { engine.cancel(); } catch { /* already dropped */ }
+    if (live()) try { engine.cancel(); } catch { /* already dropped */ }
     throw err;
   }
+}
+
+/** The engine of the jobs of `mine` (throws when it did not start). */
+function engineOf(mine) {
+  if (!engine || mine !== epoch) throw new Error('the engine did not start');
+  return engine;
 }
 
 /** Steps/s over the last steps (forgetting shader compilation) and the time left. */
@@ -230,8 +347,8 @@ function postPreview(r, id, done, total) {
 // ---- fine-tuning and weights ----------------------------------------------------------------
 
 /** Fine-tunes the model `base` on `n` RGBA images; the weights reached go under `key`. */
-async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, readEvery }) {
-  if (!engine) throw new Error('the engine did not start');
+async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, readEvery }, mine) {
+  const engine = engineOf(mine);
   tuneStop = false;
   engine.tune_start(String(base), toBytes(rgba), n, lr, seed >>> 0);
   const t0 = performance.now();
@@ -242,6 +359,7 @@ async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, 
     while (step < steps && !tuneStop) {
       const read = (step + 1) % every === 0 || step + 1 === steps;
       const loss = await engine.tune_step(batch, read);
+      if (mine !== epoch) return;
       step += 1;
       times.push(performance.now());
       if (times.length > 11) times.shift();
@@ -253,16 +371,20 @@ async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, 
     }
     engine.tune_save(String(key));
   } finally {
-    engine.tune_end();
+    if (mine === epoch) engine.tune_end();
   }
   const weights = toBytes(await engine.export_weights(String(key)));
+  if (mine !== epoch) return;
+  tuned.set(String(key), { base: String(base), name: 'fine-tuned weights', bytes: weights.slice() });
   post({ type: 'tuned', id, key, steps: step, stopped: step < steps, weights }, [weights.buffer]);
 }
 
-function loadWeights({ id, key, base, name, bytes }) {
+function loadWeights({ id, key, base, name, bytes, silent }) {
   if (!engine) throw new Error('the engine did not start');
-  engine.load_weights(String(key), String(base), String(name), toBytes(bytes));
-  post({ type: 'weights-loaded', id, key });
+  bytes = toBytes(bytes);
+  engine.load_weights(String(key), String(base), String(name), bytes);
+  tuned.set(String(key), { base: String(base), name: String(name), bytes });
+  if (!silent) post({ type: 'weights-loaded', id, key });
 }
 
 /** A Frame from the engine (plain object, Map or wasm-bindgen class) as a plain, transferable object. */

@@ -82,7 +82,7 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
     });
   });
 
-  test('cancel stops a DDPM-200 run between steps', { timeout: 12 * MINUTE }, async (t) => {
+  test('cancel stops a DDPM-200 run after the step in flight', { timeout: 12 * MINUTE }, async (t) => {
     await withPage(t, '', 'e2e-cancel.png', async ({ page, waitFor, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       await page.getByTestId('sampler').selectOption('ddpm');
@@ -90,14 +90,16 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
       await page.getByTestId('n').fill('1');
       await page.getByTestId('generate').click();
       await waitFor(() => Number(document.body.dataset.stepsDone) >= 2, null, 5 * MINUTE);
+      const at = Number(await page.evaluate(() => document.body.dataset.stepsDone));
       await page.getByTestId('cancel').click();
       const state = await waitForState(['ready', 'done'], 5 * MINUTE);
       const done = Number(await page.evaluate(() => document.body.dataset.stepsDone));
-      assert.ok(done < 200, `stopped early (at step ${done}/200)`);
+      // The page hears of each step one message late: the step in flight may be one past it.
+      assert.ok(done <= at + 2, `stopped after the step in flight (clicked at step ${at}, stopped at ${done})`);
       assert.equal(state, 'ready');
       assert.match(await page.getByTestId('status').innerText(), /cancelled/i);
       assert.equal(await page.getByTestId('generate').isEnabled(), true, 'can generate again');
-      t.diagnostic(`cancelled at step ${done}/200`);
+      t.diagnostic(`cancel clicked at step ${at}, stopped at ${done}/200`);
     });
   });
 

@@ -1,0 +1,224 @@
+// End to end: bad input and faults in the page. Broken model folders (made here from the tiny
+// parity model, tests/data/tiny) served by a second server, a download cut in the middle, a lost WebGPU
+// device, and 100 generations in a row with memory measured.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { MINUTE, REPO_ROOT, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
+
+const TINY = path.join(REPO_ROOT, 'tests/data/tiny');          // the broken folders' source
+const MODEL = path.join(REPO_ROOT, 'www/models/mnist');         // the page's default model
+const WEIGHTS = 'diffusion_pytorch_model.safetensors';
+
+/** The safetensors file as {header, data}, and back. */
+function parseSafetensors(bytes) {
+  const n = Number(bytes.readBigUInt64LE(0));
+  return { header: JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')), data: bytes.subarray(8 + n) };
+}
+function writeSafetensors(header, data) {
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, Buffer.from(json, 'utf8'), data]);
+}
+
+/** Broken variants of the tiny model: name -> {files, expect: what the error must say}. */
+function brokenModels() {
+  const config = readFileSync(path.join(TINY, 'config.json'), 'utf8');
+  const scheduler = readFileSync(path.join(TINY, 'scheduler_config.json'), 'utf8');
+  const weights = readFileSync(path.join(TINY, WEIGHTS));
+  const { header, data } = parseSafetensors(weights);
+  const edit = (fn) => {
+    const h = structuredClone(header);
+    const d = Buffer.from(data);
+    fn(h, d);
+    return writeSafetensors(h, d);
+  };
+  const model = (files) => ({ 'config.json': config, 'scheduler_config.json': scheduler, [WEIGHTS]: weights, ...files });
+  const overclaim = Buffer.from(weights);
+  overclaim.writeBigUInt64LE(BigInt(weights.length + 4096), 0);
+  const W = WEIGHTS.replace('.', '\\.');
+  return {
+    truncated: { files: model({ [WEIGHTS]: weights.subarray(0, weights.length >> 1) }), expect: new RegExp(`${W}: not a valid safetensors file`) },
+    overclaim: { files: model({ [WEIGHTS]: overclaim }), expect: new RegExp(`${W}: not a valid safetensors file`) },
+    dtype: {
+      files: model({ [WEIGHTS]: edit((h) => { h['conv_in.weight'].dtype = 'I32'; }) }),
+      expect: /conv_in\.weight.*I32/,
+    },
+    shape: {
+      files: model({ [WEIGHTS]: edit((h) => { h['conv_in.weight'].shape = [8, 2, 3, 3]; }) }),
+      expect: /conv_in\.weight.*\[16, 1, 3, 3\].*\[8, 2, 3, 3\]|conv_in\.weight.*\[8, 2, 3, 3\].*\[16, 1, 3, 3\]/,
+    },
+    keys: {
+      files: model({ [WEIGHTS]: edit((h) => { h['conv_in.weights'] = h['conv_in.weight']; delete h['conv_in.weight']; }) }),
+      expect: /conv_in\.weight\b[\s\S]*conv_in\.weights|conv_in\.weights[\s\S]*conv_in\.weight\b/,
+    },
+    nan: {
+      files: model({ [WEIGHTS]: edit((h, d) => { d.writeFloatLE(NaN, h['conv_in.weight'].data_offsets[0] + 8); }) }),
+      expect: /conv_in\.weight.*(NaN|non-finite|not finite)/i,
+    },
+    'bad-json': { files: model({ 'config.json': config.slice(0, 80) }), expect: /config\.json.*(line|column|EOF)/i },
+    unsupported: {
+      files: model({ 'config.json': config.replace('"positional"', '"fourier"') }),
+      expect: /config\.json.*time_embedding_type.*fourier/,
+    },
+  };
+}
+
+/** A second origin serving the broken models (CORS open), and /cut/: a weights file whose
+ *  connection is closed after half of it. */
+async function startBrokenServer(models) {
+  const server = http.createServer((req, res) => {
+    res.setHeader('Access-Control-Allow-Origin', '*');
+    const [, name, file] = decodeURIComponent(req.url.split('?')[0]).split('/');
+    if (name === 'cut' && file === WEIGHTS) {
+      const weights = readFileSync(path.join(TINY, WEIGHTS));
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': weights.length });
+      res.write(weights.subarray(0, weights.length >> 1), () => setTimeout(() => res.socket.destroy(), 50));
+      return;
+    }
+    const body = (name === 'cut' ? models.truncated : models[name])?.files[file];
+    if (body === undefined) {
+      res.writeHead(404).end('not found');
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': file.endsWith('.json') ? 'application/json' : 'application/octet-stream' });
+    res.end(body);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }) };
+}
+
+describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
+  let env;
+  let broken;
+  const models = brokenModels();
+  before(async () => {
+    env = await startEnv();
+    broken = await startBrokenServer(models);
+  });
+  after(async () => {
+    await broken?.close();
+    await env?.close();
+  });
+
+  test('each broken model folder is refused with an error that names the problem', { timeout: 20 * MINUTE }, async (t) => {
+    for (const name of [...Object.keys(models), 'cut']) {
+      const expect = name === 'cut' ? new RegExp(`${WEIGHTS.replace('.', '\\.')}: download (interrupted|incomplete)`) : models[name].expect;
+      const modelUrl = `${broken.url}/${name}/`;
+      const s = await openPage(env.browser, `${env.url}?backend=cpu&model=${encodeURIComponent(modelUrl)}`);
+      try {
+        await s.waitFor(() => false, null, 3 * MINUTE);  // returns once data-state=error
+        assert.equal(await s.state(), 'error', name);
+        const text = await s.errorText();
+        t.diagnostic(`${name}: ${text.replace(/\s+/g, ' ')}`);
+        assert.match(text, expect, `${name}: the error names the problem`);
+        if (name !== 'bad-json' && name !== 'unsupported') assert.ok(text.includes(modelUrl), `${name}: the error names the URL`);
+        assert.equal(await s.page.getByTestId('generate').isDisabled(), true, `${name}: nothing to generate with`);
+        assert.equal(await s.page.getByTestId('pad-add').isEnabled(), true, `${name}: the drawing pad stays usable`);
+        assert.deepEqual(s.pageErrors.map(String), [], `${name}: no uncaught errors`);
+      } finally {
+        await screenshot(s.page, `e2e-broken-${name}.png`);
+        await s.close();
+      }
+    }
+  });
+
+  test('a lost WebGPU device: a message, the CPU backend, drawings and tuned weights kept', { timeout: 15 * MINUTE }, async (t) => {
+    const s = await openPage(env.browser, env.url);
+    const { page, waitForState } = s;
+    try {
+      await waitForState('ready', 5 * MINUTE);
+      const backend = await page.getByTestId('backend').innerText();
+      if (!/WebGPU/.test(backend)) {
+        t.skip(`no WebGPU adapter in this browser (${backend})`);
+        return;
+      }
+      // A drawing and fine-tuned weights (here: the base model's own file, loaded as tuned).
+      await page.getByTestId('pad').scrollIntoViewIfNeeded();
+      const pad = await page.getByTestId('pad').boundingBox();
+      await page.mouse.move(pad.x + pad.width * 0.3, pad.y + pad.height * 0.2);
+      await page.mouse.down();
+      await page.mouse.move(pad.x + pad.width * 0.7, pad.y + pad.height * 0.2, { steps: 5 });
+      await page.mouse.move(pad.x + pad.width * 0.4, pad.y + pad.height * 0.8, { steps: 5 });
+      await page.mouse.up();
+      await page.getByTestId('pad-add').click();
+      await page.waitForFunction(() => document.querySelector('[data-testid=dataset-count]').textContent === '1 image(s)');
+      await page.getByTestId('load-weights').setInputFiles(path.join(MODEL, WEIGHTS));
+      await page.waitForFunction(() => document.querySelector('[data-testid=use-tuned]')?.checked === true, null, { timeout: MINUTE });
+
+      await page.getByTestId('sampler').selectOption('ddim');
+      await page.getByTestId('steps').fill('20');
+      await page.getByTestId('n').fill('2');
+      await page.getByTestId('generate').click();
+      await s.waitFor(() => Number(document.body.dataset.stepsDone) >= 1, null, 5 * MINUTE);
+      await page.evaluate(async () => (await import('/www/client.js')).connect().post({ type: 'lose-device' }));
+
+      await page.waitForFunction(() => /CPU/.test(document.querySelector('[data-testid=backend]').textContent), null, { timeout: 2 * MINUTE });
+      assert.match(await page.getByTestId('status').innerText(), /WebGPU device was lost/);
+      assert.match(await page.locator('#gpu-note').innerText(), /device was lost/);
+      await waitForState('done', 5 * MINUTE);  // the run in flight is rerun on the CPU
+      const images = await canvasStats(page, '[data-testid=results] canvas');
+      assert.equal(images.length, 2);
+      assert.ok(images.every((img) => img.variance > 0), 'the rerun images are not blank');
+
+      assert.equal(await page.getByTestId('dataset-count').innerText(), '1 image(s)', 'the drawing is kept');
+      assert.equal(await page.getByTestId('use-tuned').isChecked(), true, 'the tuned weights are kept');
+      await page.getByTestId('generate').click();  // with the tuned model, on the CPU
+      await waitForState('done', 5 * MINUTE);
+      assert.match(await page.getByTestId('status').innerText(), /fine-tuned model/);
+      assert.deepEqual(s.pageErrors.map(String), []);
+    } finally {
+      await screenshot(page, 'e2e-device-lost.png');
+      await s.close();
+    }
+  });
+
+  test('100 generations in a row leave memory flat', { timeout: 25 * MINUTE }, async (t) => {
+    const s = await openPage(env.browser, env.url);
+    const { page, waitForState } = s;
+    const cdp = await page.context().newCDPSession(page);
+    const stats = () => page.evaluate(async () => {
+      const hub = (await import('/www/client.js')).connect();
+      return new Promise((resolve) => {
+        const stop = hub.listen((msg) => {
+          if (msg.type !== 'stats') return;
+          stop();
+          resolve(msg);
+        });
+        hub.post({ type: 'stats' });
+      });
+    });
+    const measure = async () => {
+      await cdp.send('HeapProfiler.collectGarbage');
+      const { usedSize } = await cdp.send('Runtime.getHeapUsage');
+      return { pageHeap: usedSize, ...(await stats()) };
+    };
+    try {
+      await waitForState('ready', 5 * MINUTE);
+      await page.getByTestId('sampler').selectOption('ddim');
+      await page.getByTestId('steps').fill('2');
+      await page.getByTestId('n').fill('1');
+      const samples = [];
+      for (let i = 1; i <= 100; i++) {
+        await page.getByTestId('generate').click();
+        await waitForState('done', 2 * MINUTE);
+        if (i === 10 || i === 100) samples.push(await measure());
+      }
+      const [warm, end] = samples;
+      t.diagnostic(`after 10 generations: ${JSON.stringify(warm)}`);
+      t.diagnostic(`after 100 generations: ${JSON.stringify(end)}`);
+      const MB = 1 << 20;
+      assert.ok(end.pageHeap <= warm.pageHeap * 1.25 + 2 * MB, `page JS heap flat: ${warm.pageHeap} -> ${end.pageHeap}`);
+      assert.ok(end.wasmBytes <= warm.wasmBytes * 1.1 + 4 * MB, `wasm memory flat: ${warm.wasmBytes} -> ${end.wasmBytes}`);
+      assert.ok(end.gpuBytes <= warm.gpuBytes * 1.1 + 4 * MB, `GPU buffers flat: ${warm.gpuBytes} -> ${end.gpuBytes}`);
+      assert.deepEqual(s.pageErrors.map(String), []);
+    } finally {
+      await screenshot(page, 'e2e-100-generations.png');
+      await s.close();
+    }
+  });
+});
