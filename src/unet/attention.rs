@@ -3,7 +3,8 @@
 
 use burn::module::Module;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
-use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
 use super::resnet::group_norm;
@@ -43,9 +44,9 @@ impl Attention {
         let q = split(self.to_q.forward(tokens.clone()));
         let k = split(self.to_k.forward(tokens.clone()));
         let v = split(self.to_v.forward(tokens));
-        // softmax(q k^T / sqrt(d_head)) v
-        let weights = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()), 3);
-        let out = weights.matmul(v).swap_dims(1, 2).reshape([b, h * w, c]);
+        // softmax(q k^T / sqrt(d_head)) v, as one fused op where the backend has one
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = out.swap_dims(1, 2).reshape([b, h * w, c]);
         let out = self.to_out[0].forward(out).swap_dims(1, 2).reshape([b, c, h, w]);
         let out = out + x;
         if self.rescale_output_factor == 1.0 { out } else { out.div_scalar(self.rescale_output_factor) }
