@@ -165,6 +165,12 @@ pub struct UNetConfig {
 }
 
 pub const DOWN_BLOCKS: [&str; 2] = ["DownBlock2D", "AttnDownBlock2D"];
+/// Limits checked before anything is allocated (diffusers' largest UNet2DModel checkpoints
+/// stay far below them).
+pub const MAX_BLOCKS: usize = 8;
+pub const MAX_CHANNELS: usize = 4096;
+pub const MAX_SAMPLE_SIZE: usize = 2048;
+pub const MAX_PARAMS: u64 = 1_000_000_000;
 pub const UP_BLOCKS: [&str; 2] = ["UpBlock2D", "AttnUpBlock2D"];
 
 impl UNetConfig {
@@ -241,8 +247,18 @@ impl UNetConfig {
             Err(Error::Unsupported { file: file.into(), field: field.into(), value, hint: hint.into() })
         };
         let n = self.block_out_channels.len();
-        if n == 0 {
-            return bad("block_out_channels", "[]".into(), "at least one block is needed");
+        if n == 0 || n > MAX_BLOCKS {
+            return bad("block_out_channels", format!("{n} entries"), &format!("1 to {MAX_BLOCKS} blocks"));
+        }
+        let channels = self.block_out_channels.iter().chain([&self.in_channels, &self.out_channels]);
+        if let Some(c) = channels.chain(&self.time_embedding_dim).find(|c| **c > MAX_CHANNELS) {
+            return bad("block_out_channels / in_channels / out_channels / time_embedding_dim", c.to_string(), &format!("at most {MAX_CHANNELS}"));
+        }
+        if self.layers_per_block > 64 {
+            return bad("layers_per_block", self.layers_per_block.to_string(), "at most 64");
+        }
+        if self.sample_size.iter().any(|s| *s > MAX_SAMPLE_SIZE) {
+            return bad("sample_size", format!("{:?}", self.sample_size), &format!("at most {MAX_SAMPLE_SIZE}"));
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return bad(
@@ -297,7 +313,32 @@ impl UNetConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", self.dropout.to_string(), "must be in [0, 1)");
         }
+        let params = self.approx_params();
+        if params > MAX_PARAMS {
+            return bad("block_out_channels / layers_per_block", format!("about {params} parameters"), &format!("at most {MAX_PARAMS}"));
+        }
         Ok(())
+    }
+
+    /// The UNet's parameter count to within a few percent (3x3 convolutions, time projections,
+    /// attention, shortcuts; norms and biases left out), to refuse absurd configs before building.
+    pub fn approx_params(&self) -> u64 {
+        let [layers, t] = [self.layers_per_block, self.time_embed_dim()].map(|x| x as u64);
+        let resnet = |i: u64, o: u64| 9 * i * o + 9 * o * o + t * o + if i == o { 0 } else { i * o };
+        let attn = |o: u64, on: bool| if on { 4 * o * o } else { 0 };
+        let ch: Vec<u64> = self.block_out_channels.iter().map(|c| *c as u64).collect();
+        let last = ch[ch.len() - 1];
+        let mut total = 2 * t * t + 9 * ch[0] * (self.in_channels + self.out_channels) as u64;
+        for (k, &o) in ch.iter().enumerate() {
+            let prev = if k == 0 { o } else { ch[k - 1] };
+            let on = self.down_block_types[k].starts_with("Attn");
+            total += resnet(prev, o) + (layers - 1) * resnet(o, o) + layers * attn(o, on);
+            total += (layers + 1) * (resnet(2 * o, o) + attn(o, on)) + 18 * o * o;  // up path and resampling
+        }
+        if self.mid_block_type.is_some() {
+            total += 2 * resnet(last, last) + attn(last, self.add_attention);
+        }
+        total
     }
 
     /// Width of the time embedding MLP (`time_embedding_dim`, else 4 x the first block).

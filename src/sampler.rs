@@ -12,6 +12,8 @@ use crate::unet::UNet2DModel;
 
 /// Largest batch one request may ask for: beyond it the activations alone reach gigabytes.
 pub const MAX_BATCH: usize = 256;
+/// Images x height x width of one request (e.g. 64 images of 256x256), checked before x_T is drawn.
+pub const MAX_PIXELS: usize = 1 << 22;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SamplerKind {
@@ -165,9 +167,16 @@ pub struct SampleRequest {
 }
 
 impl SampleRequest {
-    fn check(&self) -> Result<()> {
+    fn check(&self, [_, h, w]: [usize; 3]) -> Result<()> {
         if self.n == 0 || self.n > MAX_BATCH {
             return Err(Error::Request(format!("n must be between 1 and {MAX_BATCH}, got {}", self.n)));
+        }
+        if self.n * h * w > MAX_PIXELS {
+            return Err(Error::Request(format!(
+                "{} images of {h}x{w} are {} pixels, over the limit of {MAX_PIXELS} per request: ask for fewer images",
+                self.n,
+                self.n * h * w
+            )));
         }
         if !(0.0..=1.0).contains(&self.eta) {
             return Err(Error::Request(format!("eta must be between 0 and 1, got {}", self.eta)));
@@ -189,7 +198,7 @@ pub struct Denoiser {
 impl Denoiser {
     /// Draws x_T ~ N(0, I) and prepares the timesteps.
     pub fn new(unet: &UNet2DModel, scheduler: &Scheduler, request: SampleRequest) -> Result<Self> {
-        request.check()?;
+        request.check(unet.sample_shape())?;
         let timesteps = scheduler.timesteps(request.steps)?;
         let mut noise = Noise::new(request.seed, request.n);
         let x = noise.draw(unet.sample_shape(), &unet.device());

@@ -7,9 +7,10 @@ mod common;
 use burn::tensor::Device;
 use common::*;
 use ddpm_web::Error;
-use ddpm_web::config::SchedulerConfig;
+use ddpm_web::config::{SchedulerConfig, UNetConfig};
 use ddpm_web::files::load_model;
-use ddpm_web::sampler::{MAX_BATCH, SampleRequest, SamplerKind, Scheduler, sample};
+use ddpm_web::sampler::{MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, Scheduler, sample};
+use ddpm_web::unet::UNet2DModel;
 
 fn run(request: SampleRequest) -> Vec<f32> {
     let m = load_model(&tiny_dir(), &Device::flex()).unwrap();
@@ -76,6 +77,18 @@ fn absurd_requests_are_refused_naming_the_limit() {
     assert!(e.contains("steps"), "{e}");
     let e = go(SampleRequest { eta: 2.0, ..ddim(1, 0) });
     assert!(e.contains("eta"), "{e}");
+
+    // Large images: the pixels of a request are limited before x_T is drawn.
+    let cfg = UNetConfig::from_json(
+        "big.json",
+        r#"{"sample_size": 2048, "block_out_channels": [8], "down_block_types": ["DownBlock2D"],
+            "up_block_types": ["UpBlock2D"], "norm_num_groups": 8, "layers_per_block": 1}"#,
+    )
+    .unwrap();
+    let big = UNet2DModel::new(&cfg, &Device::flex());
+    let r = sample(&big, &m.scheduler, SampleRequest { n: 2, ..ddim(1, 0) }, 0, |_| {}, || false);
+    let e = r.err().expect("2 images of 2048x2048 are refused").to_string();
+    assert!(e.contains(&MAX_PIXELS.to_string()) && e.contains("2048x2048"), "{e}");
 }
 
 fn grid(spacing: &str, offset: usize, n: usize) -> Vec<usize> {

@@ -193,6 +193,21 @@ fn malformed_or_unsupported_config_is_refused_naming_the_field() {
 }
 
 #[test]
+fn absurd_configs_are_refused_before_anything_is_allocated() {
+    let good = std::fs::read_to_string(tiny_dir().join("config.json")).unwrap();
+    let sizes = |blocks: &str| good.replace("\"block_out_channels\": [\n    16,\n    32\n  ]", blocks);
+    assert_ne!(sizes("X"), good, "the test edits the tiny config's block_out_channels");
+    let e = config_err(&sizes("\"block_out_channels\": [8, 8, 8, 8, 8, 8, 8, 8, 8]"));
+    assert!(e.contains("9 entries") && e.contains("1 to 8"), "{e}");
+    let e = config_err(&sizes("\"block_out_channels\": [16, 65536]"));
+    assert!(e.contains("65536") && e.contains("at most 4096"), "{e}");
+    let e = config_err(&good.replace("\"sample_size\": 16", "\"sample_size\": 65536"));
+    assert!(e.contains("sample_size") && e.contains("at most 2048"), "{e}");
+    let e = config_err(&sizes("\"block_out_channels\": [4096, 4096]").replace("\"layers_per_block\": 1", "\"layers_per_block\": 8"));
+    assert!(e.contains("parameters") && e.contains("at most 1000000000"), "{e}");
+}
+
+#[test]
 fn missing_folder_and_files_are_named() {
     let e = load_err(Path::new("/no/such/model"));
     assert!(e.contains("/no/such/model") && e.contains("no such folder"), "{e}");
