@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 PARITY_DIR ?= tests/data/tiny
 
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench fuzz clean-cache
 
 setup: setup-native setup-web
 
@@ -54,6 +54,17 @@ test-e2e: build-web dist
 demo: build-web
 	@echo "ddpm-web: http://127.0.0.1:$(PORT)/"
 	node www/serve.mjs --port $(PORT)
+
+# Fuzzing, not part of `make test`: cargo fuzz (libFuzzer) on config.json / scheduler_config.json
+# parsing and on safetensors loading, FUZZ_SECONDS each, from the committed corpus in fuzz/corpus/
+# (new inputs are added to it). A crash stops with its input in fuzz/artifacts/.
+FUZZ_SECONDS ?= 300
+fuzz: setup-native
+	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+	for t in config weights; do \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz --sanitizer none $$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=131072 -rss_limit_mb=4096 || exit 1; \
+	done
 
 bench: setup-native
 	cargo run --bin ddpm -- bench --model $(PARITY_DIR) --batch 16 --backend cpu
