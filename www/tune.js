@@ -324,7 +324,10 @@ async function coverFit(file, size) {
   const scale = size / Math.min(bitmap.width, bitmap.height);
   const w = bitmap.width * scale;
   const h = bitmap.height * scale;
-  c.getContext('2d').drawImage(bitmap, (size - w) / 2, (size - h) / 2, w, h);
+  const g = c.getContext('2d');
+  g.fillStyle = '#000';  // transparency becomes MNIST's black background, as the model will see it
+  g.fillRect(0, 0, size, size);
+  g.drawImage(bitmap, (size - w) / 2, (size - h) / 2, w, h);
   bitmap.close();
   return new Promise((resolve) => c.toBlob(resolve, 'image/png'));
 }

@@ -1,6 +1,7 @@
 // End to end: bad input and faults in the page. Broken model folders (made here from the tiny
-// parity model, tests/data/tiny) served by a second server, a download cut in the middle, a lost WebGPU
-// device, and 100 generations in a row with memory measured.
+// parity model, tests/data/tiny) served by a second server, a download cut in the middle, uploads
+// over the size limit or of other sizes and modes, a lost WebGPU device, and 100 generations in a
+// row with memory measured.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -124,6 +125,45 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
         await screenshot(s.page, `e2e-broken-${name}.png`);
         await s.close();
       }
+    }
+  });
+
+  test('uploads: a file over 10 MB is refused by name; other sizes and modes are cropped and kept', { timeout: 8 * MINUTE }, async (t) => {
+    const s = await openPage(env.browser, `${env.url}?backend=cpu`);
+    const { page } = s;
+    try {
+      await s.waitForState('ready', 5 * MINUTE);
+      // PNGs drawn by the browser: w x h, opaque RGB or with transparency.
+      const png = async (w, h, transparent) => Buffer.from(await page.evaluate(async ([w, h, transparent]) => {
+        const c = new OffscreenCanvas(w, h);
+        const g = c.getContext('2d');
+        if (!transparent) {
+          g.fillStyle = '#204080';
+          g.fillRect(0, 0, w, h);
+        }
+        g.fillStyle = 'rgba(255, 255, 255, 0.8)';
+        g.fillRect(w / 4, h / 4, w / 2, h / 2);
+        const blob = await c.convertToBlob({ type: 'image/png' });
+        return Array.from(new Uint8Array(await blob.arrayBuffer()));
+      }, [w, h, transparent]));
+      const huge = Buffer.alloc(11 * 1024 * 1024);  // a real PNG, then padding: over the limit
+      (await png(8, 8, false)).copy(huge);
+      await page.getByTestId('upload').setInputFiles([
+        { name: 'wide-rgb.png', mimeType: 'image/png', buffer: await png(120, 40, false) },
+        { name: 'tall-transparent.png', mimeType: 'image/png', buffer: await png(20, 50, true) },
+        { name: 'huge.png', mimeType: 'image/png', buffer: huge },
+      ]);
+      await page.waitForFunction(() => document.getElementById('tune-error').textContent.includes('huge.png'));
+      const text = await page.getByTestId('tune-error').innerText();
+      t.diagnostic(text);
+      assert.match(text, /huge\.png: 11\.5 MB is over the 10 MB limit/);
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 2);
+      assert.equal(await page.getByTestId('dataset-count').innerText(), '2 image(s)');
+      assert.equal(await page.getByTestId('tune-start').isEnabled(), true, 'fine-tuning can start');
+      assert.deepEqual(s.pageErrors.map(String), []);
+    } finally {
+      await screenshot(page, 'e2e-uploads.png');
+      await s.close();
     }
   });
 
