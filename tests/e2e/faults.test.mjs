@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { MINUTE, REPO_ROOT, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, canvasStats, startEnv, withPage } from './helpers.mjs';
 
 const TINY = path.join(REPO_ROOT, 'tests/data/tiny');          // the broken folders' source
 const MODEL = path.join(REPO_ROOT, 'www/models/mnist');         // the page's default model
@@ -110,8 +110,7 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
     for (const name of [...Object.keys(models), 'cut']) {
       const expect = name === 'cut' ? new RegExp(`${WEIGHTS.replace('.', '\\.')}: download (interrupted|incomplete)`) : models[name].expect;
       const modelUrl = `${broken.url}/${name}/`;
-      const s = await openPage(env.browser, `${env.url}?backend=cpu&model=${encodeURIComponent(modelUrl)}`);
-      try {
+      await withPage(t, env, `?backend=cpu&model=${encodeURIComponent(modelUrl)}`, `e2e-broken-${name}.png`, async (s) => {
         await s.waitFor(() => false, null, 3 * MINUTE);  // returns once data-state=error
         assert.equal(await s.state(), 'error', name);
         const text = await s.errorText();
@@ -120,19 +119,13 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
         if (name !== 'bad-json' && name !== 'unsupported') assert.ok(text.includes(modelUrl), `${name}: the error names the URL`);
         assert.equal(await s.page.getByTestId('generate').isDisabled(), true, `${name}: nothing to generate with`);
         assert.equal(await s.page.getByTestId('pad-add').isEnabled(), true, `${name}: the drawing pad stays usable`);
-        assert.deepEqual(s.pageErrors.map(String), [], `${name}: no uncaught errors`);
-      } finally {
-        await screenshot(s.page, `e2e-broken-${name}.png`);
-        await s.close();
-      }
+      });
     }
   });
 
   test('uploads: a file over 10 MB is refused by name; other sizes and modes are cropped and kept', { timeout: 8 * MINUTE }, async (t) => {
-    const s = await openPage(env.browser, `${env.url}?backend=cpu`);
-    const { page } = s;
-    try {
-      await s.waitForState('ready', 5 * MINUTE);
+    await withPage(t, env, '?backend=cpu', 'e2e-uploads.png', async ({ page, waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
       // PNGs drawn by the browser: w x h, opaque RGB or with transparency.
       const png = async (w, h, transparent) => Buffer.from(await page.evaluate(async ([w, h, transparent]) => {
         const c = new OffscreenCanvas(w, h);
@@ -160,17 +153,12 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
       await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 2);
       assert.equal(await page.getByTestId('dataset-count').innerText(), '2 image(s)');
       assert.equal(await page.getByTestId('tune-start').isEnabled(), true, 'fine-tuning can start');
-      assert.deepEqual(s.pageErrors.map(String), []);
-    } finally {
-      await screenshot(page, 'e2e-uploads.png');
-      await s.close();
-    }
+    });
   });
 
   test('a lost WebGPU device: a message, the CPU backend, drawings and tuned weights kept', { timeout: 15 * MINUTE }, async (t) => {
-    const s = await openPage(env.browser, env.url);
-    const { page, waitForState } = s;
-    try {
+    await withPage(t, env, '', 'e2e-device-lost.png', async (s) => {
+      const { page, waitForState } = s;
       await waitForState('ready', 5 * MINUTE);
       const backend = await page.getByTestId('backend').innerText();
       if (!/WebGPU/.test(backend)) {
@@ -210,34 +198,28 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
       await page.getByTestId('generate').click();  // with the tuned model, on the CPU
       await waitForState('done', 5 * MINUTE);
       assert.match(await page.getByTestId('status').innerText(), /fine-tuned model/);
-      assert.deepEqual(s.pageErrors.map(String), []);
-    } finally {
-      await screenshot(page, 'e2e-device-lost.png');
-      await s.close();
-    }
+    });
   });
 
   test('100 generations in a row leave memory flat', { timeout: 25 * MINUTE }, async (t) => {
-    const s = await openPage(env.browser, env.url);
-    const { page, waitForState } = s;
-    const cdp = await page.context().newCDPSession(page);
-    const stats = () => page.evaluate(async () => {
-      const hub = (await import('/www/client.js')).connect();
-      return new Promise((resolve) => {
-        const stop = hub.listen((msg) => {
-          if (msg.type !== 'stats') return;
-          stop();
-          resolve(msg);
+    await withPage(t, env, '', 'e2e-100-generations.png', async ({ page, waitForState }) => {
+      const cdp = await page.context().newCDPSession(page);
+      const stats = () => page.evaluate(async () => {
+        const hub = (await import('/www/client.js')).connect();
+        return new Promise((resolve) => {
+          const stop = hub.listen((msg) => {
+            if (msg.type !== 'stats') return;
+            stop();
+            resolve(msg);
+          });
+          hub.post({ type: 'stats' });
         });
-        hub.post({ type: 'stats' });
       });
-    });
-    const measure = async () => {
-      await cdp.send('HeapProfiler.collectGarbage');
-      const { usedSize } = await cdp.send('Runtime.getHeapUsage');
-      return { pageHeap: usedSize, ...(await stats()) };
-    };
-    try {
+      const measure = async () => {
+        await cdp.send('HeapProfiler.collectGarbage');
+        const { usedSize } = await cdp.send('Runtime.getHeapUsage');
+        return { pageHeap: usedSize, ...(await stats()) };
+      };
       await waitForState('ready', 5 * MINUTE);
       await page.getByTestId('sampler').selectOption('ddim');
       await page.getByTestId('steps').fill('2');
@@ -255,10 +237,6 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
       assert.ok(end.pageHeap <= warm.pageHeap * 1.25 + 2 * MB, `page JS heap flat: ${warm.pageHeap} -> ${end.pageHeap}`);
       assert.ok(end.wasmBytes <= warm.wasmBytes * 1.1 + 4 * MB, `wasm memory flat: ${warm.wasmBytes} -> ${end.wasmBytes}`);
       assert.ok(end.gpuBytes <= warm.gpuBytes * 1.1 + 4 * MB, `GPU buffers flat: ${warm.gpuBytes} -> ${end.gpuBytes}`);
-      assert.deepEqual(s.pageErrors.map(String), []);
-    } finally {
-      await screenshot(page, 'e2e-100-generations.png');
-      await s.close();
-    }
+    });
   });
 });

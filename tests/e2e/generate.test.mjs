@@ -5,28 +5,15 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { MINUTE, REPO_ROOT, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, canvasStats, startEnv, withPage } from './helpers.mjs';
 
 describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   let env;
   before(async () => { env = await startEnv(); });
   after(async () => { await env?.close(); });
 
-  /** Opens `query` on a fresh context, runs `body(session)`, screenshots, checks page errors. */
-  async function withPage(t, query, shot, body) {
-    const s = await openPage(env.browser, `${env.url}${query}`);
-    try {
-      await body(s);
-    } finally {
-      await screenshot(s.page, shot);
-      for (const text of s.consoleErrors) t.diagnostic(`console error: ${text}`);
-      await s.close();
-    }
-    assert.deepEqual(s.pageErrors.map(String), [], 'no uncaught errors on the page');
-  }
-
   test('generates 4 images with DDIM-10 on the default model', { timeout: 16 * MINUTE }, async (t) => {
-    await withPage(t, '', 'e2e-generate.png', async ({ page, waitForState }) => {
+    await withPage(t, env, '', 'e2e-generate.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       await page.getByTestId('sampler').selectOption('ddim');
       await page.getByTestId('steps').fill('10');
@@ -53,7 +40,7 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('a bad model URL shows its error', { timeout: 6 * MINUTE }, async (t) => {
-    await withPage(t, '?model=/no/such/model/', 'e2e-bad-model.png', async ({ page, waitFor, state, errorText }) => {
+    await withPage(t, env, '?model=/no/such/model/', 'e2e-bad-model.png', async ({ page, waitFor, state, errorText }) => {
       await waitFor(() => false, null, 5 * MINUTE);  // returns once data-state=error
       assert.equal(await state(), 'error');
       const text = await errorText();
@@ -68,10 +55,10 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
     const weights = readFileSync(path.join(REPO_ROOT, 'www/models/mnist/diffusion_pytorch_model.safetensors'));
     const right = createHash('sha256').update(weights).digest('hex');
     const wrong = right.replace(/^./, (c) => (c === '0' ? '1' : '0'));
-    await withPage(t, `?sha256=${right}`, 'e2e-sha256-ok.png', async ({ waitForState }) => {
+    await withPage(t, env, `?sha256=${right}`, 'e2e-sha256-ok.png', async ({ waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
     });
-    await withPage(t, `?sha256=${wrong}`, 'e2e-sha256-bad.png', async ({ page, waitFor, state, errorText }) => {
+    await withPage(t, env, `?sha256=${wrong}`, 'e2e-sha256-bad.png', async ({ page, waitFor, state, errorText }) => {
       await waitFor(() => false, null, 5 * MINUTE);  // returns once data-state=error
       assert.equal(await state(), 'error');
       const text = await errorText();
@@ -83,7 +70,7 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('cancel stops a DDPM-200 run after the step in flight', { timeout: 12 * MINUTE }, async (t) => {
-    await withPage(t, '', 'e2e-cancel.png', async ({ page, waitFor, waitForState }) => {
+    await withPage(t, env, '', 'e2e-cancel.png', async ({ page, waitFor, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       await page.getByTestId('sampler').selectOption('ddpm');
       await page.getByTestId('steps').fill('200');
@@ -104,7 +91,7 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('a second visit reads the model from Cache Storage', { timeout: 12 * MINUTE }, async (t) => {
-    await withPage(t, '', 'e2e-cached.png', async ({ page, waitForState }) => {
+    await withPage(t, env, '', 'e2e-cached.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       const before = env.requests.length;
       await page.reload();

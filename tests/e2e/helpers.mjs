@@ -96,6 +96,22 @@ export async function openPage(browser, url) {
   return { context, page, consoleErrors, pageErrors, state, errorText, waitFor, waitForState, close: () => context.close() };
 }
 
+/**
+ * Opens `env.url + query` on a fresh context, runs `body(session)`, then screenshots to
+ * artifacts/SHOT, reports console errors, closes, and asserts no uncaught page errors.
+ */
+export async function withPage(t, env, query, shot, body) {
+  const s = await openPage(env.browser, `${env.url}${query}`);
+  try {
+    await body(s);
+  } finally {
+    await screenshot(s.page, shot);
+    for (const text of s.consoleErrors) t.diagnostic(`console error: ${text}`);
+    await s.close();
+  }
+  if (s.pageErrors.length) throw new Error(`uncaught errors on the page: ${s.pageErrors.map(String).join('; ')}`);
+}
+
 /** Full-page screenshot to artifacts/NAME; never fails the test by itself. */
 export async function screenshot(page, name) {
   try {

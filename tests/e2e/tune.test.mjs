@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { MINUTE, REPO_ROOT, canvasStats, openPage, screenshot, startEnv } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, canvasStats, startEnv, withPage } from './helpers.mjs';
 
 const FIXTURES = path.join(REPO_ROOT, 'tests/e2e/fixtures');
 const DDPM = process.env.DDPM_BIN ||
@@ -21,11 +21,9 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
   test('upload, tune 20 steps, generate, download, reload', { timeout: 25 * MINUTE }, async (t) => {
     // The CPU backend: SwiftShader's WebGPU takes ~30 s per training step here (tests/web.rs
     // covers fine-tuning on WebGPU).
-    const s = await openPage(env.browser, `${env.url}?backend=cpu`);
-    const { page, waitForState } = s;
-    const tuneState = (wanted, timeout) => page.waitForFunction(
-      (w) => w.includes(document.getElementById('tune').dataset.tuneState), [].concat(wanted), { timeout, polling: 250 });
-    try {
+    await withPage(t, env, '?backend=cpu', 'e2e-tune.png', async ({ page, waitForState }) => {
+      const tuneState = (wanted, timeout) => page.waitForFunction(
+        (w) => w.includes(document.getElementById('tune').dataset.tuneState), [].concat(wanted), { timeout, polling: 250 });
       await waitForState('ready', 5 * MINUTE);
       const files = ['seven-1.png', 'seven-2.png', 'seven-3.png', 'seven-4.png', 'not-an-image.png'];
       await page.getByTestId('upload').setInputFiles(files.map((f) => path.join(FIXTURES, f)));
@@ -84,11 +82,6 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       assert.match(await page.getByTestId('tuned-note').innerText(), /Fine-tuned weights in use \(20 step/);
       assert.equal(await page.getByTestId('use-tuned').isChecked(), true);
       assert.match(await page.getByTestId('tune-status').innerText(), /restored/);
-    } finally {
-      await screenshot(page, 'e2e-tune.png');
-      for (const text of s.consoleErrors) t.diagnostic(`console error: ${text}`);
-      await s.close();
-    }
-    assert.deepEqual(s.pageErrors.map(String), [], 'no uncaught errors on the page');
+    });
   });
 });
