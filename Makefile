@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 PARITY_DIR ?= tests/data/tiny
 
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench fuzz clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench torch train-mnist fuzz clean-cache
 
 setup: setup-native setup-web
 
@@ -66,5 +66,42 @@ fuzz: setup-native
 			-max_total_time=$(FUZZ_SECONDS) -max_len=131072 -rss_limit_mb=4096 || exit 1; \
 	done
 
+# Native speed side by side, on an untrained model of the shipped config: ours (burn flex, and
+# burn's LibTorch backend when `make torch` built it) and PyTorch + diffusers from TORCH_VENV.
+BENCH_MODEL := bench-models/mnist
+TORCH_VENV ?= $(HOME)/.cache/ddpm-web/venv
+TORCH_DDPM := $(CARGO_TARGET_DIR)/release/ddpm
+# How the torch-featured CLI runs: libtorch from the venv; jemalloc that keeps freed memory (glibc
+# returns each large tensor to the kernel, and page faults took 41% of a training step: BENCHMARKS.md).
+JEMALLOC := /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+TORCH_RUN = LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')/lib \
+	LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 $(TORCH_DDPM)
 bench: setup-native
-	cargo run --bin ddpm -- bench --model $(PARITY_DIR) --batch 16 --backend cpu
+	[ -f $(BENCH_MODEL)/config.json ] || cargo run --bin ddpm -- init --config configs/mnist/config.json --out $(BENCH_MODEL)
+	for b in 1 16; do cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend cpu; done
+	cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch 128 --runs 1 --backend cpu
+	if [ -x $(TORCH_DDPM) ] && $(TORCH_DDPM) bench --help | grep -q torch; then \
+		for b in 1 16 128; do $(TORCH_RUN) bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend torch; done; \
+	else echo "burn's LibTorch backend: not built (make torch)"; fi
+	if [ -x $(TORCH_VENV)/bin/python ]; then \
+		LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 $(TORCH_VENV)/bin/python benches/pytorch_bench.py --model $(BENCH_MODEL) --batch 1 16 128 --threads 2; \
+	else echo "PyTorch anchor: no venv at $(TORCH_VENV) (make torch)"; fi
+
+# burn's LibTorch backend for `ddpm train --backend torch` (training at PyTorch's speed on a CPU;
+# not part of `make test`): PyTorch 2.9.0 (the version tch 0.22 links) and diffusers from PyPI in
+# TORCH_VENV, then the CLI built with the `torch` feature into $(TORCH_DDPM).
+torch: setup-native
+	[ -x $(TORCH_VENV)/bin/python ] || python3 -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -c "import torch, diffusers; assert torch.__version__.startswith('2.9.0')" 2>/dev/null || \
+		$(TORCH_VENV)/bin/pip install -q torch==2.9.0 diffusers safetensors
+	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 cargo build --release --bin ddpm --features torch
+	@[ -f $(JEMALLOC) ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; }
+
+# The shipped MNIST model (www/models/mnist/README.md): burn's LibTorch backend on the CPU, in
+# chunks: run it again and it resumes from the last checkpoint (every 100 steps) in TRAIN_OUT.
+TRAIN_OUT ?= $(HOME)/.cache/ddpm-web/train/mnist
+TRAIN_STEPS ?= 5600
+train-mnist: torch
+	$(TORCH_RUN) train --data mnist --out $(TRAIN_OUT) --steps $(TRAIN_STEPS) --batch 128 --lr 2e-4 \
+		--warmup 500 --ema 0.999 --seed 0 --checkpoint-every 100 --backend torch \
+		$$([ -f $(TRAIN_OUT)/train_state/state.json ] && echo --resume)

@@ -31,6 +31,9 @@ enum Backend {
     Cpu,
     /// The native GPU API through wgpu (Vulkan, Metal, DX12).
     Wgpu,
+    /// burn's LibTorch backend on the CPU (built with the `torch` feature).
+    #[cfg(feature = "torch")]
+    Torch,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +202,11 @@ fn device(backend: Backend) -> Result<Device> {
         Backend::Wgpu => Device::wgpu_options()
             .init()
             .map_err(|e| Error::Backend(format!("no usable GPU adapter through wgpu: {e}"))),
+        // burn marks burn-tch deprecated in favour of CubeCL's CPU backend, which needs an LLVM
+        // toolchain this project cannot fetch; LibTorch is the fast CPU training path here.
+        #[cfg(feature = "torch")]
+        #[allow(deprecated)]
+        Backend::Torch => Ok(Device::libtorch()),
     }
 }
 
@@ -290,6 +298,8 @@ fn run_bench(model: &Path, batch: usize, runs: usize, backend: Backend) -> Resul
     let name = match backend {
         Backend::Cpu => "cpu",
         Backend::Wgpu => "wgpu",
+        #[cfg(feature = "torch")]
+        Backend::Torch => "torch",
     };
     println!("{}", serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms}));
     Ok(())

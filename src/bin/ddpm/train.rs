@@ -121,6 +121,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     let bar = ProgressBar::new(args.steps as u64).with_position(trainer.step as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} loss {msg}  {per_sec}  ETA {eta}").expect("valid template"),
     );
+    let (started, first) = (std::time::Instant::now(), trainer.step);
     while trainer.step < args.steps {
         let idx: Vec<usize> = (0..args.batch).map(|_| data_rng.random_range(0..data.len())).collect();
         let x0 = data.batch(&idx, &train_device);
@@ -133,6 +134,10 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
                 return Err(Error::Backend(format!("the loss is {l} at step {}: lower --lr", trainer.step)));
             }
             bar.set_message(format!("{l:.4}"));
+            // Without a terminal (a log file) the bar is hidden: a line every 100 steps instead.
+            if bar.is_hidden() && trainer.step % 100 == 0 {
+                eprintln!("step {} loss {l:.4} ({:.2} s/step)", trainer.step, started.elapsed().as_secs_f64() / (trainer.step - first) as f64);
+            }
         }
         bar.set_position(trainer.step as u64);
         let interrupted = stop.load(Ordering::SeqCst);
