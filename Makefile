@@ -29,7 +29,7 @@ test: setup test-native test-wasm test-e2e
 test-native: setup-native
 	cargo test --no-fail-fast
 
-pkg/ddpm_web_bg.wasm: $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+pkg/ddpm_web_bg.wasm: $(shell find src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml
 	wasm-pack build --target web --release --no-typescript --out-dir pkg . --no-default-features
 
 build-web: setup-web pkg/ddpm_web_bg.wasm
