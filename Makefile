@@ -7,9 +7,8 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 PORT ?= 8080
 WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
-PARITY_DIR ?= tests/data/tiny
 
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench torch train-mnist fuzz clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist fuzz clean-cache
 
 setup: setup-native setup-web
 
@@ -66,36 +65,50 @@ fuzz: setup-native
 			-max_total_time=$(FUZZ_SECONDS) -max_len=131072 -rss_limit_mb=4096 || exit 1; \
 	done
 
-# Native speed side by side, on an untrained model of the shipped config: ours (burn flex, and
-# burn's LibTorch backend when `make torch` built it) and PyTorch + diffusers from TORCH_VENV.
+# Benchmarks on an untrained model of the shipped config (BENCHMARKS.md), each beside its anchor.
 BENCH_MODEL := bench-models/mnist
 TORCH_VENV ?= $(HOME)/.cache/ddpm-web/venv
 TORCH_DDPM := $(CARGO_TARGET_DIR)/release/ddpm
 # How the torch-featured CLI runs: libtorch from the venv; jemalloc that keeps freed memory (glibc
 # returns each large tensor to the kernel, and page faults took 41% of a training step: BENCHMARKS.md).
 JEMALLOC := /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+KEEP_PAGES := LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1
 TORCH_RUN = LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')/lib \
-	LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 $(TORCH_DDPM)
-bench: setup-native
-	[ -f $(BENCH_MODEL)/config.json ] || cargo run --bin ddpm -- init --config configs/mnist/config.json --out $(BENCH_MODEL)
+	$(KEEP_PAGES) $(TORCH_DDPM)
+
+$(BENCH_MODEL)/config.json:
+	cargo run --bin ddpm -- init --config configs/mnist/config.json --out $(BENCH_MODEL)
+
+# PyTorch 2.9.0 (the version tch 0.22 links), diffusers and onnx from PyPI, and jemalloc.
+venv:
+	[ -x $(TORCH_VENV)/bin/python ] || python3 -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -c "import torch, diffusers, onnx; assert torch.__version__.startswith('2.9.0')" 2>/dev/null || \
+		$(TORCH_VENV)/bin/pip install -q torch==2.9.0 diffusers safetensors onnx
+	@[ -f $(JEMALLOC) ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; }
+
+# Native, side by side: burn flex, burn's LibTorch backend when `make torch` built it, and
+# PyTorch + diffusers (benches/pytorch_bench.py).
+bench: setup-native venv $(BENCH_MODEL)/config.json
 	for b in 1 16; do cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend cpu; done
 	cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch 128 --runs 1 --backend cpu
 	if [ -x $(TORCH_DDPM) ] && $(TORCH_DDPM) bench --help | grep -q torch; then \
 		for b in 1 16 128; do $(TORCH_RUN) bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend torch; done; \
 	else echo "burn's LibTorch backend: not built (make torch)"; fi
-	if [ -x $(TORCH_VENV)/bin/python ]; then \
-		LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 $(TORCH_VENV)/bin/python benches/pytorch_bench.py --model $(BENCH_MODEL) --batch 1 16 128 --threads 2; \
-	else echo "PyTorch anchor: no venv at $(TORCH_VENV) (make torch)"; fi
+	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/pytorch_bench.py --model $(BENCH_MODEL) --batch 1 16 128 --threads 2
+
+# The browser, side by side in one headless Chromium: DDIM-50 for 16 images on our CPU backend
+# (wasm) and on onnxruntime-web (wasm, the model exported to ONNX); BENCH_BACKENDS=cpu,gpu,ort
+# adds WebGPU.
+BENCH_BACKENDS ?= cpu,ort
+bench-web: build-web venv $(BENCH_MODEL)/config.json
+	[ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund onnxruntime-web@1.30.0
+	[ -f $(BENCH_MODEL)/unet.onnx ] || $(TORCH_VENV)/bin/python benches/export_onnx.py --model $(BENCH_MODEL) --out $(BENCH_MODEL)/unet.onnx
+	node benches/browser.mjs --model $(BENCH_MODEL)/ --n 16 --steps 50 --backends $(BENCH_BACKENDS)
 
 # burn's LibTorch backend for `ddpm train --backend torch` (training at PyTorch's speed on a CPU;
-# not part of `make test`): PyTorch 2.9.0 (the version tch 0.22 links) and diffusers from PyPI in
-# TORCH_VENV, then the CLI built with the `torch` feature into $(TORCH_DDPM).
-torch: setup-native
-	[ -x $(TORCH_VENV)/bin/python ] || python3 -m venv $(TORCH_VENV)
-	$(TORCH_VENV)/bin/python -c "import torch, diffusers; assert torch.__version__.startswith('2.9.0')" 2>/dev/null || \
-		$(TORCH_VENV)/bin/pip install -q torch==2.9.0 diffusers safetensors
+# not part of `make test`): the CLI built with the `torch` feature into $(TORCH_DDPM).
+torch: setup-native venv
 	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 cargo build --release --bin ddpm --features torch
-	@[ -f $(JEMALLOC) ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; }
 
 # The shipped MNIST model (www/models/mnist/README.md): burn's LibTorch backend on the CPU, in
 # chunks: run it again and it resumes from the last checkpoint (every 100 steps) in TRAIN_OUT.

@@ -1,9 +1,12 @@
 // Browser benchmark: the page in headless Chromium generates N images with DDIM-S on the CPU
 // backend (wasm) and on WebGPU, after a warm-up run; prints one JSON line per backend.
-//   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,gpu]
+//   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,gpu,ort]
 // The time is the user's: from the click on Generate to the finished images on the page.
+// `ort` is the anchor: the same model as ONNX (MODEL/unet.onnx, from benches/export_onnx.py) on
+// onnxruntime-web's wasm backend, 1 thread, the same DDIM loop in benches/ort.html (`make bench-web`).
 // With --tune K: fine-tunes K steps at --batch (8) on 8 images instead, and reports steps/s over
 // the steps after the first (which compiles shaders).
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { MINUTE, REPO_ROOT, openPage, startEnv } from '../tests/e2e/helpers.mjs';
@@ -55,9 +58,30 @@ async function tune(s, steps, batch) {
   return { steps_timed: last[0] - first[0], steps_per_s: (1000 * (last[0] - first[0])) / (last[1] - first[1]) };
 }
 
+/** The anchor: DDIM on onnxruntime-web in the same browser (benches/ort.html). */
+async function ortDdim(s, n, steps) {
+  const config = JSON.parse(readFileSync(path.join(REPO_ROOT, opt.model, 'config.json'), 'utf8'));
+  const shape = [config.in_channels, config.sample_size, config.sample_size];
+  await s.waitFor(() => window.ortReady, null, MINUTE);
+  return s.page.evaluate(([model, n, steps, shape]) => window.ortDdim(model, n, steps, shape), [`/${opt.model}`, n, steps, shape]);
+}
+
 const env = await startEnv();
 try {
   for (const backend of opt.backends.split(',')) {
+    if (backend === 'ort') {
+      const s = await openPage(env.browser, `${env.url}benches/ort.html`);
+      try {
+        const ms = await ortDdim(s, Number(opt.n), Number(opt.steps));
+        console.log(JSON.stringify({
+          bench: 'browser-ddim', backend: 'onnxruntime-web 1.30 (wasm, 1 thread)', n: Number(opt.n), steps: Number(opt.steps),
+          total_s: ms / 1000, ms_per_step: ms / Number(opt.steps), ms_per_image: ms / Number(opt.n),
+        }));
+      } finally {
+        await s.close();
+      }
+      continue;
+    }
     const s = await openPage(env.browser, `${env.url}?model=${encodeURIComponent(opt.model)}&backend=${backend}`);
     try {
       await s.waitForState('ready', 10 * MINUTE);
