@@ -4,6 +4,8 @@
 // The time is the user's: from the click on Generate to the finished images on the page.
 // `ort` is the anchor: the same model as ONNX (MODEL/unet.onnx, from benches/export_onnx.py) on
 // onnxruntime-web's wasm backend, 1 thread, the same DDIM loop in benches/ort.html (`make bench-web`).
+// With --first: the time from a page load with the weights already in Cache Storage (a reload
+// after the first visit) to the first finished image (1 image, DDIM-S) instead.
 // With --tune K: fine-tunes K steps at --batch (8) on 8 images instead, and reports steps/s over
 // the steps after the first (which compiles shaders).
 import { readFileSync } from 'node:fs';
@@ -19,6 +21,7 @@ const { values: opt } = parseArgs({
     backends: { type: 'string', default: 'cpu,gpu' },
     'timeout-min': { type: 'string', default: '60' },
     tune: { type: 'string' },
+    first: { type: 'boolean', default: false },
     batch: { type: 'string', default: '8' },
   },
 });
@@ -33,6 +36,17 @@ async function generate(s, n, steps) {
   await page.getByTestId('generate').click();
   await waitForState('done', timeout);
   return Date.now() - start;
+}
+
+/** A reload (weights cached by the first visit) to the first finished image: seconds to
+ *  data-state=ready and to the image. */
+async function firstImage(s, steps) {
+  const start = Date.now();
+  await s.page.reload();
+  await s.waitForState('ready', timeout);
+  const ready = Date.now() - start;
+  await generate(s, 1, steps);
+  return { ready_s: ready / 1000, first_image_s: (Date.now() - start) / 1000 };
 }
 
 /** Fine-tunes `steps` steps; steps/s between the first and the last loss read back. */
@@ -86,6 +100,11 @@ try {
     try {
       await s.waitForState('ready', 10 * MINUTE);
       const name = (await s.page.getByTestId('backend').innerText()).trim();
+      if (opt.first) {
+        const r = await firstImage(s, Number(opt.steps));
+        console.log(JSON.stringify({ bench: 'browser-first-image', backend: name, steps: Number(opt.steps), ...r }));
+        continue;
+      }
       if (opt.tune) {
         const r = await tune(s, Number(opt.tune), Number(opt.batch));
         console.log(JSON.stringify({ bench: 'browser-tune', backend: name, batch: Number(opt.batch), ...r }));
