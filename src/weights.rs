@@ -244,11 +244,21 @@ pub fn to_safetensors(tensors: &BTreeMap<String, HostTensor>, dtype: SaveDtype) 
         .map(|(k, t)| {
             let (dtype, bytes) = match dtype {
                 SaveDtype::F32 => (Dtype::F32, t.data.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                SaveDtype::F16 => (Dtype::F16, t.data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()),
+                SaveDtype::F16 => {
+                    let max = f32::from(half::f16::MAX);
+                    if let Some(x) = t.data.iter().find(|x| x.abs() > max) {
+                        return Err(Error::Tensor {
+                            file: "(output)".into(),
+                            tensor: k.clone(),
+                            message: format!("{x} is beyond f16's range (±{max}): save it as f32"),
+                        });
+                    }
+                    (Dtype::F16, t.data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect())
+                }
             };
-            (k.clone(), Raw { dtype, shape: t.shape.clone(), bytes })
+            Ok((k.clone(), Raw { dtype, shape: t.shape.clone(), bytes }))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize(raws.iter().map(|(k, r)| (k.as_str(), r)), Some(meta))
         .map_err(|e| Error::Safetensors { file: "(output)".into(), message: e.to_string() })

@@ -55,6 +55,21 @@ fn bad_input_is_a_clear_error_not_a_panic() {
 }
 
 #[test]
+fn convert_to_f16_halves_the_weights_and_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_dir();
+    let o = ddpm(&["convert", "--model", model.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--dtype", "f16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let size = |d: &std::path::Path| std::fs::metadata(d.join("diffusion_pytorch_model.safetensors")).unwrap().len() as f64;
+    let ratio = size(dir.path()) / size(&model);
+    assert!((0.45..0.55).contains(&ratio), "f16 file is {ratio} of the f32 one");
+    let header = read_safetensors("f16", &std::fs::read(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap(), false);
+    assert!(header.unwrap().contains_key("conv_in.weight"), "diffusers key names kept");
+    let o = ddpm(&["sample", "--model", dir.path().to_str().unwrap(), "--n", "1", "--steps", "2", "--out", dir.path().join("s").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
 fn bench_prints_one_json_line() {
     let model = tiny_dir();
     let o = ddpm(&["bench", "--model", model.to_str().unwrap(), "--batch", "2", "--runs", "1"]);

@@ -85,6 +85,15 @@ fn f16_and_bf16_weights_load() {
 }
 
 #[test]
+fn f16_refuses_values_beyond_its_range_naming_the_tensor() {
+    let mut w = tiny_weights();
+    w.get_mut("conv_in.weight").unwrap().data[3] = 1e6;
+    let e = to_safetensors(&w, SaveDtype::F16).unwrap_err().to_string();
+    assert!(e.contains("conv_in.weight") && e.contains("1000000") && e.contains("f16"), "{e}");
+    assert!(to_safetensors(&w, SaveDtype::F32).is_ok(), "f32 holds it");
+}
+
+#[test]
 fn legacy_attention_names_load() {
     let renamed: BTreeMap<String, HostTensor> = tiny_weights()
         .into_iter()

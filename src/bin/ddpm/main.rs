@@ -37,6 +37,12 @@ enum Backend {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Dtype {
+    F32,
+    F16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Sampler {
     Ddpm,
     Ddim,
@@ -172,6 +178,16 @@ enum Command {
         scheduler: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Rewrite a model folder in diffusers layout with its weights as f32 or f16 (f16 halves the
+    /// download; values beyond f16's range are an error naming the tensor).
+    Convert {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "f16")]
+        dtype: Dtype,
     },
     /// Time a UNet forward and a training step; prints one JSON line (medians, after a warm-up).
     Bench {
@@ -318,6 +334,17 @@ fn run_init(config: &Path, scheduler: Option<&Path>, out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn run_convert(model: &Path, out: &Path, dtype: Dtype) -> Result<()> {
+    let m = load_model(model, &Device::flex())?;
+    let dtype = match dtype {
+        Dtype::F32 => SaveDtype::F32,
+        Dtype::F16 => SaveDtype::F16,
+    };
+    save_model(&m, out, dtype)?;
+    println!("wrote {} ({dtype:?} weights)", out.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -335,6 +362,7 @@ fn main() -> ExitCode {
             device(backend).and_then(|d| train::run(args, d))
         }
         Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),
+        Command::Convert { model, out, dtype } => run_convert(&model, &out, dtype),
         Command::Bench { model, batch, runs, backend } => run_bench(&model, batch, runs, backend),
     };
     match result {
