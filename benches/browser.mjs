@@ -80,17 +80,21 @@ async function ortDdim(s, n, steps) {
   return s.page.evaluate(([model, n, steps, shape]) => window.ortDdim(model, n, steps, shape), [`/${opt.model}`, n, steps, shape]);
 }
 
+/** One JSON line for `ms` spent on n images with DDIM-steps. */
+function reportDdim(backend, ms) {
+  const [n, steps] = [Number(opt.n), Number(opt.steps)];
+  console.log(JSON.stringify({
+    bench: 'browser-ddim', backend, n, steps, total_s: ms / 1000, ms_per_step: ms / steps, ms_per_image: ms / n,
+  }));
+}
+
 const env = await startEnv();
 try {
   for (const backend of opt.backends.split(',')) {
     if (backend === 'ort') {
       const s = await openPage(env.browser, `${env.url}benches/ort.html`);
       try {
-        const ms = await ortDdim(s, Number(opt.n), Number(opt.steps));
-        console.log(JSON.stringify({
-          bench: 'browser-ddim', backend: 'onnxruntime-web 1.30 (wasm, 1 thread)', n: Number(opt.n), steps: Number(opt.steps),
-          total_s: ms / 1000, ms_per_step: ms / Number(opt.steps), ms_per_image: ms / Number(opt.n),
-        }));
+        reportDdim('onnxruntime-web 1.30 (wasm, 1 thread)', await ortDdim(s, Number(opt.n), Number(opt.steps)));
       } finally {
         await s.close();
       }
@@ -111,11 +115,7 @@ try {
         continue;
       }
       await generate(s, 1, 2); // warm-up: shader compilation, allocations
-      const ms = await generate(s, Number(opt.n), Number(opt.steps));
-      console.log(JSON.stringify({
-        bench: 'browser-ddim', backend: name, n: Number(opt.n), steps: Number(opt.steps),
-        total_s: ms / 1000, ms_per_step: ms / Number(opt.steps), ms_per_image: ms / Number(opt.n),
-      }));
+      reportDdim(name, await generate(s, Number(opt.n), Number(opt.steps)));
     } finally {
       await s.close();
     }
