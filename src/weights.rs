@@ -19,6 +19,7 @@ pub struct HostTensor {
 
 /// Element type to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum SaveDtype {
     F32,
     F16,

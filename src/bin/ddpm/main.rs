@@ -37,12 +37,6 @@ enum Backend {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Dtype {
-    F32,
-    F16,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum Sampler {
     Ddpm,
     Ddim,
@@ -187,7 +181,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "f16")]
-        dtype: Dtype,
+        dtype: SaveDtype,
     },
     /// Time a UNet forward and a training step; prints one JSON line (medians, after a warm-up).
     Bench {
@@ -334,12 +328,8 @@ fn run_init(config: &Path, scheduler: Option<&Path>, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn run_convert(model: &Path, out: &Path, dtype: Dtype) -> Result<()> {
+fn run_convert(model: &Path, out: &Path, dtype: SaveDtype) -> Result<()> {
     let m = load_model(model, &Device::flex())?;
-    let dtype = match dtype {
-        Dtype::F32 => SaveDtype::F32,
-        Dtype::F16 => SaveDtype::F16,
-    };
     save_model(&m, out, dtype)?;
     println!("wrote {} ({dtype:?} weights)", out.display());
     Ok(())
