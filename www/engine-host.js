@@ -78,7 +78,7 @@ async function handle(msg) {
       default: throw new Error(`engine host: unknown message type ${JSON.stringify(msg.type)}`);
     }
   } catch (err) {
-    if (engine?.is_gpu) await sleep(300);  // if the device was lost, its recovery takes over
+    if (engine?.is_gpu) await lossOr(300);  // if the device was lost, its recovery takes over
     if (mine !== epoch) return;
     post({ type: 'error', where: WHERE[msg.type] || 'load', id: msg.id, message: describeError(err) });
   } finally {
@@ -170,6 +170,10 @@ function postBackend() {
 // ---- a lost WebGPU device: carry on on the CPU ------------------------------------------------
 
 const devices = new Set();  // the WebGPU devices in use (wgpu asks for them through this realm's navigator.gpu)
+const lossWaiters = [];     // resolved when a device loss is seen
+/** Waits until a device loss is seen (an error may arrive just before its device's `lost`), at
+ *  most `ms`: an error that was no device loss is reported after `ms`, one that was, at once. */
+const lossOr = (ms) => new Promise((resolve) => { lossWaiters.push(resolve); setTimeout(resolve, ms); });
 const gpu = { buffers: 0, bytes: 0 };  // GPU buffers created and not yet destroyed
 const bufferSizes = new WeakMap();
 
@@ -186,6 +190,7 @@ function watchGpu() {
     d.lost.then((info) => {
       devices.delete(d);
       if (engine?.is_gpu) recoverOnCpu(info?.message || info?.reason || 'unknown reason');
+      for (const resolve of lossWaiters.splice(0)) resolve();
     });
     return d;
   }, { ddpmWatched: true });
@@ -235,7 +240,6 @@ function stats() {
   return { wasmBytes: wasmMemory ? wasmMemory.buffer.byteLength : null, gpuBuffers: gpu.buffers, gpuBytes: gpu.bytes };
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function loadModel(url, sha256, report = true) {
   if (!engine) throw new Error('the engine did not start, so no model can be loaded (see the error above)');
