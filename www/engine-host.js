@@ -170,10 +170,14 @@ function postBackend() {
 // ---- a lost WebGPU device: carry on on the CPU ------------------------------------------------
 
 const devices = new Set();  // the WebGPU devices in use (wgpu asks for them through this realm's navigator.gpu)
-const lossWaiters = [];     // resolved when a device loss is seen
+const lossWaiters = new Set();  // called when a device loss is seen
 /** Waits until a device loss is seen (an error may arrive just before its device's `lost`), at
  *  most `ms`: an error that was no device loss is reported after `ms`, one that was, at once. */
-const lossOr = (ms) => new Promise((resolve) => { lossWaiters.push(resolve); setTimeout(resolve, ms); });
+const lossOr = (ms) => new Promise((resolve) => {
+  const done = () => { lossWaiters.delete(done); resolve(); };
+  lossWaiters.add(done);
+  setTimeout(done, ms);
+});
 const gpu = { buffers: 0, bytes: 0 };  // GPU buffers created and not yet destroyed
 const bufferSizes = new WeakMap();
 
@@ -190,7 +194,7 @@ function watchGpu() {
     d.lost.then((info) => {
       devices.delete(d);
       if (engine?.is_gpu) recoverOnCpu(info?.message || info?.reason || 'unknown reason');
-      for (const resolve of lossWaiters.splice(0)) resolve();
+      for (const done of [...lossWaiters]) done();
     });
     return d;
   }, { ddpmWatched: true });
