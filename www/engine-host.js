@@ -244,7 +244,6 @@ function stats() {
   return { wasmBytes: wasmMemory ? wasmMemory.buffer.byteLength : null, gpuBuffers: gpu.buffers, gpuBytes: gpu.bytes };
 }
 
-
 async function loadModel(url, sha256, report = true) {
   if (!engine) throw new Error('the engine did not start, so no model can be loaded (see the error above)');
   const onProgress = report ? (p) => post({ type: 'download', ...p, fileUrl: p.url, url }) : () => {};
