@@ -32,7 +32,7 @@ test-native: setup-native
 # wasm-opt (binaryen 132 from npm, not Debian's) drops the names and shrinks the code: BENCHMARKS.md, Sizes.
 pkg/ddpm_web_bg.wasm: $(shell find src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml
 	wasm-pack build --target web --release --no-typescript --out-dir pkg . --no-default-features
-	node_modules/.bin/wasm-opt -O pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
+	node_modules/.bin/wasm-opt -O -Oz pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
 	mv pkg/ddpm_web_bg.opt.wasm pkg/ddpm_web_bg.wasm
 
 build-web: setup-web pkg/ddpm_web_bg.wasm
