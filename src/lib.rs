@@ -13,6 +13,8 @@ pub mod dataset;
 pub mod fid;
 pub mod images;
 pub mod model;
+#[cfg(all(not(target_family = "wasm"), feature = "cli"))]
+pub mod nearest;
 pub mod noise;
 pub mod sampler;
 pub mod schedule;

@@ -5,7 +5,10 @@
 
 use std::process::Command;
 
+use burn::tensor::Device;
+use ddpm_web::dataset::Dataset;
 use ddpm_web::fid::frechet_distance;
+use ddpm_web::nearest::nearest_distances;
 
 fn ddpm(args: &[&str]) -> std::process::Output {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -35,6 +38,22 @@ fn frechet_distance_is_zero_for_one_set_and_the_squared_shift_for_a_moved_one() 
 }
 
 #[test]
+fn nearest_distance_is_zero_for_a_copy_and_the_euclidean_distance_otherwise() {
+    let set = |images: Vec<f32>| Dataset { shape: [1, 2, 2], labels: vec![None; images.len() / 4], images };
+    let reference = set(vec![0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0, 0.5, 0.5, -1.0]);
+    // A copy of reference image 1; (0, 0, 0, 0.5): 0.5 from image 0; (3, 1, 1, 1): 2 from image 1.
+    let queries = set(vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.5, 3.0, 1.0, 1.0, 1.0]);
+    let d = nearest_distances(&queries, &reference, &Device::flex()).unwrap();
+    assert_eq!(d.len(), 3);
+    for (got, want) in d.iter().zip([0.0, 0.5, 2.0]) {
+        assert!((got - want).abs() < 1e-3, "{d:?}");
+    }
+    let other_shape = Dataset { shape: [1, 1, 4], ..set(vec![0.0; 4]) };
+    let err = nearest_distances(&other_shape, &reference, &Device::flex()).unwrap_err().to_string();
+    assert!(err.contains("[1, 1, 4]") && err.contains("[1, 2, 2]"), "{err}");
+}
+
+#[test]
 fn classifier_then_eval_report_fid_confidence_and_classes() {
     let dir = tempfile::tempdir().unwrap();
     let clf = dir.path().join("clf");
@@ -54,6 +73,12 @@ fn classifier_then_eval_report_fid_confidence_and_classes() {
     let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(report["classes"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 6);
     assert!(report["fid"].as_f64().unwrap() > report["fid_real_vs_real"].as_f64().unwrap(), "noise is further from digits than digits are");
+    assert!(out.contains("nearest training digit"), "{out}");
+    assert!(
+        report["nearest_train_median"].as_f64().unwrap() > report["nearest_train_median_held_out"].as_f64().unwrap(),
+        "an untrained model's samples are further from training digits than held-out digits are: {report}"
+    );
+    assert_eq!(report["near_copies"], 0.0, "{report}");
 }
 
 #[test]

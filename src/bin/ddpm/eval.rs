@@ -1,6 +1,6 @@
 //! `ddpm classifier` trains the small MNIST classifier that `ddpm eval` uses; `ddpm eval` reports a
 //! model's classifier-feature FID beside the real-vs-real FID at the same n, the classifier's
-//! mean confidence and the class histogram.
+//! mean confidence, the class histogram, and how close the samples come to training digits.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,7 @@ use ddpm_web::classifier::{CLASSES, Classifier, FEATURES};
 use ddpm_web::dataset::{Dataset, mnist};
 use ddpm_web::fid::frechet_distance;
 use ddpm_web::files::load_model;
+use ddpm_web::nearest::nearest_distances;
 use ddpm_web::sampler::{SampleRequest, sample};
 use ddpm_web::weights::{self, SaveDtype, to_host, to_safetensors};
 use ddpm_web::{Error, Result};
@@ -145,7 +146,11 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
 
     // Two disjoint sets of n real digits, drawn with the seed.
     let (train, held_out) = mnist(&args.mnist_dir, 100, 0)?;
-    let all = Dataset { shape: train.shape, images: [train.images, held_out.images].concat(), labels: [train.labels, held_out.labels].concat() };
+    let all = Dataset {
+        shape: train.shape,
+        images: [&train.images[..], &held_out.images[..]].concat(),
+        labels: [&train.labels[..], &held_out.labels[..]].concat(),
+    };
     let mut order: Vec<usize> = (0..all.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.request.seed));
     let (real_a, real_b) = (all.subset(&order[..args.n]), all.subset(&order[args.n..2 * args.n]));
@@ -166,6 +171,17 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
     progress.finish();
     let (feat_g, classes, conf) = classify(&classifier, &generated, &device)?;
 
+    // Copies: each sample's distance to its nearest training digit, beside the same for the 1,000
+    // held-out digits (real digits the model never saw); "near copies" are samples closer than
+    // the closest 1% of held-out digits.
+    let mut nn_held = nearest_distances(&held_out, &train, &device)?;
+    let mut nn_gen = nearest_distances(&generated, &train, &device)?;
+    nn_held.sort_unstable_by(f32::total_cmp);
+    nn_gen.sort_unstable_by(f32::total_cmp);
+    let median = |v: &[f32]| v[v.len() / 2];
+    let p1_held = nn_held[(nn_held.len() - 1) / 100];
+    let near_copies = nn_gen.iter().filter(|d| **d < p1_held).count() as f64 / nn_gen.len() as f64;
+
     let fid = frechet_distance(&feat_g, &feat_a, FEATURES);
     let fid_real = frechet_distance(&feat_b, &feat_a, FEATURES);
     let mean = |v: &[f32]| v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
@@ -179,10 +195,18 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
     println!("mean classifier confidence {:.3}   (real digits: {:.3})", mean(&conf), mean(&conf_real));
     println!("classes {}", histogram.iter().enumerate().map(|(c, k)| format!("{c}:{k}")).collect::<Vec<_>>().join(" "));
     println!(
+        "nearest training digit (pixel L2 in [-1, 1]): median {:.2} for the samples, {:.2} for the {} held-out digits; near copies (closer than the closest 1% of held-out digits, {p1_held:.2}): {:.1}%",
+        median(&nn_gen),
+        median(&nn_held),
+        held_out.len(),
+        100.0 * near_copies
+    );
+    println!(
         "{}",
         serde_json::json!({"model": args.model.display().to_string(), "n": args.n, "sampler": sampler, "eta": args.request.eta,
             "seed": args.request.seed, "fid": fid, "fid_real_vs_real": fid_real, "confidence": mean(&conf),
-            "confidence_real": mean(&conf_real), "classes": histogram})
+            "confidence_real": mean(&conf_real), "classes": histogram, "nearest_train_median": median(&nn_gen),
+            "nearest_train_median_held_out": median(&nn_held), "near_copies": near_copies})
     );
     Ok(())
 }
