@@ -121,4 +121,4 @@ TRAIN_STEPS ?= 5600
 train-mnist: torch
 	$(TORCH_RUN) train --data mnist --out $(TRAIN_OUT) --steps $(TRAIN_STEPS) --batch 128 --lr 2e-4 \
 		--warmup 500 --ema 0.999 --seed 0 --checkpoint-every 100 --backend torch \
-		$$([ -f $(TRAIN_OUT)/train_state/state.json ] && echo --resume)
+		$$( { [ -f $(TRAIN_OUT)/train_state/state.json ] || [ -f $(TRAIN_OUT)/train_state.old/state.json ]; } && echo --resume)

@@ -49,16 +49,21 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Model> {
     )
 }
 
+/// Writes `path` whole or not at all: the bytes go to `path.partial`, which then replaces `path`
+/// (one rename), so a crash mid-write never leaves a truncated file where a good one was.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, data).map_err(|e| Error::io(Path::new(&partial).display(), e))?;
+    std::fs::rename(&partial, path).map_err(|e| Error::io(path.display(), e))
+}
+
 /// Writes `config.json`, `scheduler_config.json` and the safetensors, as diffusers'
-/// `save_pretrained` does for a UNet2DModel plus its scheduler.
+/// `save_pretrained` does for a UNet2DModel plus its scheduler; each file whole or not at all.
 pub fn save_model(model: &Model, dir: &Path, dtype: SaveDtype) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
     let bytes = weights::to_safetensors(&weights::to_host(&model.unet)?, dtype)?;
-    let write = |name: &str, data: &[u8]| {
-        let path = dir.join(name);
-        std::fs::write(&path, data).map_err(|e| Error::io(path.display(), e))
-    };
-    write(CONFIG, model.unet.config.to_json().as_bytes())?;
-    write(SCHEDULER_CONFIG, model.scheduler.config.to_json().as_bytes())?;
-    write(WEIGHTS, &bytes)
+    write_atomic(&dir.join(CONFIG), model.unet.config.to_json().as_bytes())?;
+    write_atomic(&dir.join(SCHEDULER_CONFIG), model.scheduler.config.to_json().as_bytes())?;
+    write_atomic(&dir.join(WEIGHTS), &bytes)
 }

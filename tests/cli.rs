@@ -133,15 +133,25 @@ fn resume_continues_exactly() {
         let o = ddpm(&a);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
-    let (straight, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (straight, split, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     train(straight.path(), "6", false);
     train(split.path(), "3", false);
     train(split.path(), "6", true);
+    // A crash in the middle of the checkpoint after step 3's: the old state moved aside, the new
+    // one half written. --resume takes the old one and the next checkpoint clears both.
+    train(crashed.path(), "3", false);
+    std::fs::rename(crashed.path().join("train_state"), crashed.path().join("train_state.old")).unwrap();
+    std::fs::create_dir(crashed.path().join("train_state.partial")).unwrap();
+    std::fs::write(crashed.path().join("train_state.partial/state.json"), "{\"st").unwrap();
+    train(crashed.path(), "6", true);
+    assert!(!crashed.path().join("train_state.old").exists() && !crashed.path().join("train_state.partial").exists());
     for file in ["diffusion_pytorch_model.safetensors", "train_state/diffusion_pytorch_model.safetensors"] {
         let read = |d: &std::path::Path| read_safetensors(file, &std::fs::read(d.join(file)).unwrap(), false).unwrap();
-        let (a, b) = (read(straight.path()), read(split.path()));
-        for (key, t) in &a {
-            assert_eq!(t.data, b[key].data, "{file}: {key} differs between 6 steps and 3 + resume 3");
+        let a = read(straight.path());
+        for (b, how) in [(read(split.path()), "3 + resume 3"), (read(crashed.path()), "3, a crash, resume 3")] {
+            for (key, t) in &a {
+                assert_eq!(t.data, b[key].data, "{file}: {key} differs between 6 steps and {how}");
+            }
         }
     }
 }

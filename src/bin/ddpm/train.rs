@@ -46,6 +46,10 @@ struct State {
 }
 
 const STATE_DIR: &str = "train_state";
+/// A checkpoint is written here whole, then swapped in for STATE_DIR.
+const PARTIAL_DIR: &str = "train_state.partial";
+/// The previous checkpoint during the swap; `--resume` takes it if a crash cut the swap short.
+const OLD_DIR: &str = "train_state.old";
 
 fn text(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e))
@@ -69,11 +73,15 @@ fn load_data(args: &TrainArgs, shape: [usize; 3]) -> Result<Dataset> {
     }
 }
 
+/// The EMA weights go to `out` file by file; the training state is written whole to PARTIAL_DIR,
+/// then swapped in by renames, so at every moment one complete state is on disk (a crash in the
+/// middle costs at most the steps since the last checkpoint; the EMA may then be that one newer).
 fn checkpoint(args: &TrainArgs, raw: &Model, ema: &Model, trainer: &Trainer, data_rng: &ChaCha8Rng) -> Result<()> {
     save_model(ema, &args.out, SaveDtype::F32)?;
-    let dir = args.out.join(STATE_DIR);
-    save_model(raw, &dir, SaveDtype::F32)?;
-    let opt = dir.join("optimizer.bin");
+    let (dir, partial, old) = (args.out.join(STATE_DIR), args.out.join(PARTIAL_DIR), args.out.join(OLD_DIR));
+    remove_dir(&partial)?;
+    save_model(raw, &partial, SaveDtype::F32)?;
+    let opt = partial.join("optimizer.bin");
     trainer.optimizer_record().save(&opt).map_err(|e| Error::io(opt.display(), format!("{e:?}")))?;
     let state = State {
         step: trainer.step,
@@ -82,8 +90,21 @@ fn checkpoint(args: &TrainArgs, raw: &Model, ema: &Model, trainer: &Trainer, dat
         data_rng_word_pos: data_rng.get_word_pos().to_string(),
         param_ids: param_ids(&raw.unet),
     };
-    let path = dir.join("state.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&state).expect("state serializes")).map_err(|e| Error::io(path.display(), e))
+    let path = partial.join("state.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&state).expect("state serializes")).map_err(|e| Error::io(path.display(), e))?;
+    if dir.exists() {
+        remove_dir(&old)?;
+        std::fs::rename(&dir, &old).map_err(|e| Error::io(old.display(), e))?;
+    }
+    std::fs::rename(&partial, &dir).map_err(|e| Error::io(dir.display(), e))?;
+    remove_dir(&old)
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(dir.display(), e)),
+        _ => Ok(()),
+    }
 }
 
 pub fn run(args: TrainArgs, device: Device) -> Result<()> {
@@ -92,7 +113,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     let mut data_rng = ChaCha8Rng::seed_from_u64(args.seed);
     data_rng.set_stream(1);
     let (mut raw, mut ema) = if args.resume {
-        let dir = args.out.join(STATE_DIR);
+        let dir = [STATE_DIR, OLD_DIR].map(|d| args.out.join(d)).into_iter().find(|d| d.join("state.json").exists()).unwrap_or(args.out.join(STATE_DIR));
         let state: State = serde_json::from_str(&text(&dir.join("state.json"))?)
             .map_err(|e| Error::io(dir.join("state.json").display(), e))?;
         let mut raw = load_model(&dir, &train_device)?;
