@@ -275,11 +275,10 @@ impl UNetConfig {
                 return bad(field, format!("\"{t}\""), &format!("supported: {}", allowed.join(", ")));
             }
         }
-        if let Some(t) = &self.mid_block_type {
-            if t != "UNetMidBlock2D" {
+        if let Some(t) = &self.mid_block_type
+            && t != "UNetMidBlock2D" {
                 return bad("mid_block_type", format!("\"{t}\""), "supported: UNetMidBlock2D, null");
             }
-        }
         if self.layers_per_block == 0 {
             return bad("layers_per_block", "0".into(), "at least 1");
         }
@@ -290,16 +289,14 @@ impl UNetConfig {
         if let Some(c) = self.block_out_channels.iter().find(|c| groups == 0 || **c % groups != 0) {
             return bad("norm_num_groups", groups.to_string(), &format!("must divide every block_out_channels entry ({c})"));
         }
-        if let Some(g) = self.attn_norm_num_groups {
-            if let Some(c) = self.block_out_channels.iter().find(|c| g == 0 || **c % g != 0) {
+        if let Some(g) = self.attn_norm_num_groups
+            && let Some(c) = self.block_out_channels.iter().find(|c| g == 0 || **c % g != 0) {
                 return bad("attn_norm_num_groups", g.to_string(), &format!("must divide every block_out_channels entry ({c})"));
             }
-        }
-        if let Some(d) = self.attention_head_dim {
-            if let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0) {
+        if let Some(d) = self.attention_head_dim
+            && let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0) {
                 return bad("attention_head_dim", d.to_string(), &format!("must divide every block_out_channels entry ({c})"));
             }
-        }
         if self.block_out_channels[0] < 2 {
             return bad("block_out_channels", format!("{:?}", self.block_out_channels), "the first entry must be at least 2");
         }
@@ -487,7 +484,7 @@ impl SchedulerConfig {
                 return Err(f_unsupported(file, "trained_betas", x, "every beta must be in (0, 1)"));
             }
         }
-        if !(cfg.clip_sample_range > 0.0) {
+        if cfg.clip_sample_range.is_nan() || cfg.clip_sample_range <= 0.0 {
             return Err(f_unsupported(file, "clip_sample_range", cfg.clip_sample_range, "must be positive"));
         }
         Ok(cfg)

@@ -61,7 +61,7 @@ pub fn mnist(dir: &Path, per_class: usize, seed: u64) -> Result<(Dataset, Datase
         let path = dir.join(format!("{class}.json"));
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.display(), e))?;
         let digits: Digits = serde_json::from_str(&text).map_err(|e| Error::io(path.display(), e))?;
-        if digits.data.len() % 784 != 0 {
+        if !digits.data.len().is_multiple_of(784) {
             return Err(Error::io(path.display(), format!("{} values is not a whole number of 28x28 digits", digits.data.len())));
         }
         for digit in digits.data.chunks_exact(784) {

@@ -30,7 +30,7 @@ impl Tuner {
     pub fn new(base: &UNet2DModel, images: Vec<f32>, lr: f64, seed: u64) -> Result<Tuner> {
         let per: usize = base.sample_shape().iter().product();
         let count = images.len() / per;
-        if images.is_empty() || images.len() % per != 0 {
+        if images.is_empty() || !images.len().is_multiple_of(per) {
             return Err(Error::Request(format!(
                 "fine-tuning images: {} values is not a whole number of images of shape {:?}",
                 images.len(),

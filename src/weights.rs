@@ -95,15 +95,14 @@ impl PathTracker {
     fn key(&self) -> (String, bool) {
         let owner = self.containers.last().map(String::as_str).unwrap_or("");
         let mut path = self.path.clone();
-        if owner == "Struct:GroupNorm" {
-            if let Some(last) = path.last_mut() {
+        if owner == "Struct:GroupNorm"
+            && let Some(last) = path.last_mut() {
                 *last = match last.as_str() {
                     "gamma" => "weight".into(),
                     "beta" => "bias".into(),
                     other => other.into(),
                 };
             }
-        }
         let linear_weight = owner == "Struct:Linear" && path.last().is_some_and(|p| p == "weight");
         (path.join("."), linear_weight)
     }

@@ -86,7 +86,7 @@ fn bench_prints_one_json_line() {
 fn train_on_a_folder_checkpoints_and_resumes() {
     let data = tempfile::tempdir().unwrap();
     for i in 0..3u8 {
-        let img = image::GrayImage::from_fn(20, 24, |x, y| image::Luma([if (x + y) as u8 % (i + 2) == 0 { 255 } else { 0 }]));
+        let img = image::GrayImage::from_fn(20, 24, |x, y| image::Luma([if ((x + y) as u8).is_multiple_of(i + 2) { 255 } else { 0 }]));
         img.save(data.path().join(format!("{i}.png"))).unwrap();
     }
     std::fs::write(data.path().join("broken.png"), b"not a png").unwrap();

@@ -87,7 +87,7 @@ fn absurd_requests_are_refused_naming_the_limit() {
     .unwrap();
     let big = UNet2DModel::new(&cfg, &Device::flex());
     let r = sample(&big, &m.scheduler, SampleRequest { n: 2, ..ddim(1, 0) }, 0, |_| {}, || false);
-    let e = r.err().expect("2 images of 2048x2048 are refused").to_string();
+    let e = r.expect_err("2 images of 2048x2048 are refused").to_string();
     assert!(e.contains(&MAX_PIXELS.to_string()) && e.contains("2048x2048"), "{e}");
 }
 

@@ -149,20 +149,20 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         let (unet, loss) = trainer.step(raw.unet, &raw.scheduler, x0)?;
         raw.unet = unet;
         ema.unet = ema_update(ema.unet, &raw.unet, args.ema);
-        if trainer.step % 10 == 0 || trainer.step == args.steps {
+        if trainer.step.is_multiple_of(10) || trainer.step == args.steps {
             let l = loss.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?[0];
             if !l.is_finite() {
                 return Err(Error::Backend(format!("the loss is {l} at step {}: lower --lr", trainer.step)));
             }
             bar.set_message(format!("{l:.4}"));
             // Without a terminal (a log file) the bar is hidden: a line every 100 steps instead.
-            if bar.is_hidden() && trainer.step % 100 == 0 {
+            if bar.is_hidden() && trainer.step.is_multiple_of(100) {
                 eprintln!("step {} loss {l:.4} ({:.2} s/step)", trainer.step, started.elapsed().as_secs_f64() / (trainer.step - first) as f64);
             }
         }
         bar.set_position(trainer.step as u64);
         let interrupted = stop.load(Ordering::SeqCst);
-        if trainer.step % args.checkpoint_every.max(1) == 0 || trainer.step == args.steps || interrupted {
+        if trainer.step.is_multiple_of(args.checkpoint_every.max(1)) || trainer.step == args.steps || interrupted {
             checkpoint(&args, &raw, &ema, &trainer, &data_rng)?;
         }
         if interrupted {
