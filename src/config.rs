@@ -276,9 +276,10 @@ impl UNetConfig {
             }
         }
         if let Some(t) = &self.mid_block_type
-            && t != "UNetMidBlock2D" {
-                return bad("mid_block_type", format!("\"{t}\""), "supported: UNetMidBlock2D, null");
-            }
+            && t != "UNetMidBlock2D"
+        {
+            return bad("mid_block_type", format!("\"{t}\""), "supported: UNetMidBlock2D, null");
+        }
         if self.layers_per_block == 0 {
             return bad("layers_per_block", "0".into(), "at least 1");
         }
@@ -290,13 +291,15 @@ impl UNetConfig {
             return bad("norm_num_groups", groups.to_string(), &format!("must divide every block_out_channels entry ({c})"));
         }
         if let Some(g) = self.attn_norm_num_groups
-            && let Some(c) = self.block_out_channels.iter().find(|c| g == 0 || **c % g != 0) {
-                return bad("attn_norm_num_groups", g.to_string(), &format!("must divide every block_out_channels entry ({c})"));
-            }
+            && let Some(c) = self.block_out_channels.iter().find(|c| g == 0 || **c % g != 0)
+        {
+            return bad("attn_norm_num_groups", g.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+        }
         if let Some(d) = self.attention_head_dim
-            && let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0) {
-                return bad("attention_head_dim", d.to_string(), &format!("must divide every block_out_channels entry ({c})"));
-            }
+            && let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0)
+        {
+            return bad("attention_head_dim", d.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+        }
         if self.block_out_channels[0] < 2 {
             return bad("block_out_channels", format!("{:?}", self.block_out_channels), "the first entry must be at least 2");
         }

@@ -96,13 +96,14 @@ impl PathTracker {
         let owner = self.containers.last().map(String::as_str).unwrap_or("");
         let mut path = self.path.clone();
         if owner == "Struct:GroupNorm"
-            && let Some(last) = path.last_mut() {
-                *last = match last.as_str() {
-                    "gamma" => "weight".into(),
-                    "beta" => "bias".into(),
-                    other => other.into(),
-                };
-            }
+            && let Some(last) = path.last_mut()
+        {
+            *last = match last.as_str() {
+                "gamma" => "weight".into(),
+                "beta" => "bias".into(),
+                other => other.into(),
+            };
+        }
         let linear_weight = owner == "Struct:Linear" && path.last().is_some_and(|p| p == "weight");
         (path.join("."), linear_weight)
     }
