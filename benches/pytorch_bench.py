@@ -2,9 +2,11 @@
 
 Prints one JSON line per batch, shaped like `ddpm bench`'s:
 {"backend": "pytorch", "batch", "forward_ms", "train_step_ms"} (medians after a warm-up).
-The training step is Algorithm 1 with Adam, as `ddpm train` does it.
+The training step is Algorithm 1 with Adam, as `ddpm train` does it. On a GPU (`--device cuda`,
+optionally `--bf16` autocast) `--sample N` also times DDIM-50 for N images, as `ddpm sample` does.
 
     python benches/pytorch_bench.py --model bench-models/mnist --batch 1 16 --threads 2
+    python benches/pytorch_bench.py --model M --batch 1 16 128 --device cuda --sample 2000
 """
 
 import argparse
@@ -14,7 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 
 def median_ms(runs, f):
@@ -27,29 +29,50 @@ def median_ms(runs, f):
     return statistics.median(times)
 
 
-def bench(unet, scheduler, batch, runs):
+def bench(unet, scheduler, batch, runs, device, autocast):
     c, s = unet.config.in_channels, unet.config.sample_size
-    x = torch.full((batch, c, s, s), 0.5)
-    t = torch.full((batch,), 500)
+    x = torch.full((batch, c, s, s), 0.5, device=device)
+    t = torch.full((batch,), 500, device=device)
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             unet(x, t).sample.sum().item()
 
     opt = torch.optim.Adam(unet.parameters(), lr=1e-4)
 
     def train_step():
         noise = torch.randn_like(x)
-        steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,))
+        steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), device=device)
         x_t = scheduler.add_noise(x, noise, steps)  # Eq. 4
-        loss = F.mse_loss(unet(x_t, steps).sample, noise)
+        with autocast():
+            loss = F.mse_loss(unet(x_t, steps).sample.float(), noise)
         opt.zero_grad()
         loss.backward()
         opt.step()
         loss.item()
 
-    return {"backend": "pytorch", "batch": batch, "forward_ms": median_ms(runs, forward),
+    return {"batch": batch, "forward_ms": median_ms(runs, forward),
             "train_step_ms": median_ms(runs, train_step)}
+
+
+def sample_seconds(unet, model, n, steps, device, autocast):
+    """Wall time of DDIM-`steps` (eta 0) for n images in one batch, after a warm-up run."""
+    scheduler = DDIMScheduler.from_pretrained(model)
+    c, s = unet.config.in_channels, unet.config.sample_size
+
+    def run():
+        scheduler.set_timesteps(steps)
+        x = torch.randn((n, c, s, s), device=device)
+        with torch.no_grad(), autocast():
+            for t in scheduler.timesteps:
+                eps = unet(x, t.to(device)).sample.float()
+                x = scheduler.step(eps, t, x).prev_sample
+        x.sum().item()
+
+    run()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def main():
@@ -58,12 +81,21 @@ def main():
     p.add_argument("--batch", type=int, nargs="+", default=[16])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (on cuda)")
+    p.add_argument("--sample", type=int, default=0, help="also time DDIM-50 for this many images")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    unet = UNet2DModel.from_pretrained(a.model)
+    unet = UNet2DModel.from_pretrained(a.model).to(a.device)
     scheduler = DDPMScheduler.from_pretrained(a.model)
+    def autocast():
+        return torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.bf16)
+    backend = "pytorch-bf16" if a.bf16 else "pytorch"
     for batch in a.batch:
-        print(json.dumps(bench(unet, scheduler, batch, a.runs)), flush=True)
+        print(json.dumps({"backend": backend} | bench(unet, scheduler, batch, a.runs, a.device, autocast)), flush=True)
+    if a.sample:
+        secs = sample_seconds(unet, a.model, a.sample, 50, a.device, autocast)
+        print(json.dumps({"backend": backend, "ddim50_images": a.sample, "seconds": secs}), flush=True)
 
 
 if __name__ == "__main__":
