@@ -5,7 +5,8 @@
 # the digits), .gl/ (Debian's Vulkan loader and glvnd, which the NVIDIA driver's ICD needs) and
 # .whl/ (diffusers). Results go to $OUT (default ./gpu-out): the log, the EMA weights and the
 # training state (optimizer state split in two), which `ddpm train --resume` continues anywhere.
-# TRAIN_SECONDS bounds the training: past it, SIGINT makes `ddpm train` write its checkpoint and
+# With a trained model in .carry/model it evaluates that model instead (`ddpm eval`, DDIM-50 and
+# DDPM-1000, n = 2,000). TRAIN_SECONDS bounds the training: past it, SIGINT makes `ddpm train` write its checkpoint and
 # stop (the learning rate is constant after warm-up, so that is a model of that many steps).
 set -u
 OUT=${OUT:-gpu-out}
@@ -46,6 +47,19 @@ update, diff = norm("cpu", "base"), norm("cpu", "gpu")
 print(f"gate: |CPU - GPU| / |update| = {diff:.3e} / {update:.3e} = {diff / update:.2e} (must be < 1e-2)")
 sys.exit(0 if diff < 1e-2 * update else 1)
 EOF
+
+# A trained model in .carry/model (diffusers layout): evaluate it instead of training (on a CPU,
+# DDPM-1000 for 2,000 images takes about 10 hours).
+if [ -f .carry/model/config.json ]; then
+    for s in "ddim 50" "ddpm 1000"; do
+        set -- $s
+        stamp "eval $1-$2 n=2000"
+        timeout "${EVAL_SECONDS:-400}" /tmp/ddpm eval --model .carry/model --n 2000 --sampler $1 --steps $2 \
+            --batch 250 --mnist-dir $D --backend wgpu
+        stamp "eval exit $?"
+    done
+    exit
+fi
 
 stamp train
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 60 &
