@@ -13,8 +13,12 @@ WASM_BINDGEN_VERSION := 0.2.130
 
 setup: setup-native setup-web
 
+# Mesa's Vulkan driver gives wgpu an adapter (lavapipe, software) where there is no GPU, so
+# tests/gpu.rs checks the native GPU path everywhere.
 setup-native:
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
+	@ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers; }
 
 setup-web: setup-native
 	@rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
@@ -27,7 +31,7 @@ setup-web: setup-native
 test: setup test-native test-wasm test-e2e
 
 test-native: setup-native
-	cargo test --no-fail-fast
+	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} cargo test --no-fail-fast
 
 # wasm-opt (binaryen 132 from npm, not Debian's) drops the names and shrinks the code: BENCHMARKS.md, Sizes.
 pkg/ddpm_web_bg.wasm: $(shell find src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use burn::tensor::wgpu::wgpu;
 use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -209,9 +210,17 @@ impl From<Sampler> for SamplerKind {
 fn device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::flex()),
-        Backend::Wgpu => Device::wgpu_options()
-            .init()
-            .map_err(|e| Error::Backend(format!("no usable GPU adapter through wgpu: {e}"))),
+        Backend::Wgpu => {
+            let (device, setup) = Device::wgpu_options()
+                .init_with_setup()
+                .map_err(|e| Error::Backend(format!("no usable GPU adapter through wgpu: {e}")))?;
+            let info = setup.adapter.get_info();
+            eprintln!("wgpu adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+            if info.device_type == wgpu::DeviceType::Cpu {
+                eprintln!("warning: this adapter is the CPU emulating a GPU: expect it to be far slower than --backend cpu");
+            }
+            Ok(device)
+        }
         // burn marks burn-tch deprecated in favour of CubeCL's CPU backend, which needs an LLVM
         // toolchain this project cannot fetch; LibTorch is the fast CPU training path here.
         #[cfg(feature = "torch")]
