@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # One run on a GPU machine (NVIDIA, Vulkan driver, no Rust toolchain): check that burn's wgpu
 # backend trains like the CPU there, train the MNIST model with it, and time a training step
-# beside PyTorch on the same GPU. `make gpu-pack` prepares what it needs: .carry/ (the CLI and
-# the digits), .gl/ (Debian's Vulkan loader and glvnd, which the NVIDIA driver's ICD needs) and
-# .whl/ (diffusers; leave it out of `carry` when a training state is carried). Results go to $OUT (default ./gpu-out): the log, the EMA weights and the
-# training state (optimizer state split in two), which `make gpu-unpack` puts back in place for
-# `ddpm train --resume` to continue.
-# With a trained model in .carry/model it evaluates that model instead (`ddpm eval`, DDIM-50 and
-# DDPM-1000, n = 2,000). TRAIN_SECONDS bounds the training: past it, SIGINT makes `ddpm train` write its checkpoint and
-# stop (the learning rate is constant after warm-up, so that is a model of that many steps).
+# beside PyTorch on the same GPU. `make gpu-pack` prepares what it needs: .carry/ (the CLI, the
+# digits, and with GPU_RESUME a training state to continue), .gl/ (Debian's Vulkan loader and
+# glvnd, which the NVIDIA driver's ICD needs) and .whl/ (diffusers; leave it out of `carry` when
+# a training state rides along). Results go to $OUT (default ./gpu-out): the log, the EMA
+# weights and the training state (the optimizer state split in two), which `make gpu-unpack`
+# puts back for `ddpm train --resume` to continue. With a trained model in .carry/model it
+# evaluates that model instead (`ddpm eval`, DDIM-50 and DDPM-1000, n = 2,000).
+# The training stops BUDGET seconds after the start less 90 s for what follows (or after
+# TRAIN_SECONDS): SIGINT makes `ddpm train` write its checkpoint and stop (the learning rate is
+# constant after warm-up, so that is a model of that many steps).
 set -u
 OUT=${OUT:-gpu-out}
-TRAIN_SECONDS=${TRAIN_SECONDS:-420}
+BUDGET=${BUDGET:-580}
 STEPS=${STEPS:-5600}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
@@ -37,7 +39,7 @@ T="--data tests/e2e/fixtures --config tests/data/tiny/config.json --scheduler te
 /tmp/ddpm train $T --out /tmp/g/base --steps 1 --checkpoint-every 1 --backend cpu 2>&1 | tail -1
 cp -r /tmp/g/base /tmp/g/cpu && cp -r /tmp/g/base /tmp/g/gpu
 /tmp/ddpm train $T --out /tmp/g/cpu --steps 6 --checkpoint-every 6 --backend cpu --resume 2>&1 | tail -1
-timeout 120 /tmp/ddpm train $T --out /tmp/g/gpu --steps 6 --checkpoint-every 6 --backend wgpu --resume 2>&1 | tail -1
+timeout 120 /tmp/ddpm train $T --out /tmp/g/gpu --steps 6 --checkpoint-every 6 --backend wgpu --resume 2>&1 | grep -v XDG | tail -3
 python3 - <<'EOF' || { stamp "gate failed: not training"; exit 1; }
 import sys
 import numpy as np
@@ -55,7 +57,7 @@ if [ -f .carry/model/config.json ]; then
     for s in "ddim 50" "ddpm 1000"; do
         set -- $s
         stamp "eval $1-$2 n=2000"
-        timeout "${EVAL_SECONDS:-400}" /tmp/ddpm eval --model .carry/model --n 2000 --sampler $1 --steps $2 \
+        timeout $([ $1 = ddim ] && echo 150 || echo $((BUDGET - SECONDS - 10))) /tmp/ddpm eval --model .carry/model --n 2000 --sampler $1 --steps $2 \
             --batch 250 --mnist-dir $D --backend wgpu
         stamp "eval exit $?"
     done
@@ -68,7 +70,8 @@ RESUME=
 if [ -f .carry/train_state/state.json ]; then
     mkdir -p $M && cp -r .carry/train_state $M/train_state && RESUME=--resume
 fi
-stamp train
+TRAIN_SECONDS=${TRAIN_SECONDS:-$((BUDGET - SECONDS - 90))}
+stamp "train for $TRAIN_SECONDS s"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 60 &
 timeout -s INT "$TRAIN_SECONDS" /tmp/ddpm train --data mnist --mnist-dir $D --out $M --steps "$STEPS" \
     --batch 128 --lr 2e-4 --warmup 500 --ema 0.999 --seed 0 --checkpoint-every 500 --backend wgpu $RESUME
@@ -81,7 +84,7 @@ cp $M/train_state/state.json "$OUT/state.json"
 split -b 15M -d $M/train_state/optimizer.bin "$OUT/optimizer.bin."
 
 stamp bench
-timeout 60 /tmp/ddpm bench --model $M --batch 128 --runs 5 --backend wgpu
+timeout 50 /tmp/ddpm bench --model $M --batch 128 --runs 5 --backend wgpu
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-PYTHONPATH=/tmp/site timeout 40 python3 benches/pytorch_bench.py --model $M --batch 1 16 128 --device cuda
+PYTHONPATH=/tmp/site timeout 30 python3 benches/pytorch_bench.py --model $M --batch 1 16 128 --device cuda
 stamp done
