@@ -15,6 +15,7 @@ set -u
 OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-580}
 STEPS=${STEPS:-5600}
+BATCH=${BATCH:-128}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -74,7 +75,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-$((BUDGET - SECONDS - 90))}
 stamp "train for $TRAIN_SECONDS s"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 60 &
 timeout -s INT "$TRAIN_SECONDS" /tmp/ddpm train --data mnist --mnist-dir $D --out $M --steps "$STEPS" \
-    --batch 128 --lr 2e-4 --warmup 500 --ema 0.999 --seed 0 --checkpoint-every 500 --backend wgpu $RESUME
+    --batch $BATCH --lr 2e-4 --warmup 500 --ema 0.999 --seed 0 --checkpoint-every 500 --backend wgpu $RESUME
 stamp "train exit $?"
 kill %1
 head -c 120 $M/train_state/state.json; echo
@@ -84,7 +85,7 @@ cp $M/train_state/state.json "$OUT/state.json"
 split -b 15M -d $M/train_state/optimizer.bin "$OUT/optimizer.bin."
 
 stamp bench
-timeout 50 /tmp/ddpm bench --model $M --batch 128 --runs 5 --backend wgpu
+timeout 50 /tmp/ddpm bench --model $M --batch $BATCH --runs 5 --backend wgpu
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 PYTHONPATH=/tmp/site timeout 30 python3 benches/pytorch_bench.py --model $M --batch 1 16 128 --device cuda
 stamp done
