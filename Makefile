@@ -119,7 +119,7 @@ torch: setup-native venv
 	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 cargo build --release --bin ddpm --features torch
 
 # What scripts/gpu-run.sh needs on a GPU machine with no Rust toolchain (BENCHMARKS.md, Native GPU):
-# the CLI (wgpu through WGSL: the `vulkan` feature's build trained wrongly on an H200), stripped
+# the CLI (wgpu through WGSL, no fusion: burn's fusion breaks training, BENCHMARKS.md), stripped
 # and xz-compressed, and the digits in .carry/; Debian's Vulkan loader and glvnd in .gl/;
 # diffusers (the PyTorch anchor) in .whl/.
 gpu-pack: setup-web
