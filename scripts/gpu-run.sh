@@ -31,6 +31,7 @@ chmod +x /tmp/ddpm
 nvidia-smi -L
 M=/tmp/model
 D=/tmp/mnist/digits
+rm -rf $M /tmp/g
 stamp() { echo "== $(date +%T) $*"; }
 
 # The gate: from one shared checkpoint of the tiny parity model, 5 Adam steps on the CPU and on the
