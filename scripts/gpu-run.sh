@@ -8,7 +8,7 @@
 # weights and the training state (the optimizer state split in two), which `make gpu-unpack`
 # puts back for `ddpm train --resume` to continue. With a trained model in .carry/model it
 # evaluates that model instead (`ddpm eval`, DDIM-50 and DDPM-1000, n = 2,000).
-# The training stops BUDGET seconds after the start less 90 s for what follows (or after
+# The training stops BUDGET seconds after the start less 110 s for what follows (or after
 # TRAIN_SECONDS): SIGINT makes `ddpm train` write its checkpoint and stop (the learning rate is
 # constant after warm-up, so that is a model of that many steps).
 set -u
@@ -72,7 +72,7 @@ RESUME=
 if [ -f .carry/train_state/state.json ]; then
     mkdir -p $M && cp -r .carry/train_state $M/train_state && RESUME=--resume
 fi
-TRAIN_SECONDS=${TRAIN_SECONDS:-$((BUDGET - SECONDS - 90))}
+TRAIN_SECONDS=${TRAIN_SECONDS:-$((BUDGET - SECONDS - 110))}
 stamp "train for $TRAIN_SECONDS s"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 60 &
 timeout -s INT "$TRAIN_SECONDS" /tmp/ddpm train --data mnist --mnist-dir $D --out $M --steps "$STEPS" \
@@ -88,5 +88,5 @@ split -b 15M -d $M/train_state/optimizer.bin "$OUT/optimizer.bin."
 stamp bench
 timeout 50 /tmp/ddpm bench --model $M --batch $BATCH --runs 5 --backend wgpu
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-PYTHONPATH=/tmp/site timeout 30 python3 benches/pytorch_bench.py --model $M --batch 1 16 128 --device cuda
+PYTHONPATH=/tmp/site timeout 45 python3 benches/pytorch_bench.py --model $M --batch 1 16 128 --device cuda --sample 2000
 stamp done
