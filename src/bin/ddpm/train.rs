@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use ddpm_web::dataset::{Dataset, image_folder, mnist};
 use ddpm_web::files::{load_model, save_model};
+use ddpm_web::model::WEIGHTS;
 use ddpm_web::train::{Trainer, ema_update, param_ids, with_param_ids};
 use ddpm_web::weights::SaveDtype;
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
@@ -46,8 +47,6 @@ struct State {
 }
 
 const STATE_DIR: &str = "train_state";
-/// The EMA weights in OUT.
-const WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
 /// A checkpoint is written here whole, then swapped in for STATE_DIR.
 const PARTIAL_DIR: &str = "train_state.partial";
 /// The previous checkpoint during the swap; `--resume` takes it if a crash cut the swap short.
