@@ -14,8 +14,8 @@
 set -u
 OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-580}
-STEPS=${STEPS:-5600}
-BATCH=${BATCH:-128}
+STEPS=${STEPS:-11200}
+BATCH=${BATCH:-64}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 for f in .gl/*.deb; do dpkg -x "$f" /; done

@@ -33,10 +33,15 @@ pub fn to_pixels(batch: &[f32], [n, c, h, w]: [usize; 4], i: usize) -> Pixels {
     Pixels { width: w, height: h, channels, data }
 }
 
-/// The whole batch in a grid of ceil(sqrt(n)) columns with a `gap`-pixel white border.
+/// Columns of the grid of `n` images: ceil(sqrt(n)).
+pub fn grid_cols(n: usize) -> usize {
+    (n as f64).sqrt().ceil().max(1.0) as usize
+}
+
+/// The whole batch in a grid of `grid_cols(n)` columns with a `gap`-pixel white border.
 pub fn grid(batch: &[f32], shape: [usize; 4], gap: usize) -> Pixels {
     let n = shape[0];
-    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let cols = grid_cols(n);
     let rows = n.div_ceil(cols);
     let (w, h) = (shape[3], shape[2]);
     let ch = shown_channels(shape[1]);

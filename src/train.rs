@@ -127,6 +127,13 @@ impl ModuleMapper for Blend {
     }
 }
 
+/// The EMA decay after `step` optimizer steps, as diffusers' `EMAModel` (no `use_ema_warmup`):
+/// min(max, (1 + s) / (10 + s)) with s = step - 1, so the first update copies the weights and
+/// early checkpoints carry little of the random initialisation.
+pub fn ema_decay(max: f64, step: usize) -> f64 {
+    if step <= 1 { 0.0 } else { max.min(step as f64 / (step + 9) as f64) }
+}
+
 /// Exponential moving average of the weights: ema <- decay ema + (1 - decay) theta.
 /// `ema` lives on a plain (non-autodiff) device; `model` may be on an autodiff one.
 pub fn ema_update(ema: UNet2DModel, model: &UNet2DModel, decay: f64) -> UNet2DModel {

