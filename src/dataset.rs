@@ -9,6 +9,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::images::unit;
 
 pub struct Dataset {
     pub shape: [usize; 3],
@@ -118,7 +119,7 @@ pub fn image_folder(dir: &Path, shape: [usize; 3]) -> Result<(Dataset, Vec<Strin
             (0..3).map(|ch| rgb.iter().skip(ch).step_by(3).copied().collect()).collect()
         };
         for plane in planes {
-            data.images.extend(plane.iter().map(|v| *v as f32 / 127.5 - 1.0));
+            data.images.extend(plane.iter().map(|v| unit(*v as f32)));
         }
         data.labels.push(None);
     }

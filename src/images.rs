@@ -59,6 +59,11 @@ pub fn grid(batch: &[f32], shape: [usize; 4], gap: usize) -> Pixels {
     Pixels { width, height, channels: ch, data }
 }
 
+/// An 8-bit level (0-255, possibly fractional) back to the model's [-1, 1].
+pub fn unit(v: f32) -> f32 {
+    v / 127.5 - 1.0
+}
+
 /// `n` RGBA images of H x W (as a canvas gives them) as a [N, C, H, W] batch in [-1, 1]:
 /// gray by ITU-R 601 luma (as PIL's `convert("L")`) for C = 1, RGB for C = 3; alpha is ignored.
 pub fn from_rgba(rgba: &[u8], n: usize, [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
@@ -68,14 +73,13 @@ pub fn from_rgba(rgba: &[u8], n: usize, [c, h, w]: [usize; 3]) -> Result<Vec<f32
     if c != 1 && c != 3 {
         return Err(Error::Request(format!("images can be turned into 1 or 3 channels, the model takes {c}")));
     }
-    let to_unit = |v: f32| v / 127.5 - 1.0;
     let mut out = Vec::with_capacity(n * c * h * w);
     for img in rgba.chunks_exact(h * w * 4) {
         if c == 1 {
-            out.extend(img.chunks_exact(4).map(|p| to_unit(0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)));
+            out.extend(img.chunks_exact(4).map(|p| unit(0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)));
         } else {
             for ch in 0..3 {
-                out.extend(img.chunks_exact(4).map(|p| to_unit(p[ch] as f32)));
+                out.extend(img.chunks_exact(4).map(|p| unit(p[ch] as f32)));
             }
         }
     }

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use ddpm_web::classifier::{CLASSES, Classifier, FEATURES};
 use ddpm_web::dataset::{Dataset, mnist};
 use ddpm_web::fid::frechet_distance;
-use ddpm_web::images::to_pixels;
+use ddpm_web::images::{to_pixels, unit};
 use ddpm_web::files::load_model;
 use ddpm_web::nearest::nearest_distances;
 use ddpm_web::sampler::{SampleRequest, sample};
@@ -172,16 +172,12 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
     let mut generated = Dataset { shape: [1, 32, 32], images: Vec::with_capacity(args.n * 1024), labels: vec![] };
     for (k, start) in (0..args.n).step_by(args.batch).enumerate() {
         let n = args.batch.min(args.n - start);
-        let kept = match &store {
-            Some(store) => store.get(k, n)?,
-            None => None,
-        };
-        let images = match kept {
+        let images = match store.as_ref().map(|s| s.get(k, n)).transpose()?.flatten() {
             Some(images) => images,
             None => {
                 let request = SampleRequest { n, seed: args.request.seed.wrapping_add(k as u64), ..args.request };
                 let x0 = vec_f32(sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?)?;
-                let images: Vec<f32> = (0..n).flat_map(|i| to_pixels(&x0, [n, 1, 32, 32], i).data).map(|p| p as f32 / 127.5 - 1.0).collect();
+                let images: Vec<f32> = (0..n).flat_map(|i| to_pixels(&x0, [n, 1, 32, 32], i).data).map(|p| unit(p as f32)).collect();
                 if let Some(store) = &store {
                     store.put(k, &images, n)?;
                 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use ddpm_web::files::layout;
-use ddpm_web::images::{grid, grid_cols};
+use ddpm_web::images::{grid, grid_cols, unit};
 use ddpm_web::{Error, Result};
 
 /// What makes two runs' samples interchangeable.
@@ -89,7 +89,7 @@ impl SampleStore {
         for i in 0..n {
             let (x0, y0) = ((i % cols) as u32 * s, (i / cols) as u32 * s);
             for y in 0..s {
-                out.extend((0..s).map(|x| img.get_pixel(x0 + x, y0 + y)[0] as f32 / 127.5 - 1.0));
+                out.extend((0..s).map(|x| unit(img.get_pixel(x0 + x, y0 + y)[0] as f32)));
             }
         }
         Ok(Some(out))
