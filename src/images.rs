@@ -40,8 +40,13 @@ pub fn grid_cols(n: usize) -> usize {
 
 /// The whole batch in a grid of `grid_cols(n)` columns with a `gap`-pixel white border.
 pub fn grid(batch: &[f32], shape: [usize; 4], gap: usize) -> Pixels {
+    grid_of(batch, shape, grid_cols(shape[0]), gap)
+}
+
+/// The whole batch, row by row, in `cols` columns with a `gap`-pixel white border.
+pub fn grid_of(batch: &[f32], shape: [usize; 4], cols: usize, gap: usize) -> Pixels {
     let n = shape[0];
-    let cols = grid_cols(n);
+    let cols = cols.max(1);
     let rows = n.div_ceil(cols);
     let (w, h) = (shape[3], shape[2]);
     let ch = shown_channels(shape[1]);

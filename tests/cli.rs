@@ -32,14 +32,22 @@ fn unet_command_matches_diffusers() {
 fn sample_command_writes_pngs_and_a_grid() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_dir();
-    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "5", "--steps", "4", "--out", dir.path().to_str().unwrap()]);
+    let out = dir.path().to_str().unwrap();
+    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "5", "--steps", "4", "--strip", "2", "--out", out]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for i in 0..5 {
-        let img = image::open(dir.path().join(format!("{i:04}.png"))).unwrap();
-        assert_eq!((img.width(), img.height()), (16, 16));
+    let images: Vec<_> = (0..5).map(|i| image::open(dir.path().join(format!("{i:04}.png"))).unwrap().to_luma8()).collect();
+    for img in &images {
+        assert_eq!(img.dimensions(), (16, 16));
     }
     let grid = image::open(dir.path().join("grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (3 * 18 + 2, 2 * 18 + 2), "3 columns, 2 rows, 2px gaps");
+    // Frames after steps 2 and 4; per image a row of x_t and a row of the predicted x_0.
+    let strip = image::open(dir.path().join("strip.png")).unwrap().to_luma8();
+    assert_eq!(strip.dimensions(), (2 * 18 + 2, 10 * 18 + 2), "2 frames, 5 images x 2 rows");
+    for (i, img) in images.iter().enumerate() {
+        let last_x_t = image::imageops::crop_imm(&strip, 2 + 18, 2 + 2 * i as u32 * 18, 16, 16).to_image();
+        assert_eq!(&last_x_t, img, "the last x_t of image {i} is its sample");
+    }
 }
 
 #[test]

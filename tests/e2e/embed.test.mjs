@@ -41,7 +41,8 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
     files = await startServer({ port: 0, root: DIST, onRequest: (req) => requests.push(req.url) });
     const a = files.url.replace(/\/$/, '');
     const script = `${a}/embed.js`;
-    const demo = (attrs) => `<ddpm-demo autoplay n="2" steps="5" size="48" ${attrs}></ddpm-demo>`;
+    // The shipped MNIST model on the CPU backend (SwiftShader's WebGPU takes ~10 s per step of it).
+    const demo = (attrs) => `<ddpm-demo autoplay backend="cpu" n="2" steps="5" size="48" ${attrs}></ddpm-demo>`;
     blog = await startBlog({
       '/post.html': { html: article(script, `${demo('id="one" show-steps')}<p>More text.</p>${demo('id="two" controls="full"')}` +
         `${demo(`id="bad" model="${a}/no/such/model/"`)}`) },

@@ -7,10 +7,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { MINUTE, REPO_ROOT, canvasStats, startEnv, withPage } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, TINY as TINY_URL, canvasStats, startEnv, withPage } from './helpers.mjs';
 
 const TINY = path.join(REPO_ROOT, 'tests/data/tiny');          // the broken folders' source
-const MODEL = path.join(REPO_ROOT, 'www/models/mnist');         // the page's default model
 const WEIGHTS = 'diffusion_pytorch_model.safetensors';
 
 /** The safetensors file as {header, data}, and back. */
@@ -157,7 +156,7 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('a lost WebGPU device: a message, the CPU backend, drawings and tuned weights kept', { timeout: 15 * MINUTE }, async (t) => {
-    await withPage(t, env, '', 'e2e-device-lost.png', async (s) => {
+    await withPage(t, env, `?model=${TINY_URL}`, 'e2e-device-lost.png', async (s) => {
       const { page, waitForState } = s;
       await waitForState('ready', 5 * MINUTE);
       const backend = await page.getByTestId('backend').innerText();
@@ -175,7 +174,7 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
       await page.mouse.up();
       await page.getByTestId('pad-add').click();
       await page.waitForFunction(() => document.querySelector('[data-testid=dataset-count]').textContent === '1 image(s)');
-      await page.getByTestId('load-weights').setInputFiles(path.join(MODEL, WEIGHTS));
+      await page.getByTestId('load-weights').setInputFiles(path.join(TINY, WEIGHTS));
       await page.waitForFunction(() => document.querySelector('[data-testid=use-tuned]')?.checked === true, null, { timeout: MINUTE });
 
       await page.getByTestId('sampler').selectOption('ddim');
@@ -202,7 +201,7 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('100 generations in a row leave memory flat', { timeout: 25 * MINUTE }, async (t) => {
-    await withPage(t, env, '', 'e2e-100-generations.png', async ({ page, waitForState }) => {
+    await withPage(t, env, `?model=${TINY_URL}`, 'e2e-100-generations.png', async ({ page, waitForState }) => {
       const cdp = await page.context().newCDPSession(page);
       const stats = () => page.evaluate(async () => {
         const hub = (await import('/www/client.js')).connect();

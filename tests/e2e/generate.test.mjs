@@ -1,26 +1,33 @@
 // End to end: the page served on 127.0.0.1, headless Chromium (WebGPU on SwiftShader here).
-// Run: node --test tests/e2e/   (needs pkg/ built and www/models/mnist/).
+// Run: node --test tests/e2e/   (needs pkg/ built). The default (shipped MNIST) model runs on the
+// CPU backend; runs on WebGPU use the tiny parity model (SwiftShader, the software adapter here,
+// takes ~10 s per step of the MNIST model).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { MINUTE, REPO_ROOT, canvasStats, startEnv, withPage } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, TINY, canvasStats, startEnv, withPage } from './helpers.mjs';
+
+/** Sets DDIM/DDPM, steps and n, clicks Generate and waits for the end. */
+async function generate(page, waitForState, { sampler, steps, n }) {
+  await page.getByTestId('sampler').selectOption(sampler);
+  await page.getByTestId('steps').fill(String(steps));
+  await page.getByTestId('n').fill(String(n));
+  assert.equal(await page.getByTestId('generate').isEnabled(), true);
+  await page.getByTestId('generate').click();
+  await waitForState('done', 10 * MINUTE);
+}
 
 describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   let env;
   before(async () => { env = await startEnv(); });
   after(async () => { await env?.close(); });
 
-  test('generates 4 images with DDIM-10 on the default model', { timeout: 16 * MINUTE }, async (t) => {
-    await withPage(t, env, '', 'e2e-generate.png', async ({ page, waitForState }) => {
+  test('generates 4 images with DDIM-10 on WebGPU (tiny model)', { timeout: 16 * MINUTE }, async (t) => {
+    await withPage(t, env, `?model=${TINY}`, 'e2e-generate.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
-      await page.getByTestId('sampler').selectOption('ddim');
-      await page.getByTestId('steps').fill('10');
-      await page.getByTestId('n').fill('4');
-      assert.equal(await page.getByTestId('generate').isEnabled(), true);
-      await page.getByTestId('generate').click();
-      await waitForState('done', 10 * MINUTE);
+      await generate(page, waitForState, { sampler: 'ddim', steps: 10, n: 4 });
 
       const ratio = await page.getByTestId('progress').evaluate((p) => p.value / p.max);
       assert.equal(ratio, 1, 'progress reaches value/max = 1');
@@ -39,6 +46,30 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
     });
   });
 
+  test('the default model makes digits: dark background, a few bright strokes', { timeout: 16 * MINUTE }, async (t) => {
+    await withPage(t, env, '?backend=cpu', 'e2e-generate-mnist.png', async ({ page, waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
+      await generate(page, waitForState, { sampler: 'ddim', steps: 20, n: 4 });
+      const digits = await page.$$eval('[data-testid=results] canvas', (canvases) => canvases.map((c) => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let bright = 0;
+        let dark = 0;
+        for (let i = 0; i < d.length; i += 4) {
+          if (d[i] > 160) bright += 1;
+          else if (d[i] < 60) dark += 1;
+        }
+        const n = d.length / 4;
+        return { bright: bright / n, dark: dark / n };
+      }));
+      assert.equal(digits.length, 4);
+      // MNIST digits padded to 32x32: ~10% of the pixels are strokes (> 160 of 255), most of the rest is black.
+      for (const [i, d] of digits.entries()) {
+        assert.ok(d.bright > 0.03 && d.bright < 0.4 && d.dark > 0.5, `image ${i} looks like a digit (${JSON.stringify(d)})`);
+      }
+      t.diagnostic(JSON.stringify(digits));
+    });
+  });
+
   test('a bad model URL shows its error', { timeout: 6 * MINUTE }, async (t) => {
     await withPage(t, env, '?model=/no/such/model/', 'e2e-bad-model.png', async ({ page, waitFor, state, errorText }) => {
       await waitFor(() => false, null, 5 * MINUTE);  // returns once data-state=error
@@ -52,13 +83,13 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('?sha256= accepts the right weights and refuses others, naming both digests', { timeout: 8 * MINUTE }, async (t) => {
-    const weights = readFileSync(path.join(REPO_ROOT, 'www/models/mnist/diffusion_pytorch_model.safetensors'));
+    const weights = readFileSync(path.join(REPO_ROOT, TINY, 'diffusion_pytorch_model.safetensors'));
     const right = createHash('sha256').update(weights).digest('hex');
     const wrong = right.replace(/^./, (c) => (c === '0' ? '1' : '0'));
-    await withPage(t, env, `?sha256=${right}`, 'e2e-sha256-ok.png', async ({ waitForState }) => {
+    await withPage(t, env, `?model=${TINY}&sha256=${right}`, 'e2e-sha256-ok.png', async ({ waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
     });
-    await withPage(t, env, `?sha256=${wrong}`, 'e2e-sha256-bad.png', async ({ page, waitFor, state, errorText }) => {
+    await withPage(t, env, `?model=${TINY}&sha256=${wrong}`, 'e2e-sha256-bad.png', async ({ page, waitFor, state, errorText }) => {
       await waitFor(() => false, null, 5 * MINUTE);  // returns once data-state=error
       assert.equal(await state(), 'error');
       const text = await errorText();
@@ -70,7 +101,7 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('cancel stops a DDPM-200 run after the step in flight', { timeout: 12 * MINUTE }, async (t) => {
-    await withPage(t, env, '', 'e2e-cancel.png', async ({ page, waitFor, waitForState }) => {
+    await withPage(t, env, `?model=${TINY}`, 'e2e-cancel.png', async ({ page, waitFor, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       await page.getByTestId('sampler').selectOption('ddpm');
       await page.getByTestId('steps').fill('200');
@@ -91,12 +122,12 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('a second visit reads the model from Cache Storage', { timeout: 12 * MINUTE }, async (t) => {
-    await withPage(t, env, '', 'e2e-cached.png', async ({ page, waitForState }) => {
+    await withPage(t, env, `?model=${TINY}`, 'e2e-cached.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       const before = env.requests.length;
       await page.reload();
       await waitForState('ready', 5 * MINUTE);
-      const modelRequests = env.requests.slice(before).filter((u) => u.startsWith('/www/models/'));
+      const modelRequests = env.requests.slice(before).filter((u) => u.startsWith(TINY));
       assert.deepEqual(modelRequests, [], 'no model file fetched from the network');
       assert.match(await page.getByTestId('model-progress').innerText(), /from the cache/);
     });

@@ -16,6 +16,8 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 export const MINUTE = 60_000;
+/** The tiny parity model (0.18 M parameters, 16x16) as served: fast enough for SwiftShader. */
+export const TINY = '/tests/data/tiny/';
 
 /** Starts the server on a free port and Chromium; `requests` lists every path served. */
 export async function startEnv() {

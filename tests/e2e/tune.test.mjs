@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { MINUTE, REPO_ROOT, canvasStats, startEnv, withPage } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, TINY, canvasStats, startEnv, withPage } from './helpers.mjs';
 
 const FIXTURES = path.join(REPO_ROOT, 'tests/e2e/fixtures');
 const DDPM = process.env.DDPM_BIN ||
@@ -19,9 +19,9 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
   after(async () => { await env?.close(); });
 
   test('upload, tune 20 steps, generate, download, reload', { timeout: 25 * MINUTE }, async (t) => {
-    // The CPU backend: SwiftShader's WebGPU takes ~30 s per training step here (tests/web.rs
-    // covers fine-tuning on WebGPU).
-    await withPage(t, env, '?backend=cpu', 'e2e-tune.png', async ({ page, waitForState }) => {
+    // The tiny model on the CPU backend: SwiftShader's WebGPU takes ~30 s per training step here
+    // (tests/web.rs covers fine-tuning on WebGPU).
+    await withPage(t, env, `?backend=cpu&model=${TINY}`, 'e2e-tune.png', async ({ page, waitForState }) => {
       const tuneState = (wanted, timeout) => page.waitForFunction(
         (w) => w.includes(document.getElementById('tune').dataset.tuneState), [].concat(wanted), { timeout, polling: 250 });
       await waitForState('ready', 5 * MINUTE);

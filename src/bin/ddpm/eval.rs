@@ -24,6 +24,7 @@ use ddpm_web::sampler::{SampleRequest, sample};
 use ddpm_web::weights::{self, SaveDtype, to_host, to_safetensors};
 use ddpm_web::{Error, Result};
 
+use crate::host;
 use crate::samples::{Run, SampleStore};
 
 const WEIGHTS: &str = "classifier.safetensors";
@@ -35,10 +36,6 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     ProgressBar::new(len as u64).with_style(
         ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}}  {{per_sec}}  ETA {{eta}}  {{msg}}")).expect("valid template"),
     )
-}
-
-fn vec_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
 }
 
 fn labels(data: &Dataset, idx: &[usize]) -> Vec<i64> {
@@ -73,7 +70,7 @@ pub fn train_classifier(args: ClassifierArgs, device: Device) -> Result<()> {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(args.lr, model, grads);
         if step % 20 == 0 || step + 1 == args.steps {
-            progress.set_message(format!("loss {:.4}", vec_f32(loss)?[0]));
+            progress.set_message(format!("loss {:.4}", host(loss)?[0]));
         }
         progress.inc(1);
     }
@@ -108,8 +105,8 @@ fn classify(model: &Classifier, data: &Dataset, device: &Device) -> Result<(Vec<
     let all: Vec<usize> = (0..data.len()).collect();
     for idx in all.chunks(CHUNK) {
         let f = model.features(data.batch(idx, device));
-        let p = vec_f32(softmax(model.logits(f.clone()), 1))?;
-        features.extend(vec_f32(f)?);
+        let p = host(softmax(model.logits(f.clone()), 1))?;
+        features.extend(host(f)?);
         for row in p.chunks_exact(CLASSES) {
             let (best, prob) = row.iter().enumerate().fold((0, 0.0f32), |acc, (i, v)| if *v > acc.1 { (i, *v) } else { acc });
             classes.push(best);
@@ -176,7 +173,7 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
             Some(images) => images,
             None => {
                 let request = SampleRequest { n, seed: args.request.seed.wrapping_add(k as u64), ..args.request };
-                let x0 = vec_f32(sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?)?;
+                let x0 = host(sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?)?;
                 let images: Vec<f32> = (0..n).flat_map(|i| to_pixels(&x0, [n, 1, 32, 32], i).data).map(|p| unit(p as f32)).collect();
                 if let Some(store) = &store {
                     store.put(k, &images, n)?;

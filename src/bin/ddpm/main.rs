@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ddpm_web::files::{load_model, save_model};
-use ddpm_web::images::{Pixels, grid, to_pixels};
+use ddpm_web::images::{Pixels, grid, grid_of, to_pixels};
 use ddpm_web::sampler::{SampleRequest, SamplerKind, sample};
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors};
@@ -89,6 +89,10 @@ enum Command {
         sampling: Sampling,
         #[arg(long)]
         out: PathBuf,
+        /// Also write strip.png: every K steps, x_t above the predicted x_0, one pair of rows
+        /// per image (0 = no strip).
+        #[arg(long, default_value_t = 0, value_name = "K")]
+        strip: usize,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
@@ -260,7 +264,7 @@ fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<
     let xt = Tensor::<4>::from_data(TensorData::new(x.data.clone(), x.shape.clone()), &dev);
     let y = model.unet.forward(xt, &t.data);
     let shape = y.dims().to_vec();
-    let data = y.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let data = host(y)?;
     let out_tensors = BTreeMap::from([("sample".to_string(), HostTensor { shape, data })]);
     write(out, &to_safetensors(&out_tensors, SaveDtype::F32)?)
 }
@@ -270,23 +274,59 @@ fn write_png(path: &Path, p: &Pixels) -> Result<()> {
     image::save_buffer(path, &p.data, p.width as u32, p.height as u32, color).map_err(|e| Error::io(path.display(), e))
 }
 
-fn run_sample(model: &Path, request: SampleRequest, out: &Path, backend: Backend) -> Result<()> {
+fn run_sample(model: &Path, request: SampleRequest, out: &Path, strip: usize, backend: Backend) -> Result<()> {
     let dev = device(backend)?;
     let model = load_model(model, &dev)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
     let bar = ProgressBar::new(request.steps as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}").expect("valid template"),
     );
-    let x0 = sample(&model.unet, &model.scheduler, request, 0, |p| bar.set_position(p.done as u64), || false)?;
+    let mut frames = Vec::new();
+    let x0 = sample(
+        &model.unet,
+        &model.scheduler,
+        request,
+        strip,
+        |p| {
+            bar.set_position(p.done as u64);
+            if let (Some(x_t), Some(pred_x0)) = (p.x_t, p.pred_x0) {
+                frames.push((x_t.clone(), pred_x0.clone()));
+            }
+        },
+        || false,
+    )?;
     bar.finish();
     let shape = x0.dims();
-    let data = x0.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
+    let data = host(x0)?;
     for i in 0..shape[0] {
         write_png(&out.join(format!("{i:04}.png")), &to_pixels(&data, shape, i))?;
     }
     write_png(&out.join("grid.png"), &grid(&data, shape, 2))?;
-    println!("wrote {} images and grid.png to {}", shape[0], out.display());
+    if !frames.is_empty() {
+        write_png(&out.join("strip.png"), &denoising_strip(frames, shape)?)?;
+    }
+    println!("wrote {} images, grid.png{} to {}", shape[0], if strip > 0 { " and strip.png" } else { "" }, out.display());
     Ok(())
+}
+
+/// A tensor's values on the host.
+fn host<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>> {
+    x.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
+}
+
+/// One column per frame; per image a row of x_t and below it a row of the predicted x_0.
+fn denoising_strip(frames: Vec<(Tensor<4>, Tensor<4>)>, [n, c, h, w]: [usize; 4]) -> Result<Pixels> {
+    let size = c * h * w;
+    let frames = frames.into_iter().map(|(x_t, x0)| Ok((host(x_t)?, host(x0)?))).collect::<Result<Vec<_>>>()?;
+    let mut cells = Vec::with_capacity(2 * n * frames.len() * size);
+    for i in 0..n {
+        for row in [0, 1] {
+            for (x_t, x0) in &frames {
+                cells.extend_from_slice(&[x_t, x0][row][i * size..(i + 1) * size]);
+            }
+        }
+    }
+    Ok(grid_of(&cells, [2 * n * frames.len(), c, h, w], frames.len(), 2))
 }
 
 /// Median wall time in ms of `runs` calls of `f`, after one warm-up call.
@@ -309,7 +349,7 @@ fn run_bench(model: &Path, batch: usize, runs: usize, backend: Backend) -> Resul
     let shape = [batch, c, h, w];
     let x = || Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), &dev);
     let t = vec![500.0f32; batch];
-    let sync = |y: Tensor<1>| y.into_data().try_into_vec::<f32>().map(|_| ()).map_err(|e| Error::Backend(format!("{e:?}")));
+    let sync = |y: Tensor<1>| host(y).map(|_| ());
     let forward_ms = median_ms(runs, || sync(m.unet.forward(x(), &t).sum()))?;
     let train_dev = dev.clone().autodiff();
     let mut unet = Some(load_model(model, &train_dev)?.unet);
@@ -354,7 +394,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
-        Command::Sample { model, n, sampling, out, backend } => run_sample(&model, sampling.request(n), &out, backend),
+        Command::Sample { model, n, sampling, out, strip, backend } => run_sample(&model, sampling.request(n), &out, strip, backend),
         Command::Eval { model, n, sampling, batch, classifier, mnist_dir, samples, backend } => {
             let request = sampling.request(batch);
             device(backend).and_then(|d| eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir, samples }, d))

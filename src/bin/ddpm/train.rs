@@ -20,6 +20,8 @@ use ddpm_web::train::{Trainer, ema_decay, ema_update, param_ids, with_param_ids}
 use ddpm_web::weights::SaveDtype;
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
+use crate::host;
+
 pub struct TrainArgs {
     pub data: String,
     pub mnist_dir: PathBuf,
@@ -159,7 +161,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         raw.unet = unet;
         ema.unet = ema_update(ema.unet, &raw.unet, ema_decay(args.ema, trainer.step));
         if trainer.step.is_multiple_of(10) || trainer.step == args.steps {
-            let l = loss.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?[0];
+            let l = host(loss)?[0];
             if !l.is_finite() {
                 return Err(Error::Backend(format!("the loss is {l} at step {}: lower --lr", trainer.step)));
             }
