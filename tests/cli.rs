@@ -199,3 +199,18 @@ fn resume_without_ema_weights_restarts_the_ema() {
     let (a, b) = (read_weights(straight.path(), file), read_weights(carried.path(), file));
     assert!(a.iter().any(|(key, t)| t.data != b[key].data), "the restarted EMA differs from the one kept all along");
 }
+
+#[test]
+fn init_fine_tunes_from_a_model() {
+    let data = gradient_images();
+    let (base, tuned) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train_tiny(data.path(), base.path(), "3", false);
+    let o = ddpm(&["train", "--data", data.path().to_str().unwrap(), "--init", base.path().to_str().unwrap(), "--out", tuned.path().to_str().unwrap(),
+        "--steps", "2", "--batch", "2", "--warmup", "3", "--lr", "1e-3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Two Adam steps of at most lr each away from the base model's (EMA) weights.
+    let (a, b) = (read_weights(base.path(), "diffusion_pytorch_model.safetensors"), read_weights(tuned.path(), "train_state/diffusion_pytorch_model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    let moved = a.iter().map(|(key, t)| max_abs_diff(&t.data, &b[key].data)).fold(0.0f32, f32::max);
+    assert!(moved > 0.0 && moved < 2.5e-3, "the tuned weights moved {moved} from the base model's");
+}

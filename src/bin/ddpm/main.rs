@@ -124,8 +124,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Continue from OUT's checkpoint (weights, EMA, optimizer state, step, random streams).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "init")]
         resume: bool,
+        /// Start from this model's weights instead of random ones (fine-tuning; its config and
+        /// scheduler replace --config and --scheduler).
+        #[arg(long, value_name = "MODEL_DIR")]
+        init: Option<PathBuf>,
         #[arg(long, default_value_t = 500)]
         checkpoint_every: usize,
         #[arg(long, value_enum, default_value = "cpu")]
@@ -402,8 +406,8 @@ fn main() -> ExitCode {
         Command::Classifier { out, steps, batch, lr, seed, mnist_dir, backend } => {
             device(backend).and_then(|d| eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d))
         }
-        Command::Train { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, checkpoint_every, backend } => {
-            let args = train::TrainArgs { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, checkpoint_every };
+        Command::Train { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, init, checkpoint_every, backend } => {
+            let args = train::TrainArgs { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, init, checkpoint_every };
             device(backend).and_then(|d| train::run(args, d))
         }
         Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),

@@ -35,6 +35,7 @@ pub struct TrainArgs {
     pub ema: f64,
     pub seed: u64,
     pub resume: bool,
+    pub init: Option<PathBuf>,
     pub checkpoint_every: usize,
 }
 
@@ -136,6 +137,9 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
             load_model(&dir, &device)?
         };
         (raw, ema)
+    } else if let Some(init) = &args.init {
+        eprintln!("starting from the weights of {}", init.display());
+        (load_model(init, &train_device)?, load_model(init, &device)?)
     } else {
         let unet_config = UNetConfig::from_json(&args.config.display().to_string(), &text(&args.config)?)?;
         let sched = SchedulerConfig::from_json(&args.scheduler.display().to_string(), &text(&args.scheduler)?)?;
