@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
+use crate::weights::to_vec;
 
 /// Queries compared per matmul ([CHUNK, reference] distances at a time).
 const CHUNK: usize = 500;
@@ -31,7 +32,7 @@ pub fn nearest_distances(queries: &Dataset, reference: &Dataset, device: &Device
         let q_sq = q.clone().powi_scalar(2).sum_dim(1); // [k, 1]
         let d_sq = q_sq + r_sq.clone() - q.matmul(r_t.clone()).mul_scalar(2.0);
         let nearest = d_sq.min_dim(1).clamp_min(0.0).sqrt();
-        out.extend(nearest.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?);
+        out.extend(to_vec(nearest)?);
     }
     Ok(out)
 }

@@ -265,6 +265,12 @@ pub fn to_safetensors(tensors: &BTreeMap<String, HostTensor>, dtype: SaveDtype) 
         .map_err(|e| Error::Safetensors { file: "(output)".into(), message: e.to_string() })
 }
 
+/// A tensor's values, read back synchronously (native only: the web reads back asynchronously).
+#[cfg(not(target_family = "wasm"))]
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
+}
+
 /// The model's weights as host tensors, read back synchronously (native only; the web
 /// reads `named_tensors` asynchronously).
 #[cfg(not(target_family = "wasm"))]
@@ -272,8 +278,7 @@ pub fn to_host<M: Module>(model: &M) -> Result<BTreeMap<String, HostTensor>> {
     named_tensors(model)
         .into_iter()
         .map(|nt| {
-            let data = nt.tensor.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))?;
-            Ok((nt.key, HostTensor { shape: nt.shape, data }))
+            Ok((nt.key, HostTensor { shape: nt.shape, data: to_vec(nt.tensor)? }))
         })
         .collect()
 }

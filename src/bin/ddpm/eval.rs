@@ -21,10 +21,9 @@ use ddpm_web::images::{to_pixels, unit};
 use ddpm_web::files::load_model;
 use ddpm_web::nearest::nearest_distances;
 use ddpm_web::sampler::{SampleRequest, sample};
-use ddpm_web::weights::{self, SaveDtype, to_host, to_safetensors};
+use ddpm_web::weights::{self, SaveDtype, to_host, to_safetensors, to_vec};
 use ddpm_web::{Error, Result};
 
-use crate::host;
 use crate::samples::{Run, SampleStore};
 
 const WEIGHTS: &str = "classifier.safetensors";
@@ -70,7 +69,7 @@ pub fn train_classifier(args: ClassifierArgs, device: Device) -> Result<()> {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(args.lr, model, grads);
         if step % 20 == 0 || step + 1 == args.steps {
-            progress.set_message(format!("loss {:.4}", host(loss)?[0]));
+            progress.set_message(format!("loss {:.4}", to_vec(loss)?[0]));
         }
         progress.inc(1);
     }
@@ -105,8 +104,8 @@ fn classify(model: &Classifier, data: &Dataset, device: &Device) -> Result<(Vec<
     let all: Vec<usize> = (0..data.len()).collect();
     for idx in all.chunks(CHUNK) {
         let f = model.features(data.batch(idx, device));
-        let p = host(softmax(model.logits(f.clone()), 1))?;
-        features.extend(host(f)?);
+        let p = to_vec(softmax(model.logits(f.clone()), 1))?;
+        features.extend(to_vec(f)?);
         for row in p.chunks_exact(CLASSES) {
             let (best, prob) = row.iter().enumerate().fold((0, 0.0f32), |acc, (i, v)| if *v > acc.1 { (i, *v) } else { acc });
             classes.push(best);
@@ -173,7 +172,7 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
             Some(images) => images,
             None => {
                 let request = SampleRequest { n, seed: args.request.seed.wrapping_add(k as u64), ..args.request };
-                let x0 = host(sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?)?;
+                let x0 = to_vec(sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?)?;
                 let images: Vec<f32> = (0..n).flat_map(|i| to_pixels(&x0, [n, 1, 32, 32], i).data).map(|p| unit(p as f32)).collect();
                 if let Some(store) = &store {
                     store.put(k, &images, n)?;

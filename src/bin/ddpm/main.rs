@@ -17,7 +17,7 @@ use ddpm_web::files::{load_model, save_model};
 use ddpm_web::images::{Pixels, grid, grid_of, to_pixels};
 use ddpm_web::sampler::{SampleRequest, SamplerKind, sample};
 use ddpm_web::train::Trainer;
-use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors};
+use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
 #[derive(Parser)]
@@ -268,7 +268,7 @@ fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<
     let xt = Tensor::<4>::from_data(TensorData::new(x.data.clone(), x.shape.clone()), &dev);
     let y = model.unet.forward(xt, &t.data);
     let shape = y.dims().to_vec();
-    let data = host(y)?;
+    let data = to_vec(y)?;
     let out_tensors = BTreeMap::from([("sample".to_string(), HostTensor { shape, data })]);
     write(out, &to_safetensors(&out_tensors, SaveDtype::F32)?)
 }
@@ -301,27 +301,23 @@ fn run_sample(model: &Path, request: SampleRequest, out: &Path, strip: usize, ba
     )?;
     bar.finish();
     let shape = x0.dims();
-    let data = host(x0)?;
+    let data = to_vec(x0)?;
     for i in 0..shape[0] {
         write_png(&out.join(format!("{i:04}.png")), &to_pixels(&data, shape, i))?;
     }
     write_png(&out.join("grid.png"), &grid(&data, shape, 2))?;
-    if !frames.is_empty() {
+    let with_strip = !frames.is_empty();
+    if with_strip {
         write_png(&out.join("strip.png"), &denoising_strip(frames, shape)?)?;
     }
-    println!("wrote {} images, grid.png{} to {}", shape[0], if strip > 0 { " and strip.png" } else { "" }, out.display());
+    println!("wrote {} images, grid.png{} to {}", shape[0], if with_strip { " and strip.png" } else { "" }, out.display());
     Ok(())
-}
-
-/// A tensor's values on the host.
-fn host<const D: usize>(x: Tensor<D>) -> Result<Vec<f32>> {
-    x.into_data().try_into_vec::<f32>().map_err(|e| Error::Backend(format!("{e:?}")))
 }
 
 /// One column per frame; per image a row of x_t and below it a row of the predicted x_0.
 fn denoising_strip(frames: Vec<(Tensor<4>, Tensor<4>)>, [n, c, h, w]: [usize; 4]) -> Result<Pixels> {
     let size = c * h * w;
-    let frames = frames.into_iter().map(|(x_t, x0)| Ok((host(x_t)?, host(x0)?))).collect::<Result<Vec<_>>>()?;
+    let frames = frames.into_iter().map(|(x_t, x0)| Ok((to_vec(x_t)?, to_vec(x0)?))).collect::<Result<Vec<_>>>()?;
     let mut cells = Vec::with_capacity(2 * n * frames.len() * size);
     for i in 0..n {
         for row in [0, 1] {
@@ -353,7 +349,7 @@ fn run_bench(model: &Path, batch: usize, runs: usize, backend: Backend) -> Resul
     let shape = [batch, c, h, w];
     let x = || Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), &dev);
     let t = vec![500.0f32; batch];
-    let sync = |y: Tensor<1>| host(y).map(|_| ());
+    let sync = |y: Tensor<1>| to_vec(y).map(|_| ());
     let forward_ms = median_ms(runs, || sync(m.unet.forward(x(), &t).sum()))?;
     let train_dev = dev.clone().autodiff();
     let mut unet = Some(load_model(model, &train_dev)?.unet);

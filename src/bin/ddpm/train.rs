@@ -17,10 +17,8 @@ use ddpm_web::dataset::{Dataset, image_folder, mnist};
 use ddpm_web::files::{load_model, save_model};
 use ddpm_web::model::WEIGHTS;
 use ddpm_web::train::{Trainer, ema_decay, ema_update, param_ids, with_param_ids};
-use ddpm_web::weights::SaveDtype;
+use ddpm_web::weights::{SaveDtype, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
-
-use crate::host;
 
 pub struct TrainArgs {
     pub data: String,
@@ -139,7 +137,9 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         (raw, ema)
     } else if let Some(init) = &args.init {
         eprintln!("starting from the weights of {}", init.display());
-        (load_model(init, &train_device)?, load_model(init, &device)?)
+        let raw = load_model(init, &train_device)?;
+        let ema = Model { unet: raw.unet.valid(), scheduler: raw.scheduler.clone() };
+        (raw, ema)
     } else {
         let unet_config = UNetConfig::from_json(&args.config.display().to_string(), &text(&args.config)?)?;
         let sched = SchedulerConfig::from_json(&args.scheduler.display().to_string(), &text(&args.scheduler)?)?;
@@ -165,7 +165,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         raw.unet = unet;
         ema.unet = ema_update(ema.unet, &raw.unet, ema_decay(args.ema, trainer.step));
         if trainer.step.is_multiple_of(10) || trainer.step == args.steps {
-            let l = host(loss)?[0];
+            let l = to_vec(loss)?[0];
             if !l.is_finite() {
                 return Err(Error::Backend(format!("the loss is {l} at step {}: lower --lr", trainer.step)));
             }
