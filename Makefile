@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache
+.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -81,8 +81,8 @@ TORCH_DDPM := $(CARGO_TARGET_DIR)/release/ddpm
 # returns each large tensor to the kernel, and page faults took 41% of a training step: BENCHMARKS.md).
 JEMALLOC := /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 KEEP_PAGES := LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1
-TORCH_RUN = LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')/lib \
-	$(KEEP_PAGES) $(TORCH_DDPM)
+TORCH_LIB_PATH = LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')/lib
+TORCH_RUN = $(TORCH_LIB_PATH) $(KEEP_PAGES) $(TORCH_DDPM)
 
 $(BENCH_MODEL)/config.json:
 	cargo run --bin ddpm -- init --config configs/mnist/config.json --out $(BENCH_MODEL)
@@ -103,6 +103,7 @@ bench: setup-native venv $(BENCH_MODEL)/config.json
 		for b in 1 16 128; do $(TORCH_RUN) bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend torch; done; \
 	else echo "burn's LibTorch backend: not built (make torch)"; fi
 	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/pytorch_bench.py --model $(BENCH_MODEL) --batch 1 16 128 --threads 2
+	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/conv_weight_grad.py --model $(BENCH_MODEL) --batch 16 128 --threads 2
 
 # The browser, side by side in one headless Chromium: DDIM-50 for 16 images on our CPU backend
 # (wasm) and on onnxruntime-web (wasm, the model exported to ONNX); BENCH_BACKENDS=cpu,gpu,ort
@@ -117,6 +118,10 @@ bench-web: build-web venv $(BENCH_MODEL)/config.json
 # not part of `make test`): the CLI built with the `torch` feature into $(TORCH_DDPM).
 torch: setup-native venv
 	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 cargo build --release --bin ddpm --features torch
+
+# The patched burn-tch's convolution gradients against burn flex's (vendor/burn-tch/PATCH.md).
+test-torch: torch
+	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 $(TORCH_LIB_PATH) cargo test --release --features torch --test torch_backend
 
 # What scripts/gpu-run.sh needs on a GPU machine with no Rust toolchain (BENCHMARKS.md, Native GPU):
 # the CLI (wgpu through WGSL, no fusion: burn's fusion breaks training, BENCHMARKS.md), stripped
