@@ -3,7 +3,8 @@
 burn-tch 0.22 does not implement `conv2d_x_backward` and `conv2d_weight_backward`, so burn's
 defaults run: a transposed convolution for the input's, and a conv2d of the input (batch and
 channels swapped) with the output gradient as the kernel for the weight's. PyTorch's autograd calls
-`aten::convolution_backward` (oneDNN's backward kernels), which vendor/burn-tch now calls too. This
+`aten::convolution_backward` (oneDNN's backward kernels), which vendor/burn-tch now calls for the
+weight's (the input's run the same kernel either way). This
 times both ways, in the same libtorch, for every Conv2d of the model folder's UNet2DModel (shapes
 from a forward pass with hooks), and prints one JSON line per batch with the totals for one
 training step (BENCHMARKS.md).

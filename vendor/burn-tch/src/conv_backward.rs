@@ -1,7 +1,7 @@
-//! ddpm-web's patch (PATCH.md): conv2d's input and weight gradients from PyTorch's
-//! `aten::convolution_backward` (oneDNN's backward kernels), as PyTorch's autograd computes
-//! them, instead of burn's generic fallbacks (a transposed convolution for the input, and a
-//! convolution with the output gradient as the kernel for the weight: 2-3x slower at 32x32).
+//! ddpm-web's patch (PATCH.md): conv2d's weight gradient from PyTorch's
+//! `aten::convolution_backward` (oneDNN's backward-weights kernel), as PyTorch's autograd
+//! computes it, instead of burn's generic fallback (a convolution with the output gradient as
+//! the kernel: 2.3x slower on the UNet's convolutions).
 
 use burn_backend::ops::ConvOptions;
 use std::ffi::{CStr, c_char};
@@ -9,7 +9,7 @@ use tch::Tensor;
 use torch_sys::C_tensor;
 
 unsafe extern "C" {
-    fn burn_tch_conv2d_backward(
+    fn burn_tch_conv2d_weight_backward(
         x: *const C_tensor,
         weight: *const C_tensor,
         output_grad: *const C_tensor,
@@ -17,19 +17,17 @@ unsafe extern "C" {
         padding: *const i64,
         dilation: *const i64,
         groups: i64,
-        want_x: bool,
         error: *mut *mut c_char,
     ) -> *mut C_tensor;
 }
 
-/// The gradient of conv2d(x, weight) for `x` (`want_x`) or for `weight`, given the output's.
-/// `options` must have symmetric padding (the caller pads the input first).
-pub fn conv2d_backward(
+/// The gradient of conv2d(x, weight) for `weight`, given the output's. `options` must have
+/// symmetric padding (the caller pads the input first).
+pub fn conv2d_weight_backward(
     x: &Tensor,
     weight: &Tensor,
     output_grad: &Tensor,
     options: &ConvOptions<2>,
-    want_x: bool,
 ) -> Tensor {
     let stride = options.stride.map(|i| i as i64);
     let padding = options.padding_begin().map(|i| i as i64);
@@ -38,7 +36,7 @@ pub fn conv2d_backward(
     // SAFETY: the three handles are live tch tensors; the result is a new at::Tensor* that
     // Tensor::from_ptr takes ownership of, or null with `error` set by strdup.
     unsafe {
-        let grad = burn_tch_conv2d_backward(
+        let grad = burn_tch_conv2d_weight_backward(
             x.as_ptr(),
             weight.as_ptr(),
             output_grad.as_ptr(),
@@ -46,7 +44,6 @@ pub fn conv2d_backward(
             padding.as_ptr(),
             dilation.as_ptr(),
             options.groups as i64,
-            want_x,
             &mut error,
         );
         if grad.is_null() {

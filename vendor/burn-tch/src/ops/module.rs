@@ -103,33 +103,7 @@ impl ModuleOps<Self> for LibTorch {
         TchTensor::new(tensor)
     }
 
-    // ddpm-web's patch (PATCH.md): PyTorch's convolution backward instead of burn's fallbacks.
-    #[cfg(burn_tch_conv_backward)]
-    fn conv2d_x_backward(
-        x: TchTensor,
-        weight: TchTensor,
-        output_grad: TchTensor,
-        options: ConvOptions<2>,
-    ) -> TchTensor {
-        let [_, _, height, width] = x.shape().dims();
-        let [(top, _), (left, _)] = options.padding;
-        let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
-        let grad = conv_backward::conv2d_backward(
-            &x.tensor,
-            &weight.tensor,
-            &output_grad.tensor,
-            &options,
-            true,
-        );
-        let symmetric = grad.size()[2..] == [height as i64, width as i64];
-        TchTensor::new(match symmetric {
-            true => grad,
-            false => grad
-                .narrow(2, top as i64, height as i64)
-                .narrow(3, left as i64, width as i64),
-        })
-    }
-
+    // ddpm-web's patch (PATCH.md): PyTorch's convolution backward instead of burn's fallback.
     #[cfg(burn_tch_conv_backward)]
     fn conv2d_weight_backward(
         x: TchTensor,
@@ -138,12 +112,11 @@ impl ModuleOps<Self> for LibTorch {
         options: ConvOptions<2>,
     ) -> TchTensor {
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
-        TchTensor::new(conv_backward::conv2d_backward(
+        TchTensor::new(conv_backward::conv2d_weight_backward(
             &x.tensor,
             &weight.tensor,
             &output_grad.tensor,
             &options,
-            false,
         ))
     }
 
