@@ -1,8 +1,8 @@
 //! The patched burn-tch (vendor/burn-tch/PATCH.md): conv2d's weight gradient from PyTorch's
 //! convolution backward (and the input's, burn's fallback) match burn flex's, for the
 //! convolutions the UNet has (3x3 with padding 1, the stride-2 downsampler, 1x1 shortcuts) and
-//! for the cases the patch handles apart
-//! (asymmetric padding, dilation, groups). Runs with the `torch` feature: `make test-torch`.
+//! for the cases the patch handles apart (asymmetric padding, dilation, groups). Runs with the
+//! `torch` feature: `make test-torch`.
 
 #![cfg(feature = "torch")]
 #![allow(deprecated)]
