@@ -21,6 +21,7 @@ const el = {
 const params = new URLSearchParams(location.search);
 let info = null;           // model_info(): {sample_size, in_channels, params, num_train_timesteps}
 let isGpu = true;
+let softwareGpu = false;   // WebGPU on a fallback adapter (SwiftShader)
 let modelReady = false;
 let generating = false;
 let nTouched = false;
@@ -82,14 +83,25 @@ function setStepsDone(done) {
 }
 
 const handlers = {
-  backend({ name, isGpu: gpu, note }) {
+  backend({ name, isGpu: gpu, software, note }) {
     isGpu = gpu;
+    softwareGpu = gpu && software;
     el.backend.textContent = name || '(unknown backend)';
     if (!gpu) {
       el.gpuNote.textContent = `WebGPU is not in use${note ? ` (${note})` : ''}: running on the CPU (wasm), ` +
         'which is about 10-50x slower, so the default is 4 images.';
       el.gpuNote.hidden = false;
       if (!nTouched) el.n.value = '4';
+    } else if (softwareGpu) {
+      const cpu = new URL(location.href);
+      cpu.searchParams.set('backend', 'cpu');
+      const link = Object.assign(document.createElement('a'), { href: cpu.href, textContent: 'use the CPU backend' });
+      link.dataset.testid = 'use-cpu';
+      el.gpuNote.replaceChildren('WebGPU runs on a software adapter here (a fallback that emulates a GPU on the ' +
+        'CPU), about 25-40x slower than this page\'s own CPU backend (measured on the MNIST model), so the default is 1 image. ' +
+        'Faster: ', link, '.');
+      el.gpuNote.hidden = false;
+      if (!nTouched) el.n.value = '1';
     }
     if (document.body.dataset.state === 'loading') el.modelText.textContent = 'loading the model…';
     updateHint();
@@ -256,7 +268,7 @@ function updateHint() {
   el.hint.textContent = (ddim
     ? 'DDIM: 20-50 steps are usually enough; eta 0 is deterministic, eta 1 adds DDPM-like noise.'
     : `DDPM (ancestral): the model was trained with ${T} steps; fewer are allowed (faster, rougher).`) +
-    (isGpu ? '' : ' On the CPU backend, keep images and steps small.');
+    (isGpu && !softwareGpu ? '' : ` On ${isGpu ? 'a software WebGPU adapter' : 'the CPU backend'}, keep images and steps small.`);
 }
 
 function readSettings() {

@@ -7,7 +7,7 @@
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery} {type:'tune-stop'}
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would: for tests)
-// Out: {type:'backend', name, isGpu, note} {type:'download', url, file, loaded, total, cached}
+// Out: {type:'backend', name, isGpu, software, note} {type:'download', url, file, loaded, total, cached}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
 //      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
@@ -144,27 +144,38 @@ async function initEngine(preferGpu, note = null) {
   engine = await wasm.Engine.create(preferGpu);
   backendName = String(engine.backend ?? '');
   backendNote = note;
-  if (engine.is_gpu) backendName += `: ${await adapterName()}`;
+  softwareAdapter = false;
+  if (engine.is_gpu) {
+    const adapter = await adapterInfo();
+    backendName += `: ${adapter.name}`;
+    softwareAdapter = adapter.software;
+  }
   postBackend();
 }
 
 let backendName = '';
 let backendNote = null;
+let softwareAdapter = false;  // WebGPU on a fallback adapter (SwiftShader): the CPU emulating a GPU
 let wasmMemory = null;
 
-// The adapter's own description, for display only (the engine holds its own device).
-async function adapterName() {
+// The adapter's own description, and whether it is a fallback (software) adapter, for display
+// only (the engine holds its own device).
+async function adapterInfo() {
   try {
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
     const info = adapter?.info ?? {};
-    return [info.description || info.vendor, info.architecture].filter(Boolean).join(' ') || 'unnamed adapter';
+    return {
+      name: [info.description || info.vendor, info.architecture].filter(Boolean).join(' ') || 'unnamed adapter',
+      software: Boolean(info.isFallbackAdapter ?? adapter?.isFallbackAdapter),
+    };
   } catch {
-    return 'unnamed adapter';
+    return { name: 'unnamed adapter', software: false };
   }
 }
 
 function postBackend() {
-  post({ type: 'backend', name: backendName, isGpu: Boolean(engine.is_gpu), note: backendNote ?? engine.gpu_note ?? null });
+  post({ type: 'backend', name: backendName, isGpu: Boolean(engine.is_gpu), software: softwareAdapter,
+    note: backendNote ?? engine.gpu_note ?? null });
 }
 
 // ---- a lost WebGPU device: carry on on the CPU ------------------------------------------------

@@ -27,6 +27,17 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
   test('generates 4 images with DDIM-10 on WebGPU (tiny model)', { timeout: 16 * MINUTE }, async (t) => {
     await withPage(t, env, `?model=${TINY}`, 'e2e-generate.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
+      // A software adapter (SwiftShader here) is named as such, with the way to the faster CPU backend.
+      const software = await page.evaluate(async () => Boolean((await navigator.gpu?.requestAdapter())?.info?.isFallbackAdapter));
+      const note = page.getByTestId('gpu-note');
+      assert.equal(await note.isVisible(), software, `the software-adapter note is shown iff the adapter is one (${software})`);
+      if (software) {
+        assert.match(await note.innerText(), /software adapter/);
+        assert.equal(await page.getByTestId('n').inputValue(), '1', 'a software adapter defaults to 1 image');
+        const cpu = new URL(await page.getByTestId('use-cpu').getAttribute('href'));
+        assert.equal(cpu.searchParams.get('backend'), 'cpu');
+        assert.equal(cpu.searchParams.get('model'), TINY, 'the link to the CPU backend keeps the model');
+      }
       await generate(page, waitForState, { sampler: 'ddim', steps: 10, n: 4 });
 
       const ratio = await page.getByTestId('progress').evaluate((p) => p.value / p.max);
