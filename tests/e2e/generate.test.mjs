@@ -38,6 +38,11 @@ describe('ddpm-web page', { timeout: 60 * MINUTE }, () => {
         assert.equal(cpu.searchParams.get('backend'), 'cpu');
         assert.equal(cpu.searchParams.get('model'), TINY, 'the link to the CPU backend keeps the model');
       }
+      // A setting out of range: the error box names it, data-state=error; fixed, it generates.
+      await page.getByTestId('n').fill('65');
+      await page.getByTestId('generate').click();
+      assert.equal(await page.evaluate(() => document.body.dataset.state), 'error');
+      assert.match(await page.getByTestId('error').innerText(), /Images/);
       await generate(page, waitForState, { sampler: 'ddim', steps: 10, n: 4 });
 
       const ratio = await page.getByTestId('progress').evaluate((p) => p.value / p.max);

@@ -33,6 +33,9 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       assert.match(await page.getByTestId('tune-error').innerText(), /not-an-image\.png: not a PNG or JPEG image/);
       assert.equal(await page.getByTestId('dataset-count').innerText(), '4 image(s)');
 
+      // The page is set to DDPM-1000; before / after still runs DDIM, at most 50 steps.
+      await page.getByTestId('sampler').selectOption('ddpm');
+      assert.equal(await page.getByTestId('steps').inputValue(), '1000');
       await page.getByTestId('tune-steps').fill('20');
       await page.getByTestId('tune-batch').fill('4');
       await page.getByTestId('tune-lr').fill('1e-3');
@@ -40,7 +43,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       await tuneState(['done', 'error'], 15 * MINUTE);
       const status = await page.getByTestId('tune-status').innerText();
       assert.equal(await page.evaluate(() => document.getElementById('tune').dataset.tuneState), 'done', await page.getByTestId('tune-error').innerText());
-      assert.match(status, /Done after 20 step\(s\); loss [\d.]+ → [\d.]+/);
+      assert.match(status, /Done after 20 step\(s\); loss [\d.]+ → [\d.]+\. Before \/ after: DDIM-50, seed \d+\./);
       assert.ok(Number(await page.getByTestId('loss-curve').getAttribute('data-points')) >= 2, 'the loss curve has points');
       for (const side of ['before', 'after']) {
         const grid = await canvasStats(page, `[data-testid=${side}] canvas`);
@@ -64,6 +67,12 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       const names = downloads.map((d) => d.suggestedFilename()).sort();
       assert.deepEqual(names, ['config.json', 'diffusion_pytorch_model.safetensors', 'scheduler_config.json']);
       for (const d of downloads) await d.saveAs(path.join(dir, d.suggestedFilename()));
+      // Each file also has its own button, for browsers that hold back the 2nd and 3rd download.
+      const buttons = page.getByTestId('weights-files').getByRole('button');
+      assert.deepEqual((await buttons.allInnerTexts()).sort(), names);
+      const again = page.waitForEvent('download');
+      await buttons.filter({ hasText: 'config.json' }).first().click();
+      assert.equal((await again).suggestedFilename(), 'config.json');
       const st = readFileSync(path.join(dir, 'diffusion_pytorch_model.safetensors'));
       const header = JSON.parse(st.subarray(8, 8 + Number(st.readBigUInt64LE(0))).toString());
       assert.ok(header['conv_in.weight'], 'diffusers key names in the downloaded weights');
@@ -82,6 +91,28 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       assert.match(await page.getByTestId('tuned-note').innerText(), /Fine-tuned weights in use \(20 step/);
       assert.equal(await page.getByTestId('use-tuned').isChecked(), true);
       assert.match(await page.getByTestId('tune-status').innerText(), /restored/);
+    });
+  });
+
+  test('kept weights the engine refuses stay kept, to download or reset', { timeout: 10 * MINUTE }, async (t) => {
+    await withPage(t, env, `?backend=cpu&model=${TINY}`, 'e2e-tune-unusable.png', async ({ page, waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
+      const kept = (op) => page.evaluate(async ([model, op]) => {
+        const store = await import('/www/store.js');
+        const url = new URL(model, location.href).href;
+        if (op === 'put') return store.putTuned(url, { weights: new Uint8Array(16), steps: 3, saved: Date.now() });
+        return (await store.getTuned(url))?.weights?.length ?? null;
+      }, [TINY, op]);
+      await kept('put');
+      await page.reload();
+      await waitForState('ready', 5 * MINUTE);
+      await page.waitForFunction(() => document.getElementById('tune').dataset.tuneState === 'error', null, { timeout: 2 * MINUTE });
+      assert.match(await page.getByTestId('tune-error').innerText(), /could not be loaded: .* They are still kept/s);
+      assert.equal(await kept('get'), 16, 'an error does not delete them');
+      assert.equal(await page.getByTestId('download-weights').isEnabled(), true);
+      await page.getByTestId('reset-tuned').click();
+      await page.waitForFunction(() => document.getElementById('tune').dataset.tuneState === 'idle');
+      assert.equal(await kept('get'), null, 'Reset deletes them');
     });
   });
 });
