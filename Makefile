@@ -41,7 +41,7 @@ test-native: setup-native
 
 # wasm-opt (binaryen 132 from npm, not Debian's) drops the names and shrinks the code: BENCHMARKS.md, Sizes.
 pkg/ddpm_web_bg.wasm: $(shell find src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml
-	wasm-pack build --target web --release --no-typescript --out-dir pkg . --no-default-features
+	wasm-pack build --target web --release --out-dir pkg . --no-default-features
 	node_modules/.bin/wasm-opt -O -Oz pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
 	mv pkg/ddpm_web_bg.opt.wasm pkg/ddpm_web_bg.wasm
 
@@ -53,8 +53,8 @@ test-wasm: setup-web
 # A self-contained folder for any static host: the page, embed.js, the engine and the models.
 dist: build-web
 	rm -rf dist && mkdir -p dist/pkg dist/models
-	cp www/*.js www/*.css www/embed-example.html dist/
-	cp pkg/ddpm_web.js pkg/ddpm_web_bg.wasm dist/pkg/
+	cp www/*.js www/*.d.ts www/*.css www/embed-example.html dist/
+	cp pkg/ddpm_web.js pkg/ddpm_web.d.ts pkg/ddpm_web_bg.wasm dist/pkg/
 	cp -RL www/models/. dist/models/
 	sed 's#www/##g' index.html > dist/index.html
 	sed -i "s#^const PKG = '../pkg/';#const PKG = './pkg/';#" dist/engine-host.js

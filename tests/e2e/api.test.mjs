@@ -1,0 +1,64 @@
+// End to end: the promise-based JS API (www/ddpm.js) from a page of one's own, on the CPU backend
+// with the tiny parity model: load with download progress, generate with progress, previews and
+// cancel, and errors that reject with the engine's message.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MINUTE, TINY, startEnv, withPage } from './helpers.mjs';
+
+describe('www/ddpm.js', { timeout: 15 * MINUTE }, () => {
+  let env;
+  before(async () => { env = await startEnv(); });
+  after(async () => { await env?.close(); });
+
+  test('connect, load, generate with progress and previews, cancel, errors', { timeout: 10 * MINUTE }, async (t) => {
+    await withPage(t, env, 'tests/e2e/fixtures/api.html', 'e2e-api.png', async ({ page }) => {
+      const r = await page.evaluate(async (tiny) => {
+        const { connect } = await import('/www/ddpm.js');
+        const wrongBackend = await connect({ backend: 'gpu!' }).then(() => null, (e) => e.message);
+        const ddpm = await connect({ backend: 'cpu' });
+        const downloads = [];
+        const model = await ddpm.load(tiny, { onDownload: (d) => downloads.push(d) });
+        const progress = [];
+        const previews = [];
+        const run = ddpm.generate(model, {
+          n: 2, sampler: 'ddim', steps: 5, seed: 7, previewEvery: 2,
+          onProgress: (p) => progress.push(p), onPreview: (p) => previews.push(p),
+        });
+        const out = await run.result;
+        const spread = out.images.map((rgba) => Math.max(...rgba.filter((_, i) => i % 4 === 0)) - Math.min(...rgba.filter((_, i) => i % 4 === 0)));
+        const again = await ddpm.generate(model, { n: 2, sampler: 'ddim', steps: 5, seed: 7 }).result;
+        const same = again.images.every((img, k) => img.every((v, i) => v === out.images[k][i]));
+
+        let cancelAt = null;
+        const long = ddpm.generate(model, { sampler: 'ddpm', steps: 500, onProgress: (p) => { if (cancelAt === null) { cancelAt = p.done; long.cancel(); } } });
+        const cancelled = await long.result;
+
+        const badModel = await ddpm.load('/no/such/model/').then(() => null, (e) => e.message);
+        const badRun = await ddpm.generate(model, { n: 0 }).result.then(() => null, (e) => e.message);
+        return {
+          wrongBackend, backend: ddpm.backend, info: model.info, layout: model.layout,
+          downloads: downloads.map((d) => d.file), progress: progress.map((p) => `${p.done}/${p.total}`),
+          previews: previews.map((p) => [p.done, p.xt?.width, p.x0?.height]), images: out.images.length,
+          bytes: out.images[0].length, width: out.width, height: out.height, spread, same, cancelled, cancelAt, badModel, badRun,
+        };
+      }, TINY);
+      t.diagnostic(JSON.stringify(r));
+      assert.match(r.wrongBackend, /backend must be 'auto' or 'cpu'/);
+      assert.equal(r.backend.isGpu, false);
+      assert.equal(r.info.num_train_timesteps, 1000);
+      assert.equal(r.layout, 'flat');
+      assert.ok(r.downloads.includes('diffusion_pytorch_model.safetensors'), 'download progress for the weights');
+      assert.deepEqual(r.progress, ['1/5', '2/5', '3/5', '4/5', '5/5']);
+      assert.deepEqual(r.previews.map((p) => p[0]), [2, 4, 5], 'previews every 2 steps and at the last');
+      assert.ok(r.previews.every((p) => p[1] > 0 && p[2] > 0), 'previews carry x_t and x_0 frames');
+      assert.equal(r.images, 2);
+      assert.equal(r.bytes, r.width * r.height * 4);
+      assert.ok(r.spread.every((s) => s > 0), 'the images are not blank');
+      assert.equal(r.same, true, 'the same seed gives the same images');
+      assert.equal(r.cancelled, null, 'a cancelled run resolves to null');
+      assert.ok(r.cancelAt < 500);
+      assert.match(r.badModel, /\/no\/such\/model\//, 'a bad model URL rejects, naming it');
+      assert.match(r.badRun, /\S/, 'a bad setting rejects with a message');
+    });
+  });
+});

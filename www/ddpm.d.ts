@@ -1,0 +1,94 @@
+// Types of www/ddpm.js, the promise-based JS API of the engine.
+
+export interface Backend {
+  /** "WebGPU: <adapter>" or "CPU (wasm)". */
+  name: string;
+  isGpu: boolean;
+  /** WebGPU on a fallback (software) adapter such as SwiftShader: slower than the CPU backend. */
+  software: boolean;
+  /** Why WebGPU is not in use, when it is not. */
+  note: string | null;
+}
+
+export interface ModelInfo {
+  sample_size: number | [number, number];
+  in_channels: number;
+  params: number;
+  num_train_timesteps: number;
+}
+
+export interface Model {
+  /** The absolute URL prefix the model was loaded from: its key in the engine. */
+  url: string;
+  info: ModelInfo;
+  layout: 'flat' | 'pipeline';
+  cached: boolean;
+}
+
+export interface Download {
+  file: string;
+  loaded: number;
+  total: number | null;
+  cached: boolean;
+}
+
+export interface Progress {
+  done: number;
+  total: number;
+  stepsPerSec: number;
+  etaSec: number | null;
+}
+
+/** An RGBA picture: the n images side by side in a grid. */
+export interface Frame {
+  width: number;
+  height: number;
+  rgba: Uint8Array;
+}
+
+export interface Preview {
+  done: number;
+  total: number;
+  /** The current x_t and the predicted x_0, every image in one grid. */
+  xt: Frame | null;
+  x0: Frame | null;
+}
+
+export interface Images {
+  /** One RGBA image per sample, width x height. */
+  images: Uint8Array[];
+  width: number;
+  height: number;
+  ms: number;
+}
+
+export interface GenerateOptions {
+  n?: number;
+  sampler?: 'ddim' | 'ddpm';
+  /** Default: T for DDPM, min(50, T) for DDIM. */
+  steps?: number;
+  /** DDIM only: 0 is deterministic, 1 adds DDPM-like noise. */
+  eta?: number;
+  seed?: number;
+  /** Call onPreview every this many steps, and at the last step (0: at the last step only). */
+  previewEvery?: number;
+  onProgress?: (p: Progress) => void;
+  onPreview?: (p: Preview) => void;
+}
+
+export interface Run {
+  id: string;
+  /** The images, or null when cancelled; rejects with the engine's message on an error. */
+  result: Promise<Images | null>;
+  /** Stops after the step in flight. */
+  cancel(): void;
+}
+
+export interface Client {
+  readonly backend: Backend;
+  load(url: string, options?: { sha256?: string; onDownload?: (d: Download) => void }): Promise<Model>;
+  generate(model: Model | string, options?: GenerateOptions): Run;
+  clearCache(): Promise<number>;
+}
+
+export function connect(options?: { backend?: 'auto' | 'cpu' }): Promise<Client>;

@@ -1,0 +1,94 @@
+// The engine as a promise-based JS API (types: ddpm.d.ts), for pages of your own. It talks to the
+// same engine host as the page and <ddpm-demo> (in a Web Worker, shared by everything on a page):
+//
+//   import { connect } from './www/ddpm.js';
+//   const ddpm = await connect();                      // ddpm.backend: {name, isGpu, software, note}
+//   const model = await ddpm.load('www/models/mnist/', { onDownload: (d) => console.log(d.loaded) });
+//   const run = ddpm.generate(model, { n: 4, sampler: 'ddim', steps: 50, seed: 1, onProgress, onPreview });
+//   const result = await run.result;                   // {images: RGBA Uint8Array[], width, height, ms}, null if cancelled
+//   run.cancel();
+
+import { connect as connectHub } from './client.js';
+
+let nextId = 0;
+const uniqueId = () => `api-${Date.now().toString(36)}-${nextId++}`;  // apart from the page's own ids
+
+/** Waits for the first message `pick` answers for: {value} resolves, {error} rejects. */
+function answer(hub, pick) {
+  return new Promise((resolve, reject) => {
+    const stop = hub.listen((msg) => {
+      const got = pick(msg);
+      if (!got) return;
+      stop();
+      if ('error' in got) reject(new Error(got.error));
+      else resolve(got.value);
+    });
+  });
+}
+
+/** Starts the engine (WebGPU when there is an adapter and `backend` is not 'cpu', else the CPU). */
+export async function connect({ backend = 'auto' } = {}) {
+  if (!['auto', 'cpu'].includes(backend)) throw new Error(`backend must be 'auto' or 'cpu' (got ${JSON.stringify(backend)})`);
+  const hub = connectHub();
+  const started = answer(hub, (msg) => (msg.type === 'backend' ? { value: msg }
+    : msg.type === 'error' && msg.where === 'init' ? { error: msg.message } : null));
+  hub.post({ type: 'init', preferGpu: backend !== 'cpu' });
+  const { name, isGpu, software, note } = await started;
+  return new Client(hub, { name, isGpu, software: Boolean(software), note: note ?? null });
+}
+
+class Client {
+  constructor(hub, backend) {
+    this.hub = hub;
+    this.backend = backend;
+  }
+
+  /** Loads a diffusers folder (flat or pipeline layout) from a URL prefix, from Cache Storage when kept. */
+  async load(url, { sha256, onDownload } = {}) {
+    const prefix = new URL(url, globalThis.document?.baseURI ?? globalThis.location.href);
+    if (!prefix.pathname.endsWith('/')) prefix.pathname += '/';
+    const key = prefix.href;
+    const stop = onDownload ? this.hub.listen((msg) => {
+      if (msg.type === 'download' && msg.url === key) onDownload({ file: msg.file, loaded: msg.loaded, total: msg.total, cached: msg.cached });
+    }) : () => {};
+    const ready = answer(this.hub, (msg) => (msg.type === 'ready' && msg.url === key ? { value: msg }
+      : msg.type === 'error' && msg.where === 'load' && msg.url === key ? { error: msg.message } : null));
+    this.hub.post({ type: 'load', url: key, sha256 });
+    try {
+      const { info, layout, cached } = await ready;
+      return { url: key, info, layout, cached };
+    } finally {
+      stop();
+    }
+  }
+
+  /** Samples `n` images; callbacks get every step's progress and, every `previewEvery` steps,
+   *  x_t and the predicted x_0 (RGBA). */
+  generate(model, { n = 1, sampler = 'ddim', steps, eta = 0, seed = 0, previewEvery = 0, onProgress, onPreview } = {}) {
+    const T = model.info.num_train_timesteps;
+    const id = uniqueId();
+    const stop = this.hub.listen((msg) => {
+      if (msg.id !== id) return;
+      if (msg.type === 'progress') onProgress?.({ done: msg.done, total: msg.total, stepsPerSec: msg.stepsPerSec, etaSec: msg.etaSec });
+      if (msg.type === 'preview') onPreview?.({ done: msg.done, total: msg.total, xt: msg.xt, x0: msg.x0 });
+    });
+    const result = answer(this.hub, (msg) => (msg.id !== id ? null
+      : msg.type === 'done' ? { value: { images: msg.images, width: msg.width, height: msg.height, ms: msg.ms } }
+        : msg.type === 'cancelled' ? { value: null }
+          : msg.type === 'error' ? { error: msg.message } : null));
+    result.then(stop, stop);
+    this.hub.post({
+      type: 'generate', id, model: model.url ?? model, n, sampler, eta, seed,
+      steps: steps ?? (sampler === 'ddpm' ? T : Math.min(50, T)),
+      previewEvery: previewEvery > 0 ? previewEvery : 1_000_000,
+    });
+    return { id, result, cancel: () => this.hub.post({ type: 'cancel', id }) };
+  }
+
+  /** Drops every kept model file from Cache Storage; resolves to how many were deleted. */
+  clearCache() {
+    const done = answer(this.hub, (msg) => (msg.type === 'cache-cleared' ? { value: msg.deleted } : null));
+    this.hub.post({ type: 'clear-cache' });
+    return done;
+  }
+}
