@@ -467,8 +467,9 @@ async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
   }
   const index = await get('model_index.json', true);
   if (!index.bytes) {
-    throw new Error(`${flatConfig.url}: HTTP 404 Not Found (and ${index.url}: HTTP 404 Not Found): ` +
-      `there is no diffusers model at ${prefix}`);
+    const refused = [flatConfig, index].some((f) => f.status === 403);
+    throw new Error(`${flatConfig.url}: ${httpStatus(flatConfig.status)} (and ${index.url}: ${httpStatus(index.status)}): ` +
+      `there is no diffusers model at ${prefix}${refused ? ', or the server refuses access to it (a private repository?)' : ''}`);
   }
   const config = await get('unet/config.json', false);
   const scheduler = await get('scheduler/scheduler_config.json', true);
@@ -476,16 +477,22 @@ async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
   return { prefix, layout: 'pipeline', config, scheduler, weights, list };
 }
 
-/** One file, from Cache Storage when there, else from the network: {url, name, bytes|null, cached}. */
+const httpStatus = (status) => `HTTP ${status} ${STATUS_TEXT[status] || ''}`.trimEnd();
+
+/**
+ * One file, from Cache Storage when there, else from the network: {url, name, bytes|null, cached,
+ * status}. With `allow404` a missing file is bytes: null; a 403 counts as missing too (S3 and
+ * other object stores answer 403 for a key that does not exist).
+ */
 async function getFile(url, name, { cache, allow404, onProgress }) {
   const report = (loaded, total, cached) => onProgress({ file: name, url, loaded, total, cached });
-  const missing = (cached) => {
-    if (allow404) return { url, name, bytes: null, cached };
-    throw new Error(`${url}: HTTP 404 Not Found`);
+  const missing = (cached, status) => {
+    if (allow404) return { url, name, bytes: null, cached, status };
+    throw new Error(`${url}: ${httpStatus(status)}`);
   };
   const hit = cache ? await cache.match(url).catch(() => undefined) : undefined;
   if (hit) {
-    if (hit.status === 404) return missing(true);
+    if (hit.status === 404) return missing(true, 404);
     const bytes = new Uint8Array(await hit.arrayBuffer());
     report(bytes.length, bytes.length, true);
     return { url, name, bytes, cached: true };
@@ -497,7 +504,7 @@ async function getFile(url, name, { cache, allow404, onProgress }) {
     throw new Error(`${url}: network error (${describeError(err)}): the server cannot be reached, ` +
       'or it does not allow cross-origin requests (CORS)');
   }
-  if (resp.status === 404) return missing(false);
+  if (resp.status === 404 || (allow404 && resp.status === 403)) return missing(false, resp.status);
   if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText || STATUS_TEXT[resp.status] || ''}`.trimEnd());
   const bytes = await readBody(url, resp, (loaded, total) => report(loaded, total, false));
   return { url, name, bytes, cached: false };

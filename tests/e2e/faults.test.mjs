@@ -68,12 +68,32 @@ function brokenModels() {
   };
 }
 
-/** A second origin serving the broken models (CORS open), and /cut/: a weights file whose
- *  connection is closed after half of it. */
+/** The tiny model in diffusers' pipeline layout: path -> bytes. */
+function pipelineFiles() {
+  const read = (f) => readFileSync(path.join(TINY, f));
+  return {
+    'model_index.json': JSON.stringify({ _class_name: 'DDPMPipeline', unet: ['diffusers', 'UNet2DModel'], scheduler: ['diffusers', 'DDPMScheduler'] }),
+    'unet/config.json': read('config.json'),
+    [`unet/${WEIGHTS}`]: read(WEIGHTS),
+    'scheduler/scheduler_config.json': read('scheduler_config.json'),
+  };
+}
+
+/** A second origin serving the broken models (CORS open); /cut/: a weights file whose connection
+ *  is closed after half of it; /s3/ (the tiny model, pipeline layout) and /s3-none/ (nothing)
+ *  answer 403 for a missing key, as S3 does without list permission. */
 async function startBrokenServer(models) {
+  const pipeline = pipelineFiles();
   const server = http.createServer((req, res) => {
     res.setHeader('Access-Control-Allow-Origin', '*');
-    const [, name, file] = decodeURIComponent(req.url.split('?')[0]).split('/');
+    const urlPath = decodeURIComponent(req.url.split('?')[0]);
+    const [, name, file] = urlPath.split('/');
+    if (name === 's3' || name === 's3-none') {
+      const body = name === 's3' ? pipeline[urlPath.slice('/s3/'.length)] : undefined;
+      if (body === undefined) res.writeHead(403).end('AccessDenied');
+      else res.writeHead(200).end(body);
+      return;
+    }
     if (name === 'cut' && file === WEIGHTS) {
       const weights = readFileSync(path.join(TINY, WEIGHTS));
       res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': weights.length });
@@ -120,6 +140,23 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
         assert.equal(await s.page.getByTestId('pad-add').isEnabled(), true, `${name}: the drawing pad stays usable`);
       });
     }
+  });
+
+  test('an object store that answers 403 for missing keys: pipeline layout found; none: a clear error', { timeout: 5 * MINUTE }, async (t) => {
+    await withPage(t, env, 'tests/e2e/fixtures/api.html', 'e2e-s3.png', async ({ page }) => {
+      const r = await page.evaluate(async (base) => {
+        const { connect } = await import('/www/ddpm.js');
+        const ddpm = await connect({ backend: 'cpu' });
+        const model = await ddpm.load(`${base}/s3/`);
+        const out = await ddpm.generate(model, { n: 1, steps: 2 }).result;
+        const none = await ddpm.load(`${base}/s3-none/`).then(() => null, (e) => e.message);
+        return { layout: model.layout, images: out.images.length, none };
+      }, broken.url);
+      t.diagnostic(JSON.stringify(r));
+      assert.equal(r.layout, 'pipeline');
+      assert.equal(r.images, 1);
+      assert.match(r.none, /config\.json: HTTP 403 Forbidden \(and .*model_index\.json: HTTP 403 Forbidden\): there is no diffusers model at .*s3-none\/, or the server refuses access/);
+    });
   });
 
   test('uploads: a file over 10 MB is refused by name; other sizes and modes are cropped and kept', { timeout: 8 * MINUTE }, async (t) => {
