@@ -159,6 +159,17 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
     });
   });
 
+  test('opened as a file (file://): an error says how to serve the page', { timeout: 2 * MINUTE }, async () => {
+    const page = await env.browser.newPage();
+    try {
+      await page.goto(`file://${path.join(REPO_ROOT, 'index.html')}`);
+      await page.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 30_000 });
+      assert.match(await page.getByTestId('error').innerText(), /opened as a file .*make demo/s);
+    } finally {
+      await page.close();
+    }
+  });
+
   test('uploads: a file over 10 MB is refused by name; other sizes and modes are cropped and kept', { timeout: 8 * MINUTE }, async (t) => {
     await withPage(t, env, '?backend=cpu', 'e2e-uploads.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
