@@ -4,7 +4,7 @@
 //   <ddpm-demo autoplay show-steps></ddpm-demo>
 //
 // Attributes: model (URL prefix of a diffusers model; default the shipped MNIST model next to
-// this script), sampler (ddim | ddpm), steps, seed (default: random per run), n (images), size
+// this script), sampler (ddim | ddpm), steps, eta (DDIM: 0 to 1, default 0), seed (default: random per run), n (images), size
 // (CSS pixels per image), controls (none | minimal | full), autoplay, show-steps (the denoising
 // strip), backend (cpu to skip WebGPU), sha256 (the weights file's digest: any other file is
 // refused). Events: progress {done, total}, done {images, width, height, ms, seed}, error {message}. The state is reflected on data-state: idle | loading |
@@ -80,6 +80,15 @@ class DdpmDemo extends HTMLElement {
 
   get #sampler() {
     return this.getAttribute('sampler') === 'ddpm' ? 'ddpm' : 'ddim';
+  }
+
+  /** DDIM's eta from the attribute: 0 (deterministic, the default) to 1 (DDPM-like noise). */
+  get #eta() {
+    const raw = this.getAttribute('eta');
+    if (raw === null || raw.trim() === '') return 0;
+    const v = Number(raw);
+    if (!(v >= 0 && v <= 1)) throw new Error(`attribute eta="${raw}" must be a number from 0 to 1`);
+    return v;
   }
 
   #int(name, fallback, lo, hi) {
@@ -253,7 +262,7 @@ class DdpmDemo extends HTMLElement {
     this.ui.progress.value = 0;
     this.#setState('generating');
     const every = Math.max(1, Math.round(settings.steps / (this.run.strip ? STRIP_FRAMES : 20)));
-    this.hub.post({ type: 'generate', id: this.run.id, model: this.modelUrl, eta: 0, previewEvery: every, ...settings });
+    this.hub.post({ type: 'generate', id: this.run.id, model: this.modelUrl, previewEvery: every, ...settings });
   }
 
   cancel() {
@@ -274,7 +283,7 @@ class DdpmDemo extends HTMLElement {
     const steps = read(ui.steps, 'steps', sampler === 'ddpm' ? T : Math.min(50, T), 1, T);
     const n = read(ui.n, 'n', 4, 1, 64);
     const seed = read(ui.seed, 'seed', crypto.getRandomValues(new Uint32Array(1))[0], 0, 2 ** 32 - 1);
-    return { sampler, steps, n, seed };
+    return { sampler, steps, n, seed, eta: sampler === 'ddim' ? this.#eta : 0 };
   }
 
   #canvas({ width, height, rgba }) {

@@ -44,7 +44,7 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
     // The shipped MNIST model on the CPU backend (SwiftShader's WebGPU takes ~10 s per step of it).
     const demo = (attrs) => `<ddpm-demo autoplay backend="cpu" n="2" steps="5" size="48" ${attrs}></ddpm-demo>`;
     blog = await startBlog({
-      '/post.html': { html: article(script, `${demo('id="one" show-steps')}<p>More text.</p>${demo('id="two" controls="full"')}` +
+      '/post.html': { html: article(script, `${demo('id="one" show-steps')}<p>More text.</p>${demo('id="two" controls="full" eta="1"')}` +
         `${demo(`id="bad" model="${a}/no/such/model/"`)}`) },
       '/strict.html': {
         csp: `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'`,
