@@ -124,7 +124,12 @@ pub fn image_folder(dir: &Path, shape: [usize; 3]) -> Result<(Dataset, Vec<Strin
         data.labels.push(None);
     }
     if data.is_empty() {
-        return Err(Error::io(dir.display(), format!("no readable PNG or JPEG images ({} skipped)", skipped.len())));
+        let why = if skipped.is_empty() {
+            "no PNG or JPEG images in it (subfolders are not read)".to_string()
+        } else {
+            format!("no readable PNG or JPEG images; skipped: {}", skipped.join("; "))
+        };
+        return Err(Error::io(dir.display(), why));
     }
     Ok((data, skipped))
 }

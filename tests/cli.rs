@@ -214,3 +214,69 @@ fn init_fine_tunes_from_a_model() {
     let moved = a.iter().map(|(key, t)| max_abs_diff(&t.data, &b[key].data)).fold(0.0f32, f32::max);
     assert!(moved > 0.0 && moved < 2.5e-3, "the tuned weights moved {moved} from the base model's");
 }
+
+/// `ddpm train` with the tiny config on `data` into `out`, plus `extra` flags; (success, stderr).
+fn train_with(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
+    let mut a = vec!["train", "--data", data.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
+        "--out", out.to_str().unwrap(), "--warmup", "3"];
+    if !extra.contains(&"--batch") {
+        a.extend_from_slice(&["--batch", "2"]);
+    }
+    a.extend_from_slice(extra);
+    let o = ddpm(&a);
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+#[test]
+fn train_checks_its_flags_and_guards_a_run() {
+    let data = gradient_images();
+    let out = tempfile::tempdir().unwrap();
+    for (flags, message) in [
+        (&["--steps", "3", "--batch", "0"][..], "--batch must be 1 to 1024, got 0"),
+        (&["--steps", "3", "--lr", "0"], "--lr must be a number above 0 and at most 1, got 0"),
+        (&["--steps", "3", "--lr=-1e-3"], "--lr must be"),
+        (&["--steps", "3", "--ema", "1.5"], "--ema must be a decay from 0 to below 1, got 1.5"),
+        (&["--steps", "0"], "--steps must be at least 1, got 0"),
+        (&["--steps", "3", "--resume"], "holds no training run"),
+    ] {
+        let (ok, err) = train_with(data.path(), out.path(), flags);
+        assert!(!ok && err.contains(message), "{flags:?}: {err}");
+    }
+    assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "a refused run writes nothing");
+
+    // Without a terminal: a line per step here (3 steps), with the loss, steps/s and ETA.
+    let (ok, err) = train_with(data.path(), out.path(), &["--steps", "3"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("step 3/3 loss ") && err.contains("steps/s ETA"), "{err}");
+    let step = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(out.path().join("train_state/state.json")).unwrap()).unwrap() };
+
+    let (ok, err) = train_with(data.path(), out.path(), &["--steps", "5"]);
+    assert!(!ok && err.contains("holds a training run: pass --resume"), "a fresh run over a kept one: {err}");
+    let (ok, err) = train_with(data.path(), out.path(), &["--steps", "5", "--resume", "--seed", "1"]);
+    assert!(!ok && err.contains("started with --seed 0, not 1"), "{err}");
+    let (ok, err) = train_with(data.path(), out.path(), &["--steps", "2", "--resume"]);
+    assert!(ok && err.contains("already at step 3 (--steps 2): nothing to train"), "{err}");
+    assert_eq!(step()["step"], 3, "none of these changed the kept run");
+}
+
+#[test]
+fn a_folder_of_only_bad_images_names_them() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("a.png"), b"not a png").unwrap();
+    std::fs::write(data.path().join("b.jpg"), b"nor a jpeg").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (ok, err) = train_with(data.path(), out.path(), &["--steps", "1"]);
+    assert!(!ok && err.contains("a.png") && err.contains("b.jpg") && err.contains("no readable PNG or JPEG"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir(empty.path().join("sevens")).unwrap();
+    let (ok, err) = train_with(empty.path(), out.path(), &["--steps", "1"]);
+    assert!(!ok && err.contains("subfolders are not read"), "{err}");
+}
+
+#[test]
+fn bench_refuses_a_batch_out_of_range() {
+    let o = ddpm(&["bench", "--model", tiny_dir().to_str().unwrap(), "--batch", "0"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--batch must be 1 to 256, got 0"));
+}

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use ddpm_web::files::{load_model, save_model};
 use ddpm_web::images::{Pixels, grid, grid_of, to_pixels};
-use ddpm_web::sampler::{SampleRequest, SamplerKind, sample};
+use ddpm_web::sampler::{MAX_BATCH, SampleRequest, SamplerKind, sample};
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
@@ -343,6 +343,9 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 fn run_bench(model: &Path, batch: usize, runs: usize, backend: Backend) -> Result<()> {
+    if batch == 0 || batch > MAX_BATCH {
+        return Err(Error::Request(format!("--batch must be 1 to {MAX_BATCH}, got {batch}")));
+    }
     let dev = device(backend)?;
     let m = load_model(model, &dev)?;
     let [c, h, w] = m.unet.sample_shape();

@@ -53,6 +53,45 @@ const PARTIAL_DIR: &str = "train_state.partial";
 /// The previous checkpoint during the swap; `--resume` takes it if a crash cut the swap short.
 const OLD_DIR: &str = "train_state.old";
 
+/// The largest training batch: a larger one would fail allocating, not with a message.
+const MAX_TRAIN_BATCH: usize = 1024;
+
+/// The flags' ranges, checked before anything is loaded or written.
+fn check_args(args: &TrainArgs) -> Result<()> {
+    let bad = |flag: &str, want: &str, got: String| Err(Error::Request(format!("--{flag} must be {want}, got {got}")));
+    if args.steps == 0 {
+        return bad("steps", "at least 1", "0".into());
+    }
+    if args.batch == 0 || args.batch > MAX_TRAIN_BATCH {
+        return bad("batch", &format!("1 to {MAX_TRAIN_BATCH}"), args.batch.to_string());
+    }
+    if !(args.lr > 0.0 && args.lr <= 1.0) {
+        return bad("lr", "a number above 0 and at most 1", args.lr.to_string());
+    }
+    if !(0.0..1.0).contains(&args.ema) {
+        return bad("ema", "a decay from 0 to below 1", args.ema.to_string());
+    }
+    if args.checkpoint_every == 0 {
+        return bad("checkpoint-every", "at least 1", "0".into());
+    }
+    Ok(())
+}
+
+/// The folder of OUT's training state that `--resume` takes, if OUT has one.
+fn saved_state(out: &Path) -> Option<PathBuf> {
+    [STATE_DIR, OLD_DIR].map(|d| out.join(d)).into_iter().find(|d| d.join("state.json").exists())
+}
+
+/// "1h 02m", "3m 05s", "12s".
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m {sec:02}s"),
+        (h, m, _) => format!("{h}h {m:02}m"),
+    }
+}
+
 fn text(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e))
 }
@@ -110,14 +149,38 @@ fn remove_dir(dir: &Path) -> Result<()> {
 }
 
 pub fn run(args: TrainArgs, device: Device) -> Result<()> {
+    check_args(&args)?;
+    let saved = saved_state(&args.out);
+    if let (false, Some(dir)) = (args.resume, &saved) {
+        return Err(Error::Request(format!(
+            "{} holds a training run: pass --resume to continue it, or choose another --out (nothing was changed)",
+            dir.display()
+        )));
+    }
     let train_device = device.clone().autodiff();
     let mut trainer = Trainer::new(args.lr, args.warmup, args.seed);
     let mut data_rng = ChaCha8Rng::seed_from_u64(args.seed);
     data_rng.set_stream(1);
     let (mut raw, mut ema) = if args.resume {
-        let dir = [STATE_DIR, OLD_DIR].map(|d| args.out.join(d)).into_iter().find(|d| d.join("state.json").exists()).unwrap_or(args.out.join(STATE_DIR));
+        let dir = saved.ok_or_else(|| {
+            Error::Request(format!(
+                "--resume: {} holds no training run ({STATE_DIR}/state.json not found): start without --resume",
+                args.out.display()
+            ))
+        })?;
         let state: State = serde_json::from_str(&text(&dir.join("state.json"))?)
             .map_err(|e| Error::io(dir.join("state.json").display(), e))?;
+        if state.seed != args.seed {
+            // The seed chose the held-out digits: another one would train on them.
+            return Err(Error::Request(format!(
+                "--resume: this run was started with --seed {}, not {}: resume with the same seed",
+                state.seed, args.seed
+            )));
+        }
+        if state.step >= args.steps {
+            eprintln!("{} is already at step {} (--steps {}): nothing to train; raise --steps to go on", args.out.display(), state.step, args.steps);
+            return Ok(());
+        }
         let mut raw = load_model(&dir, &train_device)?;
         raw.unet = with_param_ids(raw.unet, state.param_ids)?;
         let opt = dir.join("optimizer.bin");
@@ -158,21 +221,26 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} loss {msg}  {per_sec}  ETA {eta}").expect("valid template"),
     );
     let (started, first) = (std::time::Instant::now(), trainer.step);
+    // Without a terminal (a log file) the bar is hidden: about 20 lines a run instead (at most
+    // every 100 steps), with the loss, steps/s and ETA.
+    let log_every = ((args.steps - first) / 20).clamp(1, 100);
     while trainer.step < args.steps {
         let idx: Vec<usize> = (0..args.batch).map(|_| data_rng.random_range(0..data.len())).collect();
         let x0 = data.batch(&idx, &train_device);
         let (unet, loss) = trainer.step(raw.unet, &raw.scheduler, x0)?;
         raw.unet = unet;
         ema.unet = ema_update(ema.unet, &raw.unet, ema_decay(args.ema, trainer.step));
-        if trainer.step.is_multiple_of(10) || trainer.step == args.steps {
+        let log_line = bar.is_hidden() && ((trainer.step - first).is_multiple_of(log_every) || trainer.step == args.steps);
+        if trainer.step.is_multiple_of(10) || trainer.step == args.steps || log_line {
             let l = to_vec(loss)?[0];
             if !l.is_finite() {
                 return Err(Error::Backend(format!("the loss is {l} at step {}: lower --lr", trainer.step)));
             }
             bar.set_message(format!("{l:.4}"));
-            // Without a terminal (a log file) the bar is hidden: a line every 100 steps instead.
-            if bar.is_hidden() && trainer.step.is_multiple_of(100) {
-                eprintln!("step {} loss {l:.4} ({:.2} s/step)", trainer.step, started.elapsed().as_secs_f64() / (trainer.step - first) as f64);
+            if log_line {
+                let per_sec = (trainer.step - first) as f64 / started.elapsed().as_secs_f64();
+                let eta = duration((args.steps - trainer.step) as f64 / per_sec);
+                eprintln!("step {}/{} loss {l:.4} {per_sec:.2} steps/s ETA {eta}", trainer.step, args.steps);
             }
         }
         bar.set_position(trainer.step as u64);
@@ -181,7 +249,8 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
             checkpoint(&args, &raw, &ema, &trainer, &data_rng)?;
         }
         if interrupted {
-            bar.abandon_with_message(format!("interrupted: checkpoint at step {} in {}", trainer.step, args.out.display()));
+            bar.abandon();
+            eprintln!("interrupted: checkpoint at step {} in {}", trainer.step, args.out.display());
             return Ok(());
         }
     }
