@@ -217,10 +217,13 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Error::Backend(format!("Ctrl-C handler: {e}")))?;
 
-    let bar = ProgressBar::new(args.steps as u64).with_position(trainer.step as u64).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} loss {msg}  {per_sec}  ETA {eta}").expect("valid template"),
-    );
     let (started, first) = (std::time::Instant::now(), trainer.step);
+    // The bar counts this session's steps (so steps/s and ETA hold from the first one after a
+    // --resume); the prefix shows the run's step.
+    let bar = ProgressBar::new((args.steps - first) as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {prefix} loss {msg}  {per_sec}  ETA {eta}").expect("valid template"),
+    );
+    bar.set_prefix(format!("{first}/{}", args.steps));
     // Without a terminal (a log file) the bar is hidden: about 20 lines a run instead (at most
     // every 100 steps), with the loss, steps/s and ETA.
     let log_every = ((args.steps - first) / 20).clamp(1, 100);
@@ -243,7 +246,8 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
                 eprintln!("step {}/{} loss {l:.4} {per_sec:.2} steps/s ETA {eta}", trainer.step, args.steps);
             }
         }
-        bar.set_position(trainer.step as u64);
+        bar.set_position((trainer.step - first) as u64);
+        bar.set_prefix(format!("{}/{}", trainer.step, args.steps));
         let interrupted = stop.load(Ordering::SeqCst);
         if trainer.step.is_multiple_of(args.checkpoint_every.max(1)) || trainer.step == args.steps || interrupted {
             checkpoint(&args, &raw, &ema, &trainer, &data_rng)?;
