@@ -88,6 +88,27 @@ pub fn mnist(dir: &Path, per_class: usize, seed: u64) -> Result<(Dataset, Datase
     Ok((all.subset(&train), all.subset(&held)))
 }
 
+/// A PNG/JPEG as a browser shows it, and as the page's fine-tuning takes it: the EXIF
+/// orientation applied, transparency over a black background (MNIST's).
+fn open_image(path: &Path) -> image::ImageResult<image::DynamicImage> {
+    use image::ImageDecoder;
+    let mut decoder = image::ImageReader::open(path)?.with_guessed_format()?.into_decoder()?;
+    let orientation = decoder.orientation()?;
+    let mut img = image::DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    if !img.color().has_alpha() {
+        return Ok(img);
+    }
+    let mut rgba = img.to_rgba8();
+    for p in rgba.pixels_mut() {
+        let a = u16::from(p[3]);
+        for c in 0..3 {
+            p[c] = ((u16::from(p[c]) * a + 127) / 255) as u8;
+        }
+    }
+    Ok(image::DynamicImage::ImageRgb8(image::DynamicImage::ImageRgba8(rgba).to_rgb8()))
+}
+
 /// Every PNG/JPEG in `dir`, resized (shorter side) and center-cropped to [C, H, W], gray for
 /// C = 1, RGB for C = 3. Unreadable files are skipped and returned with the reason.
 pub fn image_folder(dir: &Path, shape: [usize; 3]) -> Result<(Dataset, Vec<String>)> {
@@ -104,7 +125,7 @@ pub fn image_folder(dir: &Path, shape: [usize; 3]) -> Result<(Dataset, Vec<Strin
     let mut data = Dataset { shape, images: vec![], labels: vec![] };
     let mut skipped = vec![];
     for path in entries {
-        let img = match image::open(&path) {
+        let img = match open_image(&path) {
             Ok(img) => img,
             Err(e) => {
                 skipped.push(format!("{}: {e}", path.display()));

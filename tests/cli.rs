@@ -280,3 +280,16 @@ fn bench_refuses_a_batch_out_of_range() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--batch must be 1 to 256, got 0"));
 }
+
+#[test]
+fn folder_images_lose_transparency_to_black_as_in_the_page() {
+    let data = tempfile::tempdir().unwrap();
+    // White everywhere, opaque only in the middle: the transparent white must train as black.
+    image::RgbaImage::from_fn(16, 16, |x, y| image::Rgba([255, 255, 255, if (6..10).contains(&x) && (6..10).contains(&y) { 255 } else { 0 }]))
+        .save(data.path().join("a.png"))
+        .unwrap();
+    let (set, skipped) = ddpm_web::dataset::image_folder(data.path(), [1, 16, 16]).unwrap();
+    assert!(skipped.is_empty());
+    let at = |x: usize, y: usize| set.images[y * 16 + x];
+    assert!(at(0, 0) < -0.99 && at(8, 8) > 0.99, "corner {} (want -1), middle {} (want 1)", at(0, 0), at(8, 8));
+}
