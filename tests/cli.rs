@@ -293,3 +293,15 @@ fn folder_images_lose_transparency_to_black_as_in_the_page() {
     let at = |x: usize, y: usize| set.images[y * 16 + x];
     assert!(at(0, 0) < -0.99 && at(8, 8) > 0.99, "corner {} (want -1), middle {} (want 1)", at(0, 0), at(8, 8));
 }
+
+#[test]
+fn a_too_small_mnist_folder_is_an_error_not_a_panic() {
+    let digits = tempfile::tempdir().unwrap();
+    for class in 0..10 {
+        std::fs::write(digits.path().join(format!("{class}.json")), format!("{{\"data\": [{}]}}", vec!["0"; 784].join(","))).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = ddpm(&["train", "--data", "mnist", "--mnist-dir", digits.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--steps", "1", "--batch", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("0.json") && err.contains("1 digits of class 0: more than 100 are needed"), "{err}");
+}

@@ -151,6 +151,14 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
         images: [&train.images[..], &held_out.images[..]].concat(),
         labels: [&train.labels[..], &held_out.labels[..]].concat(),
     };
+    if all.len() < 2 * args.n {
+        return Err(Error::Request(format!(
+            "--n {}: {} holds {} digits, fewer than the 2 x n real digits compared",
+            args.n,
+            args.mnist_dir.display(),
+            all.len()
+        )));
+    }
     let mut order: Vec<usize> = (0..all.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.request.seed));
     let (real_a, real_b) = (all.subset(&order[..args.n]), all.subset(&order[args.n..2 * args.n]));
