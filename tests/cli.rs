@@ -305,3 +305,18 @@ fn a_too_small_mnist_folder_is_an_error_not_a_panic() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("0.json") && err.contains("1 digits of class 0: more than 100 are needed"), "{err}");
 }
+
+#[test]
+fn resume_refuses_ema_weights_of_another_model() {
+    let data = gradient_images();
+    let out = tempfile::tempdir().unwrap();
+    train_tiny(data.path(), out.path(), "2", false);
+    // OUT's model replaced by one of another config (here: other norm groups' epsilon).
+    let cfg = out.path().join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["norm_eps"] = serde_json::json!(1e-3);
+    std::fs::write(&cfg, json.to_string()).unwrap();
+    let (ok, err) = train_with(data.path(), out.path(), &["--steps", "4", "--resume"]);
+    assert!(!ok && err.contains("has another config than the training state"), "{err}");
+}

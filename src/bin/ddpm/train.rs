@@ -192,7 +192,16 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         // A training state carried without its EMA weights (a GPU machine's upload limit):
         // the EMA restarts from the training weights.
         let ema = if args.out.join(WEIGHTS).exists() {
-            load_model(&args.out, &device)?
+            let ema = load_model(&args.out, &device)?;
+            if ema.unet.config != raw.unet.config {
+                return Err(Error::Request(format!(
+                    "--resume: the model in {} (the EMA weights) has another config than the training state in {}: \
+                     move it away to restart the EMA from the training weights",
+                    args.out.display(),
+                    dir.display()
+                )));
+            }
+            ema
         } else {
             eprintln!("no EMA weights in {}: the EMA restarts from the training weights at step {}", args.out.display(), state.step);
             load_model(&dir, &device)?
