@@ -2,7 +2,7 @@
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
 import { connect } from './client.js';
-import { wholeNumber } from './fields.js';
+import { defaultSteps, wholeNumber } from './fields.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
 
@@ -256,10 +256,7 @@ function startEngine() {
 
 // ---- controls ------------------------------------------------------------------------------
 
-const suggestedSteps = (sampler) => {
-  const T = info?.num_train_timesteps ?? 1000;
-  return sampler === 'ddpm' ? T : Math.min(50, T);
-};
+const suggestedSteps = (sampler) => defaultSteps(sampler, info?.num_train_timesteps ?? 1000);
 
 function updateHint() {
   const ddim = el.sampler.value === 'ddim';

@@ -9,6 +9,7 @@
 //   run.cancel();
 
 import { connect as connectHub } from './client.js';
+import { defaultSteps } from './fields.js';
 
 let nextId = 0;
 const uniqueId = () => `api-${Date.now().toString(36)}-${nextId++}`;  // apart from the page's own ids
@@ -79,7 +80,7 @@ class Client {
     result.then(stop, stop);
     this.hub.post({
       type: 'generate', id, model: model.url ?? model, n, sampler, eta, seed,
-      steps: steps ?? (sampler === 'ddpm' ? T : Math.min(50, T)),
+      steps: steps ?? defaultSteps(sampler, T),
       previewEvery: previewEvery > 0 ? previewEvery : 1_000_000,
     });
     return { id, result, cancel: () => this.hub.post({ type: 'cancel', id }) };

@@ -12,6 +12,7 @@
 // download each model once; an element starts when it scrolls into view.
 
 import { connect } from './client.js';
+import { defaultSteps } from './fields.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
@@ -280,7 +281,7 @@ class DdpmDemo extends HTMLElement {
       return Number(v);
     };
     const sampler = ui.sampler ? ui.sampler.value : this.#sampler;
-    const steps = read(ui.steps, 'steps', sampler === 'ddpm' ? T : Math.min(50, T), 1, T);
+    const steps = read(ui.steps, 'steps', defaultSteps(sampler, T), 1, T);
     const n = read(ui.n, 'n', 4, 1, 64);
     const seed = read(ui.seed, 'seed', crypto.getRandomValues(new Uint32Array(1))[0], 0, 2 ** 32 - 1);
     return { sampler, steps, n, seed, eta: sampler === 'ddim' ? this.#eta : 0 };

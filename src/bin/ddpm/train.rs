@@ -258,7 +258,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         bar.set_position((trainer.step - first) as u64);
         bar.set_prefix(format!("{}/{}", trainer.step, args.steps));
         let interrupted = stop.load(Ordering::SeqCst);
-        if trainer.step.is_multiple_of(args.checkpoint_every.max(1)) || trainer.step == args.steps || interrupted {
+        if trainer.step.is_multiple_of(args.checkpoint_every) || trainer.step == args.steps || interrupted {
             checkpoint(&args, &raw, &ema, &trainer, &data_rng)?;
         }
         if interrupted {
