@@ -1,5 +1,6 @@
 //! Seeded Gaussian noise, drawn on the host so a seed gives the same images on every backend.
-//! Each image of a batch has its own ChaCha8 stream: image i of seed s is the same whatever n is.
+//! Each image of a batch has its own ChaCha8 stream: image i of seed s is the same whatever n is,
+//! so a batch can be split into parts (image `first + i` of the seed) and run in parallel.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
@@ -11,8 +12,9 @@ pub struct Noise {
 }
 
 impl Noise {
-    pub fn new(seed: u64, n: usize) -> Self {
-        let streams = (0..n as u64)
+    /// Streams for images `first..first + n` of `seed`.
+    pub fn new(seed: u64, first: usize, n: usize) -> Self {
+        let streams = (first as u64..(first + n) as u64)
             .map(|i| {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(i);

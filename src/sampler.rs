@@ -164,6 +164,9 @@ pub struct SampleRequest {
     pub steps: usize,
     pub eta: f64,
     pub seed: u64,
+    /// Which of the seed's images come first: image i of this run is image `first + i` of
+    /// the seed (0 for a whole run; a part of a batch split across workers starts later).
+    pub first: usize,
 }
 
 impl SampleRequest {
@@ -200,7 +203,7 @@ impl Denoiser {
     pub fn new(unet: &UNet2DModel, scheduler: &Scheduler, request: SampleRequest) -> Result<Self> {
         request.check(unet.sample_shape())?;
         let timesteps = scheduler.timesteps(request.steps)?;
-        let mut noise = Noise::new(request.seed, request.n);
+        let mut noise = Noise::new(request.seed, request.first, request.n);
         let x = noise.draw(unet.sample_shape(), &unet.device());
         Ok(Denoiser { request, timesteps, index: 0, noise, x })
     }

@@ -18,7 +18,7 @@ fn run(request: SampleRequest) -> Vec<f32> {
 }
 
 fn ddim(n: usize, seed: u64) -> SampleRequest {
-    SampleRequest { n, sampler: SamplerKind::Ddim, steps: 10, eta: 0.0, seed }
+    SampleRequest { n, sampler: SamplerKind::Ddim, steps: 10, eta: 0.0, seed, first: 0 }
 }
 
 #[test]
@@ -32,10 +32,20 @@ fn a_seed_reproduces_its_images_whatever_the_batch_size() {
 }
 
 #[test]
+fn a_batch_split_into_parts_gives_the_same_images() {
+    for sampler in [SamplerKind::Ddpm, SamplerKind::Ddim] {
+        let whole = SampleRequest { n: 3, sampler, steps: 10, eta: 1.0, seed: 5, first: 0 };
+        let mut parts = run(SampleRequest { n: 2, ..whole });
+        parts.extend(run(SampleRequest { n: 1, first: 2, ..whole }));
+        assert_eq!(parts, run(whole), "{sampler:?}: images 0-1 and 2 of seed 5 run apart");
+    }
+}
+
+#[test]
 fn ddpm_and_stochastic_ddim_run_and_stay_finite() {
     for request in [
-        SampleRequest { n: 2, sampler: SamplerKind::Ddpm, steps: 20, eta: 0.0, seed: 1 },
-        SampleRequest { n: 2, sampler: SamplerKind::Ddim, steps: 10, eta: 1.0, seed: 1 },
+        SampleRequest { n: 2, sampler: SamplerKind::Ddpm, steps: 20, eta: 0.0, seed: 1, first: 0 },
+        SampleRequest { n: 2, sampler: SamplerKind::Ddim, steps: 10, eta: 1.0, seed: 1, first: 0 },
     ] {
         let x = run(request);
         assert_eq!(x.len(), 2 * 16 * 16);

@@ -41,7 +41,7 @@ async fn unet_matches_diffusers_on_webgpu() {
 
 async fn ddim(device: &Device, seed: u64) -> Vec<f32> {
     let m = load(device);
-    let request = SampleRequest { n: 2, sampler: SamplerKind::Ddim, steps: 5, eta: 0.0, seed };
+    let request = SampleRequest { n: 2, sampler: SamplerKind::Ddim, steps: 5, eta: 0.0, seed, first: 0 };
     let mut run = Denoiser::new(&m.unet, &m.scheduler, request).unwrap();
     while run.step(&m.unet, &m.scheduler).is_some() {}
     read(run.sample()).await
@@ -63,7 +63,7 @@ async fn a_seed_reproduces_its_images() {
 #[wasm_bindgen_test]
 async fn a_cancelled_run_takes_no_more_steps() {
     let engine = engine(false).await;
-    engine.start("base", 1, "ddpm", 1000, 0.0, 3).unwrap();
+    engine.start("base", 1, "ddpm", 1000, 0.0, 3, 0, 0).unwrap();
     for _ in 0..2 {
         assert!(!wait(engine.step(false)).await.is_undefined(), "a step ran");
     }

@@ -161,12 +161,12 @@ const handlers = {
     if (x0) drawFrame(el.x0, x0);
   },
 
-  done({ id, images, width, height, ms }) {
+  done({ id, images, width, height, ms, workers }) {
     if (id !== run?.id) return;
     generating = false;
     el.progress.value = el.progress.max;
     showResults(images, width, height);
-    el.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s ` +
+    el.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s${workers > 1 ? ` on ${workers} CPU workers` : ''} ` +
       `(${run.sampler.toUpperCase()}, ${run.steps} steps, seed ${run.seed}${run.model === modelUrl ? '' : ', fine-tuned model'}).`;
     setState('done');
   },
@@ -303,7 +303,8 @@ function generate() {
   el.status.textContent = '';
   setState('generating');
   const previewEvery = Math.max(1, Math.round(run.steps / 25));
-  hub.post({ type: 'generate', ...run, previewEvery });
+  const workers = Number(params.get('workers')) || undefined;  // ?workers=1: the CPU backend on one worker
+  hub.post({ type: 'generate', ...run, previewEvery, workers });
 }
 
 el.controls.addEventListener('submit', (event) => {

@@ -55,9 +55,7 @@ function makeHub() {
   };
   let worker;
   try {
-    worker = sameOrigin(WORKER)
-      ? new Worker(WORKER, { type: 'module' })
-      : new Worker(URL.createObjectURL(new Blob([`import ${JSON.stringify(WORKER.href)};`], { type: 'text/javascript' })), { type: 'module' });
+    worker = startWorker();
   } catch {
     onPage();
     return h;
@@ -81,6 +79,14 @@ function makeHub() {
     onPage();
   };
   return h;
+}
+
+/** A new engine-host worker: the worker file itself on the same origin; from another origin,
+ *  a blob: worker that imports it. Throws where the context may not start it. */
+export function startWorker() {
+  return sameOrigin(WORKER)
+    ? new Worker(WORKER, { type: 'module' })
+    : new Worker(URL.createObjectURL(new Blob([`import ${JSON.stringify(WORKER.href)};`], { type: 'text/javascript' })), { type: 'module' });
 }
 
 const sameOrigin = (url) => url.origin === location.origin;

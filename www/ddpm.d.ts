@@ -60,6 +60,8 @@ export interface Images {
   width: number;
   height: number;
   ms: number;
+  /** How many workers made them (more than 1 where a CPU run was split across cores). */
+  workers: number;
 }
 
 export interface GenerateOptions {
@@ -72,6 +74,9 @@ export interface GenerateOptions {
   seed?: number;
   /** Call onPreview every this many steps, and at the last step (0: at the last step only). */
   previewEvery?: number;
+  /** On the CPU backend, the most workers the images are split across (default: one per
+   *  core; 1 keeps them on the engine's own worker). The images are the same either way. */
+  workers?: number;
   onProgress?: (p: Progress) => void;
   onPreview?: (p: Preview) => void;
 }

@@ -65,7 +65,7 @@ class Client {
 
   /** Samples `n` images; callbacks get every step's progress and, every `previewEvery` steps,
    *  x_t and the predicted x_0 (RGBA). */
-  generate(model, { n = 1, sampler = 'ddim', steps, eta = 0, seed = 0, previewEvery = 0, onProgress, onPreview } = {}) {
+  generate(model, { n = 1, sampler = 'ddim', steps, eta = 0, seed = 0, previewEvery = 0, workers, onProgress, onPreview } = {}) {
     const T = model.info.num_train_timesteps;
     const id = uniqueId();
     const stop = this.hub.listen((msg) => {
@@ -74,14 +74,14 @@ class Client {
       if (msg.type === 'preview') onPreview?.({ done: msg.done, total: msg.total, xt: msg.xt, x0: msg.x0 });
     });
     const result = answer(this.hub, (msg) => (msg.id !== id ? null
-      : msg.type === 'done' ? { value: { images: msg.images, width: msg.width, height: msg.height, ms: msg.ms } }
+      : msg.type === 'done' ? { value: { images: msg.images, width: msg.width, height: msg.height, ms: msg.ms, workers: msg.workers } }
         : msg.type === 'cancelled' ? { value: null }
           : msg.type === 'error' ? { error: msg.message } : null));
     result.then(stop, stop);
     this.hub.post({
       type: 'generate', id, model: model.url ?? model, n, sampler, eta, seed,
       steps: steps ?? defaultSteps(sampler, T),
-      previewEvery: previewEvery > 0 ? previewEvery : 1_000_000,
+      previewEvery: previewEvery > 0 ? previewEvery : 1_000_000, workers,
     });
     return { id, result, cancel: () => this.hub.post({ type: 'cancel', id }) };
   }

@@ -3,21 +3,25 @@
 // or, where a page's Content-Security-Policy forbids the worker, on the page itself.
 //
 // In:  {type:'init', preferGpu} {type:'load', url, sha256?} {type:'generate', id, model, n, sampler, steps,
-//      eta, seed, previewEvery} {type:'cancel', id?} {type:'clear-cache'}
+//      eta, seed, previewEvery, workers?, first?, cols?} {type:'cancel', id?} {type:'clear-cache'}
+//      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery} {type:'tune-stop'}
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would: for tests)
 // Out: {type:'backend', name, isGpu, software, note} {type:'download', url, file, loaded, total, cached}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
-//      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms}
+//      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
 //      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec}
-//      {type:'tuned', id, key, steps, stopped, weights} {type:'weights-loaded', id, key}
+//      {type:'tuned', id, key, steps, stopped, weights} {type:'weights-loaded', id, key} {type:'loaded', id}
 //      {type:'error', where, id, url, message} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
 //      {type:'device-lost', message}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
-// When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
+// On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
+// caps them, 1 keeps it on this engine). When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
 // fine-tuned weights it had, and reruns the generation that was in flight.
+
+import { cancelParts, forgetModel, planParts, runParts } from './cpu-pool.js';
 
 const PKG = '../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
 
@@ -28,6 +32,7 @@ let post = () => {};
 let queue = Promise.resolve();  // jobs run one after another on the one engine
 const loads = new Map();        // `url sha256` -> {url, sha256, answer, settle, ready} (one download per model)
 const tuned = new Map();        // key -> {base, name, bytes}: fine-tuned weights, kept to reload after a device loss
+const modelArgs = new Map();    // url -> engine.load_model's arguments after the key: to load a model into a helper
 const cancelled = new Set();    // ids of generate jobs to stop
 let received = [];              // ids of generate jobs not yet finished
 let tuneStop = false;
@@ -40,7 +45,7 @@ export function createHost(send) {
     msg = msg || {};
     if (msg.type === 'cancel') {  // handled at once, also while a step is in flight
       for (const id of msg.id === undefined ? received : [msg.id]) cancelled.add(id);
-      return;
+      return cancelParts(msg.id);
     }
     if (msg.type === 'tune-stop') {
       tuneStop = true;
@@ -72,8 +77,13 @@ async function handle(msg) {
       case 'clear-cache': return post({ type: 'cache-cleared', deleted: await clearModelCache() });
       case 'tune': return await tune(msg, mine);
       case 'load-weights': return loadWeights(msg);
+      case 'load-args':
+        engineOf(mine).load_model(String(msg.key), ...msg.args);
+        modelArgs.set(String(msg.key), msg.args);
+        return post({ type: 'loaded', id: msg.id });
       case 'drop':
         tuned.delete(String(msg.key));
+        forgetModel(String(msg.key));
         return engine?.drop_model(String(msg.key));
       default: throw new Error(`engine host: unknown message type ${JSON.stringify(msg.type)}`);
     }
@@ -138,6 +148,7 @@ async function initEngine(preferGpu, note = null) {
   const wasmUrl = new URL(`${PKG}ddpm_web_bg.wasm`, import.meta.url);
   try {
     wasmMemory = (await wasm.default({ module_or_path: wasmUrl })).memory;
+    wasmGlue = wasm;
   } catch (err) {
     throw new Error(`${wasmUrl.href}: could not load the WebAssembly module (${describeError(err)})`);
   }
@@ -157,6 +168,7 @@ let backendName = '';
 let backendNote = null;
 let softwareAdapter = false;  // WebGPU on a fallback adapter (SwiftShader): the CPU emulating a GPU
 let wasmMemory = null;
+let wasmGlue = null;  // the wasm-bindgen module's exports
 
 // The adapter's own description, and whether it is a fallback (software) adapter, for display
 // only (the engine holds its own device).
@@ -260,7 +272,9 @@ async function loadModel(url, sha256, report = true) {
   const onProgress = report ? (p) => post({ type: 'download', ...p, fileUrl: p.url, url }) : () => {};
   const load = async (files) => {
     if (sha256) await checkSha256(files.weights, sha256);
-    await engine.load_model(url, ...loadArgs(files));
+    const args = loadArgs(files);
+    await engine.load_model(url, ...args);
+    modelArgs.set(url, args);
   };
   let files = await fetchModelFiles(url, { onProgress, useCache: true });
   try {
@@ -299,14 +313,33 @@ function loadArgs({ config, scheduler, weights }) {
 const isCancelled = (id) => cancelled.has(id);
 const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-async function generate({ id, model, n, sampler, steps, eta, seed, previewEvery }, mine) {
+async function generate(msg, mine) {
+  const { id, model, n, sampler, steps, eta, seed, previewEvery, first = 0, cols = 0, workers } = msg;
   const engine = engineOf(mine);
   const live = () => mine === epoch;  // false once a lost device replaced the engine
   if (isCancelled(id)) return post({ type: 'cancelled', id, done: 0, total: steps });
   const t0 = performance.now();
-  await engine.start(String(model), n, sampler, steps, eta, seed >>> 0);
-  const every = Math.max(1, Math.floor(previewEvery) || 1);
   const times = [];  // end times of the last steps, for a steps/s that forgets shader compilation
+  const progress = (done, total) => {
+    times.push(performance.now());
+    if (times.length > 11) times.shift();
+    post({ type: 'progress', id, done, total, ...rate(done, total, t0, times) });
+  };
+  const preview = (done, total, xt, x0) => {
+    if (xt || x0) post({ type: 'preview', id, done, total, xt, x0 }, buffers([xt, x0].filter(Boolean).map((f) => f.rgba)));
+  };
+  const finish = ({ images, width, height, done, total }, workers = 1) =>
+    post({ type: 'done', id, images, width, height, ms: performance.now() - t0, done, total, workers }, buffers(images));
+  const parts = engine.is_gpu || first > 0 ? null : planParts(n, wasmGlue.preview_columns(n), workers);
+  if (parts) {
+    engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
+    engine.cancel();
+    const r = await runParts(msg, parts, wasmGlue.preview_columns(n), setupOf, { onProgress: progress, onPreview: preview });
+    if (r && live()) return r.cancelled ? post({ type: 'cancelled', id, done: r.done, total: r.total }) : finish(r, parts.length);
+    if (r || isCancelled(id)) return;
+  }
+  await engine.start(String(model), n, sampler, steps, eta, seed >>> 0, first, cols);
+  const every = Math.max(1, Math.floor(previewEvery) || 1);
   let done = 0;
   let total = steps;
   try {
@@ -315,29 +348,36 @@ async function generate({ id, model, n, sampler, steps, eta, seed, previewEvery 
         engine.cancel();
         return post({ type: 'cancelled', id, done, total });
       }
-      const preview = (done + 1) % every === 0 || done + 1 >= total;
-      const r = await engine.step(preview);
+      const wanted = (done + 1) % every === 0 || done + 1 >= total;
+      const r = await engine.step(wanted);
       if (!live()) return;
       if (r === undefined || r === null) break;
       done = Number(field(r, 'done'));
       total = Number(field(r, 'total'));
-      times.push(performance.now());
-      if (times.length > 11) times.shift();
-      post({ type: 'progress', id, done, total, ...rate(done, total, t0, times) });
-      if (preview) postPreview(r, id, done, total);
+      progress(done, total);
+      if (wanted) preview(done, total, frame(field(r, 'x_t')), frame(field(r, 'x0')));
       free(r);
       await nextTask();  // lets a 'cancel' message in
     }
     const out = await engine.result();
     if (!live()) return;
-    const images = Array.from(field(out, 'images'), toBytes);
-    const msg = { type: 'done', id, images, width: field(out, 'width'), height: field(out, 'height'), ms: performance.now() - t0, done, total };
+    const result = { images: Array.from(field(out, 'images'), toBytes), width: field(out, 'width'), height: field(out, 'height'), done, total };
     free(out);
-    post(msg, buffers(images));
+    finish(result);
   } catch (err) {
     if (live()) try { engine.cancel(); } catch { /* already dropped */ }
     throw err;
   }
+}
+
+/** What loads the model `key` into a helper engine: [key, message] pairs, a fine-tuned model's
+ *  base first (cpu-pool.js). */
+function setupOf(key) {
+  const t = tuned.get(key);
+  if (t) return [...setupOf(t.base), [key, { type: 'load-weights', key, base: t.base, name: t.name, bytes: t.bytes }]];
+  const args = modelArgs.get(key);
+  if (!args) throw new Error(`no files kept for the model "${key}"`);
+  return [[key, { type: 'load-args', key, args }]];
 }
 
 /** The engine of the jobs of `mine` (throws when it did not start). */
@@ -353,13 +393,6 @@ function rate(done, total, t0, times) {
   const stepsPerSec = span > 0 ? (1000 * count) / span : 0;
   const etaSec = stepsPerSec > 0 ? (total - done) / stepsPerSec : null;
   return { stepsPerSec, etaSec };
-}
-
-function postPreview(r, id, done, total) {
-  const xt = frame(field(r, 'x_t'));
-  const x0 = frame(field(r, 'x0'));
-  if (!xt && !x0) return;
-  post({ type: 'preview', id, done, total, xt, x0 }, buffers([xt, x0].filter(Boolean).map((f) => f.rgba)));
 }
 
 // ---- fine-tuning and weights ----------------------------------------------------------------
@@ -394,6 +427,7 @@ async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, 
   const weights = toBytes(await engine.export_weights(String(key)));
   if (mine !== epoch) return;
   tuned.set(String(key), { base: String(base), name: 'fine-tuned weights', bytes: weights.slice() });
+  forgetModel(String(key));
   post({ type: 'tuned', id, key, steps: step, stopped: step < steps, weights }, [weights.buffer]);
 }
 
@@ -402,6 +436,7 @@ function loadWeights({ id, key, base, name, bytes, silent }) {
   bytes = toBytes(bytes);
   engine.load_weights(String(key), String(base), String(name), bytes);
   tuned.set(String(key), { base: String(base), name: String(name), bytes });
+  forgetModel(String(key));
   if (!silent) post({ type: 'weights-loaded', id, key });
 }
 

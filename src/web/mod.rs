@@ -14,7 +14,7 @@ use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::images::{Pixels, grid, to_pixels};
+use crate::images::{Pixels, grid_cols, grid_of, to_pixels};
 use crate::model::{Model, ModelSource};
 use crate::sampler::{Denoiser, SampleRequest};
 
@@ -54,12 +54,40 @@ fn frame(p: &Pixels) -> Object {
     o
 }
 
+/// A run's previews: its rows of a grid of `cols` columns, with the grid's top border when
+/// it is the first band (a later band starts right under the one above it).
+#[derive(Clone, Copy)]
+struct Band {
+    cols: usize,
+    top: bool,
+}
+
+impl Band {
+    fn frame(self, batch: &[f32], shape: [usize; 4]) -> Object {
+        let mut p = grid_of(batch, shape, self.cols, PREVIEW_GAP);
+        if !self.top {
+            p.data.drain(..PREVIEW_GAP * p.width * p.channels);
+            p.height -= PREVIEW_GAP;
+        }
+        frame(&p)
+    }
+}
+
+/// The white border between previewed images, in pixels.
+const PREVIEW_GAP: usize = 1;
+
+/// The columns of the preview grid of `n` images (a page splitting a batch cuts it into rows).
+#[wasm_bindgen]
+pub fn preview_columns(n: usize) -> usize {
+    grid_cols(n)
+}
+
 struct Inner {
     device: Device,
     /// Models by the page's key (e.g. the base model's URL, or "tuned").
     models: HashMap<String, Model>,
-    /// The sampling run in progress, with its model's key.
-    run: Option<(String, Denoiser)>,
+    /// The sampling run in progress, with its model's key and its previews' layout.
+    run: Option<(String, Denoiser, Band)>,
     /// Fine-tuning in progress, with its base model's key.
     tuner: Option<(String, crate::tune::Tuner)>,
 }
@@ -151,7 +179,7 @@ impl Engine {
     pub fn drop_model(&self, key: &str) {
         let mut inner = self.inner.borrow_mut();
         inner.models.remove(key);
-        if inner.run.as_ref().is_some_and(|(k, _)| k == key) {
+        if inner.run.as_ref().is_some_and(|(k, ..)| k == key) {
             inner.run = None;
         }
     }
@@ -170,13 +198,19 @@ impl Engine {
         .to_string())
     }
 
-    /// Starts a run with the model under `key`: draws x_T for `n` images from `seed`.
-    pub fn start(&self, key: &str, n: usize, sampler: &str, steps: usize, eta: f64, seed: u32) -> Result<(), JsValue> {
+    /// Starts a run with the model under `key`: draws x_T for images `first..first + n` of
+    /// `seed` (`first` is 0 for a whole batch; a part of one split across workers starts
+    /// later). Previews are grids of `cols` columns (0: `preview_columns(n)`); a part's
+    /// preview is its band of the whole batch's grid, so the parts' bands stack into it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(&self, key: &str, n: usize, sampler: &str, steps: usize, eta: f64, seed: u32, first: usize, cols: usize) -> Result<(), JsValue> {
         let mut inner = self.inner.borrow_mut();
         let sampler = sampler.parse().map_err(js_err)?;
         let m = inner.model(key)?;
-        let run = Denoiser::new(&m.unet, &m.scheduler, SampleRequest { n, sampler, steps, eta, seed: seed as u64 }).map_err(js_err)?;
-        inner.run = Some((key.to_string(), run));
+        let request = SampleRequest { n, sampler, steps, eta, seed: seed as u64, first };
+        let run = Denoiser::new(&m.unet, &m.scheduler, request).map_err(js_err)?;
+        let cols = if cols == 0 { grid_cols(n) } else { cols };
+        inner.run = Some((key.to_string(), run, Band { cols, top: first == 0 }));
         Ok(())
     }
 
@@ -185,22 +219,22 @@ impl Engine {
     pub fn step(&self, preview: bool) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let (x_t, x0, done, total) = {
+            let (x_t, x0, done, total, band) = {
                 let mut guard = inner.borrow_mut();
                 let Inner { models, run, .. } = &mut *guard;
-                let Some((key, run)) = run.as_mut() else { return Ok(JsValue::UNDEFINED) };
+                let Some((key, run, band)) = run.as_mut() else { return Ok(JsValue::UNDEFINED) };
                 let Some(m) = models.get(key) else { return Ok(JsValue::UNDEFINED) };
                 let Some(x0) = run.step(&m.unet, &m.scheduler) else { return Ok(JsValue::UNDEFINED) };
-                (run.sample(), x0, run.steps_done(), run.total_steps())
+                (run.sample(), x0, run.steps_done(), run.total_steps(), *band)
             };
             let out = Object::new();
             set(&out, "done", done as u32);
             set(&out, "total", total as u32);
             if preview {
                 let (xt, shape) = read(x_t).await?;
-                set(&out, "x_t", frame(&grid(&xt, shape, 1)));
+                set(&out, "x_t", band.frame(&xt, shape));
                 let (x0, shape) = read(x0).await?;
-                set(&out, "x0", frame(&grid(&x0, shape, 1)));
+                set(&out, "x0", band.frame(&x0, shape));
             } else {
                 // Wait for this step's work, so progress and cancel follow the device.
                 read(x_t.narrow(0, 0, 1).narrow(2, 0, 1).narrow(3, 0, 1)).await?;
@@ -215,7 +249,7 @@ impl Engine {
         future_to_promise(async move {
             let x = {
                 let guard = inner.borrow();
-                let (_, run) = guard.run.as_ref().ok_or_else(|| js_err("no run to read"))?;
+                let (_, run, _) = guard.run.as_ref().ok_or_else(|| js_err("no run to read"))?;
                 if !run.is_done() {
                     return Err(js_err(format!("the run is at step {} of {}", run.steps_done(), run.total_steps())));
                 }

@@ -61,4 +61,49 @@ describe('www/ddpm.js', { timeout: 15 * MINUTE }, () => {
       assert.match(r.badRun, /\S/, 'a bad setting rejects with a message');
     });
   });
+
+  test('on the CPU, a batch split across workers gives the images and previews of one worker', { timeout: 10 * MINUTE }, async (t) => {
+    await withPage(t, env, 'tests/e2e/fixtures/api.html', 'e2e-api-workers.png', async ({ page }) => {
+      const r = await page.evaluate(async (tiny) => {
+        const { connect } = await import('/www/ddpm.js');
+        const ddpm = await connect({ backend: 'cpu' });
+        const model = await ddpm.load(tiny);
+        const go = async (workers) => {
+          const previews = [];
+          const progress = [];
+          // 5 images: a grid of 3 columns, so rows of 3 and 2 on two workers; DDPM draws noise every step
+          const out = await ddpm.generate(model, {
+            n: 5, sampler: 'ddpm', steps: 6, seed: 9, previewEvery: 2, workers,
+            onPreview: (p) => previews.push(p), onProgress: (p) => progress.push(p.done),
+          }).result;
+          return { out, previews, progress };
+        };
+        const one = await go(1);
+        const two = await go(2);
+        const equal = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
+        let cancelAt = null;
+        const long = ddpm.generate(model, { n: 4, sampler: 'ddpm', steps: 500, workers: 2, onProgress: (p) => { if (cancelAt === null) { cancelAt = p.done; long.cancel(); } } });
+        const cancelled = await long.result;
+        const tooMany = await ddpm.generate(model, { n: 300, workers: 2 }).result.then(() => null, (e) => e.message);
+        return {
+          workers: [one.out.workers, two.out.workers],
+          sameImages: one.out.images.length === 5 && one.out.images.every((img, k) => equal(img, two.out.images[k])),
+          previewSteps: [one.previews.map((p) => p.done), two.previews.map((p) => p.done)],
+          previewSizes: [one.previews.map((p) => `${p.xt.width}x${p.xt.height}`), two.previews.map((p) => `${p.xt.width}x${p.xt.height}`)],
+          samePreviews: one.previews.every((p, k) => equal(p.xt.rgba, two.previews[k].xt.rgba) && equal(p.x0.rgba, two.previews[k].x0.rgba)),
+          progress: two.progress, cancelled, cancelAt, tooMany,
+        };
+      }, TINY);
+      t.diagnostic(JSON.stringify(r));
+      assert.deepEqual(r.workers, [1, 2], 'workers: 2 ran the batch on two workers');
+      assert.equal(r.sameImages, true, 'the same images, whatever the split');
+      assert.deepEqual(r.previewSteps, [[2, 4, 6], [2, 4, 6]]);
+      assert.deepEqual(r.previewSizes[1], r.previewSizes[0], 'the bands stack into the whole grid');
+      assert.equal(r.samePreviews, true, 'the same previews, whatever the split');
+      assert.deepEqual(r.progress, [1, 2, 3, 4, 5, 6]);
+      assert.equal(r.cancelled, null, 'a split run can be cancelled');
+      assert.ok(r.cancelAt < 500);
+      assert.match(r.tooMany, /n must be between 1 and 256, got 300/, 'the whole request is checked, not its parts');
+    });
+  });
 });

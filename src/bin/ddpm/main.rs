@@ -61,7 +61,7 @@ struct Sampling {
 
 impl Sampling {
     fn request(&self, n: usize) -> SampleRequest {
-        SampleRequest { n, sampler: self.sampler.into(), steps: self.steps, eta: self.eta, seed: self.seed }
+        SampleRequest { n, sampler: self.sampler.into(), steps: self.steps, eta: self.eta, seed: self.seed, first: 0 }
     }
 }
 

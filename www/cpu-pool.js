@@ -1,0 +1,181 @@
+// A generation on the CPU split across helper workers. burn's CPU backend runs one thread per
+// wasm instance, so the engine host (engine-host.js) hands the rows of a batch's grid to
+// helpers, each one more engine host in its own worker, generating images first..first+m of
+// the same seed: the images are the ones a single engine makes (src/noise.rs), only sooner on
+// a machine with several cores. Each helper previews its band of the whole grid; the bands
+// stack into it. Where no helper can start (no nested workers, a Content-Security-Policy),
+// the host runs the batch on its own engine as before.
+
+import { startWorker } from './client.js';
+
+const MAX_HELPERS = 8;
+const helpers = [];       // {post, listeners, models: Set of keys loaded, ready: Promise}
+let unavailable = false;  // a helper failed to start: one engine from then on
+const running = new Map();  // job id -> cancel()
+
+/** The parts ({first, n}) of n images previewed in `cols` columns, whole rows each, over at
+ *  most `workers` helpers (default: one per core); null when fewer than two would run. */
+export function planParts(n, cols, workers) {
+  if (unavailable || typeof WorkerGlobalScope === 'undefined') return null;  // the page's own thread: no helpers
+  const want = Number.isFinite(workers) && workers > 0 ? Math.floor(workers) : navigator.hardwareConcurrency || 1;
+  const rows = Math.ceil(n / cols);
+  const k = Math.min(want, rows, MAX_HELPERS);
+  if (k < 2) return null;
+  const parts = [];
+  let row = 0;
+  for (let j = 0; j < k; j++) {
+    const r = Math.floor(rows / k) + (j < rows % k ? 1 : 0);
+    const first = row * cols;
+    parts.push({ first, n: Math.min(r * cols, n - first) });
+    row += r;
+  }
+  return parts;
+}
+
+/** Stops the job `id` on its helpers, if it runs on them. */
+export function cancelParts(id) {
+  for (const [jobId, cancel] of running) if (id === undefined || id === jobId) cancel();
+}
+
+/** Drops the model `key` from the helpers (it changed or was dropped; the next run reloads it). */
+export function forgetModel(key) {
+  for (const h of helpers) {
+    if (h.models.delete(key)) h.post({ type: 'drop', key });
+  }
+}
+
+/** Runs the generate job on one helper per part. `setup(key)` lists the [key, message] pairs
+ *  that load a model into a helper (a fine-tuned model's base first). Calls onProgress(done,
+ *  total) and onPreview(done, total, xt, x0) for the whole batch; resolves to {images, width,
+ *  height, done, total}, or {cancelled: true, done, total}; null (nothing run) when the helpers
+ *  could not start or load the model, so the caller runs it itself. */
+export async function runParts(job, parts, cols, setup, { onProgress, onPreview }) {
+  const team = parts.map((_, j) => helper(j));
+  try {
+    await Promise.all(team.map((h) => h.ready));
+    await Promise.all(team.map((h) => load(h, setup(String(job.model)))));
+  } catch (err) {
+    unavailable = true;
+    console.warn(`generating on one engine from now on: ${err.message}`);
+    return null;
+  }
+  return new Promise((resolve, reject) => {
+    const k = parts.length;
+    const dones = new Array(k).fill(0);
+    const ends = new Array(k).fill(null);  // each part's 'done' or 'cancelled'
+    const previews = new Map();            // step -> [{xt, x0}] per part
+    let total = job.steps;
+    let shown = 0;
+    let failed = false;
+    const stops = [];
+    const finish = (fn, value) => {
+      stops.forEach((stop) => stop());
+      running.delete(job.id);
+      fn(value);
+    };
+    const cancel = () => team.forEach((h) => h.post({ type: 'cancel', id: job.id }));
+    running.set(job.id, cancel);
+    team.forEach((h, j) => stops.push(listen(h, (msg) => {
+      if (msg.type === 'error' && (msg.id === job.id || msg.id === undefined)) {
+        if (failed) return;
+        failed = true;
+        cancel();
+        return finish(reject, new Error(msg.message));
+      }
+      if (msg.id !== job.id || failed) return;
+      if (msg.type === 'progress') {
+        dones[j] = msg.done;
+        total = msg.total;
+        const done = Math.min(...dones);
+        if (done > shown) onProgress(shown = done, total);
+      } else if (msg.type === 'preview') {
+        const at = previews.get(msg.done) ?? new Array(k).fill(null);
+        at[j] = msg;
+        previews.set(msg.done, at);
+        if (at.every(Boolean)) {
+          previews.delete(msg.done);
+          onPreview(msg.done, msg.total, stack(at.map((p) => p.xt)), stack(at.map((p) => p.x0)));
+        }
+      } else if (msg.type === 'done' || msg.type === 'cancelled') {
+        ends[j] = msg;
+        if (!ends.every(Boolean)) return;
+        if (ends.every((e) => e.type === 'done')) {
+          finish(resolve, { images: ends.flatMap((e) => e.images), width: ends[0].width, height: ends[0].height, done: total, total });
+        } else {
+          finish(resolve, { cancelled: true, done: Math.min(...ends.map((e) => e.done)), total });
+        }
+      }
+    })));
+    parts.forEach(({ first, n }, j) => team[j].post({ ...job, type: 'generate', n, first, cols, workers: 1 }));
+  });
+}
+
+/** Loads what `setup` lists into helper `h`, unless it has it; rejects on a helper's error. */
+async function load(h, pairs) {
+  for (const [key, msg] of pairs) {
+    if (h.models.has(key)) continue;
+    const id = `helper-load-${key}`;
+    await new Promise((resolve, reject) => {
+      const stop = listen(h, (m) => {
+        if (m.type === 'error' && (m.id === id || m.id === undefined)) {
+          stop();
+          reject(new Error(m.message));
+        }
+        if ((m.type === 'loaded' || m.type === 'weights-loaded') && m.id === id) {
+          stop();
+          resolve();
+        }
+      });
+      h.post({ ...msg, id });
+    });
+    h.models.add(key);
+  }
+}
+
+/** Helper j, started on first use: an engine host on the CPU in a worker of its own. */
+function helper(j) {
+  if (helpers[j]) return helpers[j];
+  const listeners = new Set();
+  const h = { listeners, models: new Set(), post: () => {} };
+  h.ready = new Promise((resolve, reject) => {
+    let worker;
+    try {
+      worker = startWorker();
+    } catch (err) {
+      return reject(err);
+    }
+    h.post = (msg) => worker.postMessage(msg);
+    worker.onmessage = (event) => {
+      if (event.data?.type === 'hello') {
+        h.post({ type: 'init', preferGpu: false });
+        return resolve();
+      }
+      for (const fn of [...listeners]) fn(event.data);
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      const message = `a CPU helper worker failed: ${event.message || 'see the browser console'}`;
+      reject(new Error(message));
+      for (const fn of [...listeners]) fn({ type: 'error', message });
+    };
+  });
+  helpers[j] = h;
+  return h;
+}
+
+function listen(h, fn) {
+  h.listeners.add(fn);
+  return () => h.listeners.delete(fn);
+}
+
+/** Bands of one grid (same width, in order) as one frame. */
+function stack(frames) {
+  if (frames.some((f) => !f)) return null;
+  const rgba = new Uint8Array(frames.reduce((sum, f) => sum + f.rgba.length, 0));
+  let at = 0;
+  for (const f of frames) {
+    rgba.set(f.rgba, at);
+    at += f.rgba.length;
+  }
+  return { width: frames[0].width, height: frames.reduce((sum, f) => sum + f.height, 0), rgba };
+}
