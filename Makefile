@@ -112,9 +112,9 @@ bench: setup-native venv $(BENCH_MODEL)/config.json
 	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/conv_weight_grad.py --model $(BENCH_MODEL) --batch 16 128 --threads 2
 
 # The browser, side by side in one headless Chromium: DDIM-50 for 16 images on our CPU backend
-# (wasm) and on onnxruntime-web (wasm, the model exported to ONNX); BENCH_BACKENDS=cpu,gpu,ort
-# adds WebGPU.
-BENCH_BACKENDS ?= cpu,ort
+# (wasm; one worker per core, and one worker) and on onnxruntime-web (wasm, the model exported to
+# ONNX; 1 thread and 2 threads); BENCH_BACKENDS=...,gpu adds WebGPU.
+BENCH_BACKENDS ?= cpu,cpu-1,ort,ort-2
 bench-web: setup-web build-web venv $(BENCH_MODEL)/config.json
 	[ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund onnxruntime-web@1.30.0
 	[ -f $(BENCH_MODEL)/unet.onnx ] || $(TORCH_VENV)/bin/python benches/export_onnx.py --model $(BENCH_MODEL) --out $(BENCH_MODEL)/unet.onnx

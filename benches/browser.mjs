@@ -1,6 +1,8 @@
 // Browser benchmark: the page in headless Chromium generates N images with DDIM-S on the CPU
 // backend (wasm) and on WebGPU, after a warm-up run; prints one JSON line per backend.
-//   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,gpu,ort]
+//   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,cpu-1,gpu,ort]
+// `cpu` splits the images across one CPU worker per core (www/cpu-pool.js); `cpu-1` keeps them on one.
+// `ort-2`: onnxruntime-web with 2 threads of its own.
 // The time is the user's: from the click on Generate to the finished images on the page.
 // `ort` is the anchor: the same model as ONNX (MODEL/unet.onnx, from benches/export_onnx.py) on
 // onnxruntime-web's wasm backend, 1 thread, the same DDIM loop in benches/ort.html (`make bench-web`).
@@ -91,16 +93,19 @@ function reportDdim(backend, ms) {
 const env = await startEnv();
 try {
   for (const backend of opt.backends.split(',')) {
-    if (backend === 'ort') {
-      const s = await openPage(env.browser, `${env.url}benches/ort.html`);
+    const [kind, workers] = backend.split('-');
+    if (kind === 'ort') {
+      const s = await openPage(env.browser, `${env.url}benches/ort?threads=${workers ?? 1}`);
       try {
-        reportDdim('onnxruntime-web 1.30 (wasm, 1 thread)', await ortDdim(s, Number(opt.n), Number(opt.steps)));
+        const ms = await ortDdim(s, Number(opt.n), Number(opt.steps));
+        const threads = await s.page.evaluate(() => window.ortThreads);
+        reportDdim(`onnxruntime-web 1.30 (wasm, ${threads} thread${threads > 1 ? 's' : ''})`, ms);
       } finally {
         await s.close();
       }
       continue;
     }
-    const s = await openPage(env.browser, `${env.url}?model=${encodeURIComponent(opt.model)}&backend=${backend}`);
+    const s = await openPage(env.browser, `${env.url}?model=${encodeURIComponent(opt.model)}&backend=${kind}${workers ? `&workers=${workers}` : ''}`);
     try {
       await s.waitForState('ready', 10 * MINUTE);
       const name = (await s.page.getByTestId('backend').innerText()).trim();
@@ -114,8 +119,10 @@ try {
         console.log(JSON.stringify({ bench: 'browser-tune', backend: name, batch: Number(opt.batch), ...r }));
         continue;
       }
-      await generate(s, 1, 2); // warm-up: shader compilation, allocations
-      reportDdim(name, await generate(s, Number(opt.n), Number(opt.steps)));
+      await generate(s, kind === 'cpu' ? Number(opt.n) : 1, 2); // warm-up: shader compilation, allocations, the CPU workers
+      const ms = await generate(s, Number(opt.n), Number(opt.steps));
+      const split = /on (\d+) CPU workers/.exec(await s.page.getByTestId('status').innerText());
+      reportDdim(split ? `${name}, ${split[1]} workers` : name, ms);
     } finally {
       await s.close();
     }

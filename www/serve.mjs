@@ -23,6 +23,12 @@ const OPTIONS = {
       { key: 'Cross-Origin-Resource-Policy', value: 'cross-origin' },
     ] },
     { source: '**/*.safetensors', headers: [{ key: 'Content-Type', value: 'application/octet-stream' }] },
+    // The onnxruntime-web anchor may use wasm threads, which need a cross-origin isolated page
+    // (and its thread workers, the same policy).
+    { source: '{benches,node_modules/onnxruntime-web}/**', headers: [
+      { key: 'Cross-Origin-Opener-Policy', value: 'same-origin' },
+      { key: 'Cross-Origin-Embedder-Policy', value: 'require-corp' },
+    ] },
   ],
 };
 
