@@ -11,6 +11,7 @@ import { startWorker } from './client.js';
 // Each helper holds its own wasm instance and copy of the model: ~35 MB for the MNIST model
 // (49 MB while making 16 images), so a phone reporting 8 cores still gets at most 4.
 const MAX_HELPERS = 4;
+const START_MS = 30_000;  // a helper that has not said hello by then never will
 const helpers = [];       // {post, listeners, models: Set of keys loaded, ready: Promise}
 let unavailable = false;  // a helper failed to start: one engine from then on
 const running = new Map();  // job id -> cancel()
@@ -53,13 +54,20 @@ export function forgetModel(key) {
  *  could not start or load the model, so the caller runs it itself. */
 export async function runParts(job, parts, cols, setup, { onProgress, onPreview }) {
   const team = parts.map((_, j) => helper(j));
+  let early = false;  // cancelled while the helpers were starting
+  running.set(job.id, () => { early = true; });
   try {
     await Promise.all(team.map((h) => h.ready));
     await Promise.all(team.map((h) => load(h, setup(String(job.model)))));
   } catch (err) {
+    running.delete(job.id);
     unavailable = true;
     console.warn(`generating on one engine from now on: ${err.message}`);
     return null;
+  }
+  if (early) {
+    running.delete(job.id);
+    return { cancelled: true, done: 0, total: job.steps };
   }
   return new Promise((resolve, reject) => {
     const k = parts.length;
@@ -147,8 +155,13 @@ function helper(j) {
       return reject(err);
     }
     h.post = (msg) => worker.postMessage(msg);
+    const silent = setTimeout(() => {  // e.g. a policy that blocks its script without an error event
+      worker.terminate();
+      reject(new Error(`a CPU helper worker did not start within ${START_MS / 1000} s`));
+    }, START_MS);
     worker.onmessage = (event) => {
       if (event.data?.type === 'hello') {
+        clearTimeout(silent);
         h.post({ type: 'init', preferGpu: false });
         return resolve();
       }

@@ -328,15 +328,17 @@ async function generate(msg, mine) {
   const preview = (done, total, xt, x0) => {
     if (xt || x0) post({ type: 'preview', id, done, total, xt, x0 }, buffers([xt, x0].filter(Boolean).map((f) => f.rgba)));
   };
-  const finish = ({ images, width, height, done, total }, workers = 1) =>
-    post({ type: 'done', id, images, width, height, ms: performance.now() - t0, done, total, workers }, buffers(images));
-  const parts = engine.is_gpu || first > 0 ? null : planParts(n, wasmGlue.preview_columns(n), workers);
+  const finish = ({ images, width, height, done, total }, ran = 1) =>
+    post({ type: 'done', id, images, width, height, ms: performance.now() - t0, done, total, workers: ran }, buffers(images));
+  const gridCols = wasmGlue.preview_columns(n);
+  const parts = engine.is_gpu || first > 0 ? null : planParts(n, gridCols, workers);
   if (parts) {
     engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
     engine.cancel();
-    const r = await runParts(msg, parts, wasmGlue.preview_columns(n), setupOf, { onProgress: progress, onPreview: preview });
-    if (r && live()) return r.cancelled ? post({ type: 'cancelled', id, done: r.done, total: r.total }) : finish(r, parts.length);
-    if (r || isCancelled(id)) return;
+    const r = await runParts(msg, parts, gridCols, setupOf, { onProgress: progress, onPreview: preview });
+    if (!live()) return;
+    if (r) return r.cancelled ? post({ type: 'cancelled', id, done: r.done, total: r.total }) : finish(r, parts.length);
+    // no helper could run it: on this engine, as below
   }
   await engine.start(String(model), n, sampler, steps, eta, seed >>> 0, first, cols);
   const every = Math.max(1, Math.floor(previewEvery) || 1);
