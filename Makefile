@@ -113,7 +113,8 @@ bench: setup-native venv $(BENCH_MODEL)/config.json
 
 # The browser, side by side in one headless Chromium: DDIM-50 for 16 images on our CPU backend
 # (wasm; one worker per core, and one worker) and on onnxruntime-web (wasm, the model exported to
-# ONNX; 1 thread and 2 threads); BENCH_BACKENDS=...,gpu adds WebGPU.
+# ONNX; 1 thread and 2 threads); BENCH_BACKENDS=gpu,ort-gpu compares WebGPU (use --n 1 --steps 3
+# on a software adapter: `node benches/browser.mjs`, BENCHMARKS.md).
 BENCH_BACKENDS ?= cpu,cpu-1,ort,ort-2
 bench-web: setup-web build-web venv $(BENCH_MODEL)/config.json
 	[ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund onnxruntime-web@1.30.0

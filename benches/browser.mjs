@@ -2,7 +2,7 @@
 // backend (wasm) and on WebGPU, after a warm-up run; prints one JSON line per backend.
 //   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,cpu-1,gpu,ort]
 // `cpu` splits the images across one CPU worker per core (www/cpu-pool.js); `cpu-1` keeps them on one.
-// `ort-2`: onnxruntime-web with 2 threads of its own.
+// `ort-2`: onnxruntime-web with 2 threads of its own; `ort-gpu`: its WebGPU execution provider.
 // The time is the user's: from the click on Generate to the finished images on the page.
 // `ort` is the anchor: the same model as ONNX (MODEL/unet.onnx, from benches/export_onnx.py) on
 // onnxruntime-web's wasm backend, 1 thread, the same DDIM loop in benches/ort.html (`make bench-web`).
@@ -95,11 +95,12 @@ try {
   for (const backend of opt.backends.split(',')) {
     const [kind, workers] = backend.split('-');
     if (kind === 'ort') {
-      const s = await openPage(env.browser, `${env.url}benches/ort?threads=${workers ?? 1}`);
+      const gpu = workers === 'gpu';
+      const s = await openPage(env.browser, `${env.url}benches/ort?${gpu ? 'ep=webgpu' : `threads=${workers ?? 1}`}`);
       try {
         const ms = await ortDdim(s, Number(opt.n), Number(opt.steps));
         const threads = await s.page.evaluate(() => window.ortThreads);
-        reportDdim(`onnxruntime-web 1.30 (wasm, ${threads} thread${threads > 1 ? 's' : ''})`, ms);
+        reportDdim(`onnxruntime-web 1.30 (${gpu ? 'WebGPU' : `wasm, ${threads} thread${threads > 1 ? 's' : ''}`})`, ms);
       } finally {
         await s.close();
       }
