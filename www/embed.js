@@ -228,7 +228,7 @@ class DdpmDemo extends HTMLElement {
         this.ui.progress.value = this.ui.progress.max;
         this.ui.status.textContent = `${msg.images.length} image(s) in ${(msg.ms / 1000).toFixed(1)} s · seed ${this.run.seed}`;
         this.#setState('done');
-        this.dispatchEvent(new CustomEvent('done', { detail: { images: msg.images.length, width: msg.width, height: msg.height, ms: msg.ms, seed: this.run.seed } }));
+        this.dispatchEvent(new CustomEvent('done', { detail: { images: msg.images.length, width: msg.width, height: msg.height, ms: msg.ms, seed: this.run.seed, workers: msg.workers } }));
         break;
       case 'cancelled':
         if (!mine) break;

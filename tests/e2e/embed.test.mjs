@@ -42,9 +42,10 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
     const a = files.url.replace(/\/$/, '');
     const script = `${a}/embed.js`;
     // The shipped MNIST model on the CPU backend (SwiftShader's WebGPU takes ~10 s per step of it).
-    const demo = (attrs) => `<ddpm-demo autoplay backend="cpu" n="2" steps="5" size="48" ${attrs}></ddpm-demo>`;
+    const demo = (attrs, n = 2) => `<ddpm-demo autoplay backend="cpu" n="${n}" steps="5" size="48" ${attrs}></ddpm-demo>`;
     blog = await startBlog({
-      '/post.html': { html: article(script, `${demo('id="one" show-steps')}<p>More text.</p>${demo('id="two" controls="full" eta="1"')}` +
+      // #one: 4 images, 2 rows, so split across CPU workers started from a worker of another origin
+      '/post.html': { html: article(script, `${demo('id="one" show-steps', 4)}<p>More text.</p>${demo('id="two" controls="full" eta="1"')}` +
         `${demo(`id="bad" model="${a}/no/such/model/"`)}`) },
       '/strict.html': {
         csp: `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'`,
@@ -87,16 +88,17 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
     const p = await open('post.html');
     try {
       const events = p.page.evaluate(() => new Promise((resolve) => {
-        const seen = { progress: 0, done: 0, error: 0 };
+        const seen = { progress: 0, done: 0, error: 0, workers: {}, cores: navigator.hardwareConcurrency };
         for (const e of document.querySelectorAll('ddpm-demo')) {
-          for (const type of Object.keys(seen)) e.addEventListener(type, () => { seen[type] += 1; if (seen.done === 2 && seen.error === 1) resolve(seen); });
+          e.addEventListener('done', (ev) => { seen.workers[e.id] = ev.detail.workers; });
+          for (const type of ['progress', 'done', 'error']) e.addEventListener(type, () => { seen[type] += 1; if (seen.done === 2 && seen.error === 1) resolve(seen); });
         }
       }));
       await p.settle(['one', 'two', 'bad'], 12 * MINUTE);
-      for (const id of ['one', 'two']) {
+      for (const [id, n] of [['one', 4], ['two', 2]]) {
         assert.equal(await p.stateOf(id), 'done', `#${id}: ${await p.errorOf(id)}`);
         const images = await p.canvases(id);
-        assert.equal(images.length, 2, `#${id} shows its 2 images`);
+        assert.equal(images.length, n, `#${id} shows its ${n} images`);
         assert.ok(images.every((c) => c.spread > 0), `#${id}: images are not blank`);
       }
       assert.equal(await p.stateOf('bad'), 'error');
@@ -104,6 +106,7 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
       assert.match(text, /\/no\/such\/model\/.*404/s, 'the error names the URL and the status');
       const seen = await events;
       assert.ok(seen.progress > 0, 'progress events fired');
+      assert.deepEqual(seen.workers, { one: Math.min(2, seen.cores), two: 1 }, 'the 4 images split across CPU workers where there are cores; 2 images (one row) do not');
       const strip = await p.page.$eval('#one', (e) => e.shadowRoot.querySelectorAll('.strip canvas').length);
       assert.ok(strip >= 2, `show-steps: a denoising strip (${strip} frames)`);
       const weights = requests.filter((u) => u.endsWith('/models/mnist/diffusion_pytorch_model.safetensors'));
