@@ -79,7 +79,6 @@ async function handle(msg) {
       case 'load-weights': return loadWeights(msg);
       case 'load-args':
         engineOf(mine).load_model(String(msg.key), ...msg.args);
-        modelArgs.set(String(msg.key), msg.args);
         return post({ type: 'loaded', id: msg.id });
       case 'drop':
         tuned.delete(String(msg.key));
