@@ -9,7 +9,8 @@
 // With --first: the time from a page load with the weights already in Cache Storage (a reload
 // after the first visit) to the first finished image (1 image, DDIM-S) instead.
 // With --tune K: fine-tunes K steps at --batch (8) on 8 images instead, and reports steps/s over
-// the steps after the first (which compiles shaders).
+// the steps after the first (which compiles shaders); on `cpu` each step's batch is shared by
+// one worker per core, `cpu-1` keeps it on one.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -117,7 +118,8 @@ try {
       }
       if (opt.tune) {
         const r = await tune(s, Number(opt.tune), Number(opt.batch));
-        console.log(JSON.stringify({ bench: 'browser-tune', backend: name, batch: Number(opt.batch), ...r }));
+        const split = /on (\d+) CPU workers/.exec(await s.page.getByTestId('tune-status').innerText());
+        console.log(JSON.stringify({ bench: 'browser-tune', backend: split ? `${name}, ${split[1]} workers` : name, batch: Number(opt.batch), ...r }));
         continue;
       }
       await generate(s, kind === 'cpu' ? Number(opt.n) : 1, 2); // warm-up: shader compilation, allocations, the CPU workers

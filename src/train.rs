@@ -2,6 +2,8 @@
 //! a gradient step on || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2.
 //! The same `Trainer::step` serves the CLI and the browser's fine-tuning.
 
+use std::ops::Range;
+
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Tensor, TensorData};
@@ -78,6 +80,21 @@ impl Trainer {
     /// One step of Algorithm 1 on the batch `x0` ([N, C, H, W] in [-1, 1]). The model must live
     /// on an autodiff device. Returns the updated model and the loss (not read back).
     pub fn step(&mut self, unet: UNet2DModel, scheduler: &Scheduler, x0: Tensor<4>) -> Result<(UNet2DModel, Tensor<1>)> {
+        let n = x0.dims()[0];
+        let (grads, loss) = self.gradients(&unet, scheduler, x0, 0..n)?;
+        Ok((self.apply(unet, grads), loss))
+    }
+
+    /// The gradient of Algorithm 1's loss on the rows `rows` of the batch `x0`, weighted by
+    /// their share of it, so that the gradients of a batch's shards sum to the batch's. t and
+    /// eps are drawn for the whole batch: every shard of one batch draws the same.
+    pub fn gradients(
+        &mut self,
+        unet: &UNet2DModel,
+        scheduler: &Scheduler,
+        x0: Tensor<4>,
+        rows: Range<usize>,
+    ) -> Result<(GradientsParams, Tensor<1>)> {
         let dims = x0.dims();
         if dims[1..] != unet.sample_shape()[..] {
             return Err(Error::Request(format!(
@@ -86,17 +103,32 @@ impl Trainer {
                 unet.sample_shape()
             )));
         }
+        if rows.is_empty() || rows.end > dims[0] {
+            return Err(Error::Request(format!("rows {rows:?} are not a part of a batch of {}", dims[0])));
+        }
         let t_max = scheduler.config.num_train_timesteps;
         let t: Vec<usize> = (0..dims[0]).map(|_| self.rng.random_range(0..t_max)).collect();
-        let mut eps = Vec::with_capacity(dims.iter().product());
-        extend_normal(&mut self.rng, dims.iter().product(), &mut eps);
-        let eps = Tensor::<4>::from_data(TensorData::new(eps, dims), &x0.device());
-        let loss = loss(&unet, scheduler, x0, &t, eps)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &unet);
+        let per: usize = dims[1..].iter().product();
+        let mut eps = Vec::with_capacity(dims[0] * per);
+        extend_normal(&mut self.rng, dims[0] * per, &mut eps);
+        let [_, c, h, w] = dims;
+        let eps = TensorData::new(eps[rows.start * per..rows.end * per].to_vec(), [rows.len(), c, h, w]);
+        let eps = Tensor::<4>::from_data(eps, &x0.device());
+        let x0 = x0.narrow(0, rows.start, rows.len());
+        let mut loss = loss(unet, scheduler, x0, &t[rows.clone()], eps)?;
+        if rows.len() < dims[0] {
+            loss = loss.mul_scalar(rows.len() as f64 / dims[0] as f64);
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), unet);
+        Ok((grads, loss.detach()))
+    }
+
+    /// The Adam step (with warm-up) on gradients of the loss.
+    pub fn apply(&mut self, unet: UNet2DModel, grads: GradientsParams) -> UNet2DModel {
         let lr = self.current_lr();
         let unet = self.optim.step(lr, unet, grads);
         self.step += 1;
-        Ok((unet, loss.detach()))
+        unet
     }
 }
 

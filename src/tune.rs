@@ -7,6 +7,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::grads;
 use crate::sampler::Scheduler;
 use crate::train::Trainer;
 use crate::unet::UNet2DModel;
@@ -59,25 +60,64 @@ impl Tuner {
 
     /// One Adam step on `batch` images drawn with replacement. Returns the loss (not read back).
     pub fn step(&mut self, scheduler: &Scheduler, batch: usize) -> Result<Tensor<1>> {
+        let x0 = self.draw(batch)?;
+        let unet = self.unet.take().ok_or_else(failed)?;
+        let (unet, loss) = self.trainer.step(unet, scheduler, x0)?;
+        self.unet = Some(unet);
+        Ok(loss)
+    }
+
+    /// Shard `shard` of `shards` of the next step on `batch` images, for workers that share
+    /// the step: the same images, t and eps as `step` draws (every worker's Tuner was seeded
+    /// alike), this shard's rows of them. Returns the flat gradient weighted by the shard's
+    /// share (`crate::grads`) and the loss so weighted, neither read back; then every worker
+    /// calls `apply` with all the shards' gradients.
+    pub fn shard_gradients(&mut self, scheduler: &Scheduler, batch: usize, shard: usize, shards: usize) -> Result<(Tensor<1>, Tensor<1>)> {
+        if shard >= shards || shards > batch {
+            return Err(Error::Request(format!("shard {shard} of {shards} of a batch of {batch}: each shard needs at least one image")));
+        }
+        let x0 = self.draw(batch)?;
+        let unet = self.unet.as_ref().ok_or_else(failed)?;
+        let rows = batch * shard / shards..batch * (shard + 1) / shards;
+        let (grads, loss) = self.trainer.gradients(unet, scheduler, x0, rows)?;
+        Ok((grads::flatten(unet, &grads), loss))
+    }
+
+    /// The Adam step on the sum of the shards' flat gradients (in shard order). Returns the sum.
+    pub fn apply(&mut self, parts: &[Vec<f32>]) -> Result<Vec<f32>> {
+        let unet = self.unet.take().ok_or_else(failed)?;
+        let (grads, total) = match grads::sum(&unet, parts) {
+            Ok(summed) => summed,
+            Err(err) => {
+                self.unet = Some(unet);
+                return Err(err);
+            }
+        };
+        self.unet = Some(self.trainer.apply(unet, grads));
+        Ok(total)
+    }
+
+    /// `batch` images drawn with replacement, on the autodiff device.
+    fn draw(&mut self, batch: usize) -> Result<Tensor<4>> {
         if batch == 0 || batch > MAX_BATCH {
             return Err(Error::Request(format!("fine-tuning batch must be 1 to {MAX_BATCH}, got {batch}")));
         }
-        let unet = self.unet.take().ok_or_else(|| Error::Backend("an earlier fine-tuning step failed".into()))?;
-        let [c, h, w] = unet.sample_shape();
+        let [c, h, w] = self.unet.as_ref().ok_or_else(failed)?.sample_shape();
         let per = c * h * w;
         let mut x0 = Vec::with_capacity(batch * per);
         for _ in 0..batch {
             let i = self.rng.random_range(0..self.count);
             x0.extend_from_slice(&self.images[i * per..(i + 1) * per]);
         }
-        let x0 = Tensor::<4>::from_data(TensorData::new(x0, [batch, c, h, w]), &self.device);
-        let (unet, loss) = self.trainer.step(unet, scheduler, x0)?;
-        self.unet = Some(unet);
-        Ok(loss)
+        Ok(Tensor::<4>::from_data(TensorData::new(x0, [batch, c, h, w]), &self.device))
     }
 
     /// The weights reached so far, off the autodiff device, ready to sample with.
     pub fn model(&self) -> Result<UNet2DModel> {
-        self.unet.as_ref().map(|u| u.valid()).ok_or_else(|| Error::Backend("an earlier fine-tuning step failed".into()))
+        self.unet.as_ref().map(|u| u.valid()).ok_or_else(failed)
     }
+}
+
+fn failed() -> Error {
+    Error::Backend("an earlier fine-tuning step failed".into())
 }

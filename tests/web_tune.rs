@@ -1,7 +1,7 @@
 //! Fine-tuning in the browser, in a dedicated worker as the page runs it (a WebGPU training
 //! step on SwiftShader keeps its thread busy for longer than the test driver waits for a page):
-//! 20 Adam steps on 4 images lower the loss on both backends, and exported weights load back to
-//! identical outputs.
+//! 20 Adam steps on 4 images lower the loss on both backends, exported weights load back to
+//! identical outputs, and a step shared by two CPU engines is the step of one.
 
 #![cfg(target_family = "wasm")]
 
@@ -78,4 +78,30 @@ async fn exported_weights_load_back_to_identical_outputs() {
         assert_eq!(tuned, reloaded, "{}: same outputs after export and import", engine.backend());
         assert_ne!(tuned, base, "{}: the tuned model differs from the base", engine.backend());
     }
+}
+
+/// Two CPU engines sharing each step's batch (www/cpu-pool.js) take the steps one engine takes.
+#[wasm_bindgen_test]
+async fn a_step_shared_by_two_engines_is_the_step_of_one() {
+    let (one, host, helper) = (engine(false).await, engine(false).await, engine(false).await);
+    for e in [&one, &host, &helper] {
+        e.tune_start("base", &drawings(), 4, 1e-3, 5).unwrap();
+    }
+    for step in 0..3 {
+        let alone = wait(one.tune_step(4, true)).await.as_f64().unwrap();
+        let parts: Vec<Array> = vec![wait(host.tune_shard(4, 0, 2)).await.into(), wait(helper.tune_shard(4, 1, 2)).await.into()];
+        let shared: f64 = parts.iter().map(|p| p.get(1).as_f64().unwrap()).sum();
+        assert!((alone - shared).abs() < 1e-5 * alone, "step {step}: loss {shared} shared vs {alone} alone");
+        let total = host.tune_apply(parts.iter().map(|p| p.get(0)).collect()).unwrap();
+        helper.tune_apply(Array::of1(&total)).unwrap();
+    }
+    let err = host.tune_apply(Array::of1(&Uint8Array::new_with_length(3))).unwrap_err();
+    assert!(format!("{err:?}").contains("gradient part 0 is not a Float32Array"), "{err:?}");
+    for (e, key) in [(&one, "one"), (&host, "host"), (&helper, "helper")] {
+        e.tune_save(key).unwrap();
+    }
+    let (alone, shared, other) = (images(&one, "one").await, images(&host, "host").await, images(&helper, "helper").await);
+    assert_eq!(shared, other, "both shards' engines hold the same weights");
+    let diff = alone.iter().flatten().zip(shared.iter().flatten()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    assert!(diff <= 2, "images of the shared and the lone steps differ by up to {diff} of 255");
 }

@@ -3,8 +3,9 @@
 // helpers, each one more engine host in its own worker, generating images first..first+m of
 // the same seed: the images are the ones a single engine makes (src/noise.rs), only sooner on
 // a machine with several cores. Each helper previews its band of the whole grid; the bands
-// stack into it. Where no helper can start (no nested workers, a Content-Security-Policy),
-// the host runs the batch on its own engine as before.
+// stack into it. Fine-tuning shares each step's batch the same way (tuneTeam): every worker
+// takes a shard, and all apply the sum of the shards' gradients. Where no helper can start (no
+// nested workers, a Content-Security-Policy), the host runs it on its own engine as before.
 
 import { startWorker } from './client.js';
 
@@ -19,8 +20,7 @@ const running = new Map();  // job id -> cancel()
 /** The parts ({first, n}) of n images previewed in `cols` columns, whole rows each, over at
  *  most `workers` helpers (default: one per core); null when fewer than two would run. */
 export function planParts(n, cols, workers) {
-  if (unavailable || typeof WorkerGlobalScope === 'undefined') return null;  // the page's own thread: no helpers
-  const want = Number.isFinite(workers) && workers > 0 ? Math.floor(workers) : navigator.hardwareConcurrency || 1;
+  const want = wanted(workers);
   const rows = Math.ceil(n / cols);
   const k = Math.min(want, rows, MAX_HELPERS);
   if (k < 2) return null;
@@ -33,6 +33,47 @@ export function planParts(n, cols, workers) {
     row += r;
   }
   return parts;
+}
+
+/** How many workers to use: `workers` when given, else one per core; 0 where helpers cannot run
+ *  (the page's own thread, or one failed to start before). */
+function wanted(workers) {
+  if (unavailable || typeof WorkerGlobalScope === 'undefined') return 0;
+  return Number.isFinite(workers) && workers > 0 ? Math.floor(workers) : navigator.hardwareConcurrency || 1;
+}
+
+/** The shards of each fine-tuning step on the CPU: this engine and its helpers share a step's
+ *  batch, one shard each, at least one image per shard; 0 when fewer than two would run. */
+export function planShards(batch, workers) {
+  const k = Math.min(wanted(workers), batch, MAX_HELPERS);
+  return k < 2 ? 0 : k;
+}
+
+/** Starts fine-tuning on helpers 0..count-1, shards 1..count of each step (the calling engine
+ *  is shard 0): `setup()` lists what loads the base model (as for runParts), `start` is the
+ *  'tune-start' message (each helper is seeded alike, so all draw the same batches). Resolves
+ *  to {shard(batch, shards) -> Promise of [gradient, loss] per helper, apply(total), end()},
+ *  or null when the helpers could not start (the caller then tunes on its own engine). */
+export async function tuneTeam(count, setup, start) {
+  const team = Array.from({ length: count }, (_, j) => helper(j));
+  try {
+    await Promise.all(team.map((h) => h.ready));
+    await Promise.all(team.map((h) => load(h, setup())));
+    await Promise.all(team.map((h) => ask(h, { ...start, type: 'tune-start', rgba: start.rgba.slice() }, 'tune-started')));
+  } catch (err) {
+    unavailable = true;
+    team.forEach((h) => h.post({ type: 'tune-end' }));
+    console.warn(`fine-tuning on one engine from now on: ${err.message}`);
+    return null;
+  }
+  return {
+    shard: (batch, shards) => Promise.all(team.map((h, j) =>
+      ask(h, { type: 'tune-shard', batch, shard: j + 1, shards }, 'tune-gradient').then((m) => [m.gradient, m.loss]))),
+    // the sum of the shards' gradients; the last helper takes the buffer itself
+    apply: (total) => team.forEach((h, j) =>
+      j === team.length - 1 ? h.post({ type: 'tune-apply', parts: [total] }, [total.buffer]) : h.post({ type: 'tune-apply', parts: [total] })),
+    end: () => team.forEach((h) => h.post({ type: 'tune-end' })),
+  };
 }
 
 /** Stops the job `id` on its helpers, if it runs on them. */
@@ -124,22 +165,30 @@ export async function runParts(job, parts, cols, setup, { onProgress, onPreview 
 async function load(h, pairs) {
   for (const [key, msg] of pairs) {
     if (h.models.has(key)) continue;
-    const id = `helper-load-${key}`;
-    await new Promise((resolve, reject) => {
-      const stop = listen(h, (m) => {
-        if (m.type === 'error' && (m.id === id || m.id === undefined)) {
-          stop();
-          reject(new Error(m.message));
-        }
-        if ((m.type === 'loaded' || m.type === 'weights-loaded') && m.id === id) {
-          stop();
-          resolve();
-        }
-      });
-      h.post({ ...msg, id });
-    });
+    await ask(h, msg, msg.type === 'load-weights' ? 'weights-loaded' : 'loaded');
     h.models.add(key);
   }
+}
+
+let asked = 0;
+
+/** Posts `msg` to helper `h` under a new id; resolves to its answer of type `answer`, rejects
+ *  on its error. */
+function ask(h, msg, answer) {
+  const id = `helper-${++asked}`;
+  return new Promise((resolve, reject) => {
+    const stop = listen(h, (m) => {
+      if (m.type === 'error' && (m.id === id || m.id === undefined)) {
+        stop();
+        reject(new Error(m.message));
+      }
+      if (m.type === answer && m.id === id) {
+        stop();
+        resolve(m);
+      }
+    });
+    h.post({ ...msg, id });
+  });
 }
 
 /** Helper j, started on first use: an engine host on the CPU in a worker of its own. */

@@ -5,23 +5,26 @@
 // In:  {type:'init', preferGpu} {type:'load', url, sha256?} {type:'generate', id, model, n, sampler, steps,
 //      eta, seed, previewEvery, workers?, first?, cols?} {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
-//      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery} {type:'tune-stop'}
+//      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery, workers?} {type:'tune-stop'}
+//      {type:'tune-start', id, base, rgba, n, lr, seed} {type:'tune-shard', id, batch, shard, shards}
+//      {type:'tune-apply', parts} {type:'tune-end'} (a helper's share of a fine-tuning run: cpu-pool.js)
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would: for tests)
 // Out: {type:'backend', name, isGpu, software, note} {type:'download', url, file, loaded, total, cached}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
 //      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
-//      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec}
-//      {type:'tuned', id, key, steps, stopped, weights} {type:'weights-loaded', id, key} {type:'loaded', id}
+//      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec, workers}
+//      {type:'tuned', id, key, steps, stopped, workers, weights} {type:'tune-started', id}
+//      {type:'tune-gradient', id, gradient, loss} {type:'weights-loaded', id, key} {type:'loaded', id}
 //      {type:'error', where, id, url, message} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
 //      {type:'device-lost', message}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
 // On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
-// caps them, 1 keeps it on this engine). When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
+// caps them, 1 keeps it on this engine), and so is each fine-tuning step's batch. When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
 // fine-tuned weights it had, and reruns the generation that was in flight.
 
-import { cancelParts, forgetModel, planParts, runParts } from './cpu-pool.js';
+import { cancelParts, forgetModel, planParts, planShards, runParts, tuneTeam } from './cpu-pool.js';
 
 const PKG = '../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
 
@@ -76,6 +79,15 @@ async function handle(msg) {
       case 'generate': return await generate(msg, mine);
       case 'clear-cache': return post({ type: 'cache-cleared', deleted: await clearModelCache() });
       case 'tune': return await tune(msg, mine);
+      case 'tune-start':  // a helper's share of a fine-tuning run (cpu-pool.js)
+        engineOf(mine).tune_start(String(msg.base), toBytes(msg.rgba), msg.n, msg.lr, msg.seed >>> 0);
+        return post({ type: 'tune-started', id: msg.id });
+      case 'tune-shard': {
+        const [gradient, loss] = await engineOf(mine).tune_shard(msg.batch, msg.shard, msg.shards);
+        return post({ type: 'tune-gradient', id: msg.id, gradient, loss }, [gradient.buffer]);
+      }
+      case 'tune-apply': return void engineOf(mine).tune_apply(msg.parts);
+      case 'tune-end': return engine?.tune_end();
       case 'load-weights': return loadWeights(msg);
       case 'load-args':
         engineOf(mine).load_model(String(msg.key), ...msg.args);
@@ -398,38 +410,54 @@ function rate(done, total, t0, times) {
 
 // ---- fine-tuning and weights ----------------------------------------------------------------
 
-/** Fine-tunes the model `base` on `n` RGBA images; the weights reached go under `key`. */
-async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, readEvery }, mine) {
+/** Fine-tunes the model `base` on `n` RGBA images; the weights reached go under `key`. On the
+ *  CPU, each step's batch is shared with helper workers where it can be (`workers` caps them). */
+async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, readEvery, workers }, mine) {
   const engine = engineOf(mine);
   tuneStop = false;
-  engine.tune_start(String(base), toBytes(rgba), n, lr, seed >>> 0);
+  rgba = toBytes(rgba);
+  engine.tune_start(String(base), rgba, n, lr, seed >>> 0);  // refuses a bad request before any helper starts
+  const shards = engine.is_gpu ? 0 : planShards(batch, workers);
+  const team = shards ? await tuneTeam(shards - 1, () => setupOf(String(base)), { base: String(base), rgba, n, lr, seed }) : null;
+  const ran = team ? shards : 1;
   const t0 = performance.now();
   const times = [];
   const every = Math.max(1, Math.floor(readEvery) || 1);
   let step = 0;
   try {
-    while (step < steps && !tuneStop) {
+    while (step < steps && !tuneStop && mine === epoch) {
       const read = (step + 1) % every === 0 || step + 1 === steps;
-      const loss = await engine.tune_step(batch, read);
+      const loss = team ? await sharedStep(engine, team, batch, shards) : await engine.tune_step(batch, read);
       if (mine !== epoch) return;
       step += 1;
       times.push(performance.now());
       if (times.length > 11) times.shift();
       if (read) {
         if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at step ${step}: lower the learning rate`);
-        post({ type: 'tune-progress', id, step, total: steps, loss, ...rate(step, steps, t0, times) });
+        post({ type: 'tune-progress', id, step, total: steps, loss, workers: ran, ...rate(step, steps, t0, times) });
       }
       await nextTask();  // lets 'tune-stop' in
     }
     engine.tune_save(String(key));
   } finally {
+    team?.end();
     if (mine === epoch) engine.tune_end();
   }
   const weights = toBytes(await engine.export_weights(String(key)));
   if (mine !== epoch) return;
   tuned.set(String(key), { base: String(base), name: 'fine-tuned weights', bytes: weights.slice() });
   forgetModel(String(key));
-  post({ type: 'tuned', id, key, steps: step, stopped: step < steps, weights }, [weights.buffer]);
+  post({ type: 'tuned', id, key, steps: step, stopped: step < steps, workers: ran, weights }, [weights.buffer]);
+}
+
+/** One fine-tuning step shared with the helpers of `team`, this engine taking shard 0: all
+ *  apply the sum of the shards' gradients. Resolves to the step's loss. */
+async function sharedStep(engine, team, batch, shards) {
+  const others = team.shard(batch, shards);
+  others.catch(() => {});  // awaited below, after this engine's own shard
+  const parts = [await engine.tune_shard(batch, 0, shards), ...(await others)];
+  team.apply(engine.tune_apply(parts.map(([gradient]) => gradient)));
+  return parts.reduce((sum, [, loss]) => sum + loss, 0);
 }
 
 function loadWeights({ id, key, base, name, bytes, silent }) {

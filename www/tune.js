@@ -157,6 +157,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
         type: 'tune', id: job.id, base: tuned ? TUNED : baseUrl, key: TUNED, rgba, n: items.length,
         lr: settings.lr, seed: job.id, steps: settings.steps, batch: settings.batch,
         readEvery: Math.max(1, Math.min(10, Math.round(settings.steps / 50))),
+        workers: Number(new URLSearchParams(location.search).get('workers')) || undefined,  // ?workers=1: one CPU worker
       }, [rgba.buffer]);
     } catch (err) {
       showError(err.message || String(err));
@@ -246,9 +247,11 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
       drawLoss();
       const speed = msg.stepsPerSec > 0 ? `${msg.stepsPerSec.toFixed(msg.stepsPerSec < 10 ? 1 : 0)} steps/s` : '… steps/s';
       const eta = msg.etaSec === null ? '…' : `${Math.ceil(msg.etaSec)}s`;
-      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${speed} · ETA ${eta}`;
+      const on = msg.workers > 1 ? ` · on ${msg.workers} CPU workers` : '';
+      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${speed}${on} · ETA ${eta}`;
     } else if (msg.type === 'tuned' && msg.id === job?.id) {
       el.status.textContent = `${msg.stopped ? 'Stopped' : 'Done'} after ${msg.steps} step(s)` +
+        (msg.workers > 1 ? ` on ${msg.workers} CPU workers` : '') +
         (job.losses.length ? `; loss ${job.losses[0][1].toFixed(4)} → ${job.losses.at(-1)[1].toFixed(4)}.` : '.');
       keepTuned(msg.weights, (tuned?.steps ?? 0) + msg.steps).then(runCompare);
     } else if (msg.type === 'progress' && compare?.pending.has(msg.id) && !compare.cancelling) {

@@ -1,16 +1,18 @@
 //! Fine-tuning in the browser and moving weights in and out: the engine side of the page's
 //! "Fine-tune" panel. The math is `crate::tune`; this file only converts and awaits.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
-use js_sys::{Promise, Uint8Array};
+use js_sys::{Float32Array, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use super::{Engine, js_err, read};
+use super::{Engine, Inner, js_err, read};
 use crate::images::from_rgba;
 use crate::model::Model;
+use crate::sampler::Scheduler;
 use crate::tune::Tuner;
 use crate::unet::UNet2DModel;
 use crate::weights::{self, HostTensor, SaveDtype, named_tensors, to_safetensors};
@@ -34,19 +36,39 @@ impl Engine {
     pub fn tune_step(&self, batch: usize, read_loss: bool) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let loss = {
-                let mut guard = inner.borrow_mut();
-                let super::Inner { models, tuner, .. } = &mut *guard;
-                let (key, tuner) = tuner.as_mut().ok_or_else(|| js_err("no fine-tuning in progress"))?;
-                let scheduler = &models.get(key.as_str()).ok_or_else(|| js_err("the base model was dropped"))?.scheduler;
-                tuner.step(scheduler, batch).map_err(js_err)?
-            };
+            let loss = with_tuner(&inner, |tuner, scheduler| tuner.step(scheduler, batch))?;
             if !read_loss {
                 return Ok(JsValue::UNDEFINED);
             }
             let (loss, _) = read(loss).await?;
             Ok(JsValue::from_f64(loss[0] as f64))
         })
+    }
+
+    /// Shard `shard` of `shards` of the next step on `batch` images, when several workers share
+    /// each step (www/cpu-pool.js): resolves to [Float32Array gradient, loss], both weighted by
+    /// the shard's share of the batch. Every worker then calls `tune_apply` with all the parts.
+    pub fn tune_shard(&self, batch: usize, shard: usize, shards: usize) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let (grad, loss) = with_tuner(&inner, |tuner, scheduler| tuner.shard_gradients(scheduler, batch, shard, shards))?;
+            let both = Tensor::cat(vec![grad, loss], 0);
+            let (mut flat, _) = read(both).await?;
+            let loss = flat.pop().unwrap_or(f32::NAN);
+            Ok(js_sys::Array::of2(&Float32Array::from(&flat[..]), &JsValue::from_f64(loss as f64)).into())
+        })
+    }
+
+    /// The Adam step on the sum of the shards' gradients `parts` (Float32Arrays, in shard order);
+    /// returns the sum, which the other workers apply as their one part.
+    pub fn tune_apply(&self, parts: js_sys::Array) -> Result<Float32Array, JsValue> {
+        let parts = (parts.iter().enumerate())
+            .map(|(i, p)| p.dyn_into::<Float32Array>().map(|a| a.to_vec()).map_err(|_| js_err(format!("gradient part {i} is not a Float32Array"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut inner = self.inner.borrow_mut();
+        let (_, tuner) = inner.tuner.as_mut().ok_or_else(|| js_err("no fine-tuning in progress"))?;
+        let total = tuner.apply(&parts).map_err(js_err)?;
+        Ok(Float32Array::from(&total[..]))
     }
 
     /// Adam steps taken by the fine-tuning in progress (0 when none).
@@ -99,4 +121,13 @@ impl Engine {
             Ok(Uint8Array::from(&bytes[..]).into())
         })
     }
+}
+
+/// Runs `f` on the fine-tuning in progress and its base model's scheduler.
+fn with_tuner<T>(inner: &RefCell<Inner>, f: impl FnOnce(&mut Tuner, &Scheduler) -> crate::Result<T>) -> Result<T, JsValue> {
+    let mut guard = inner.borrow_mut();
+    let Inner { models, tuner, .. } = &mut *guard;
+    let (key, tuner) = tuner.as_mut().ok_or_else(|| js_err("no fine-tuning in progress"))?;
+    let scheduler = &models.get(key.as_str()).ok_or_else(|| js_err("the base model was dropped"))?.scheduler;
+    f(tuner, scheduler).map_err(js_err)
 }

@@ -1,0 +1,76 @@
+//! Gradients as one flat vector of the float parameters, in visit order: how workers that
+//! share a batch (the browser's fine-tuning on several CPU workers) exchange and sum them.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::unet::UNet2DModel;
+
+struct Gather<'a> {
+    grads: &'a GradientsParams,
+    out: Vec<Tensor<1>>,
+}
+
+impl ModuleVisitor for Gather<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let n = value.shape().num_elements();
+        let grad = match self.grads.get::<D>(param.id) {
+            Some(g) => g.reshape([n]),
+            None => Tensor::zeros([n], &value.device().inner()),
+        };
+        self.out.push(grad);
+    }
+}
+
+/// The gradients of `unet`'s float parameters as one vector (zeros where one has none).
+pub fn flatten(unet: &UNet2DModel, grads: &GradientsParams) -> Tensor<1> {
+    let mut gather = Gather { grads, out: vec![] };
+    unet.visit(&mut gather);
+    Tensor::cat(gather.out, 0)
+}
+
+struct Scatter<'a> {
+    flat: &'a [f32],
+    at: usize,
+    device: Device,
+    grads: GradientsParams,
+}
+
+impl ModuleVisitor for Scatter<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let shape = param.val().shape();
+        let n = shape.num_elements();
+        let data = TensorData::new(self.flat[self.at..self.at + n].to_vec(), shape);
+        self.grads.register::<D>(param.id, Tensor::from_data(data, &self.device));
+        self.at += n;
+    }
+}
+
+/// The number of float values in `unet`'s parameters: the length of a flat gradient.
+pub fn len(unet: &UNet2DModel) -> usize {
+    unet.num_params()
+}
+
+/// The sum of flat gradients `parts` (added in their order, so every worker gets the same
+/// bits), as gradients keyed by `unet`'s parameter ids on its (non-autodiff) device.
+pub fn sum(unet: &UNet2DModel, parts: &[Vec<f32>]) -> Result<(GradientsParams, Vec<f32>)> {
+    let want = len(unet);
+    let Some((first, rest)) = parts.split_first() else {
+        return Err(Error::Request("no gradients to sum".into()));
+    };
+    let mut total = first.clone();
+    for (i, part) in parts.iter().enumerate() {
+        if part.len() != want {
+            return Err(Error::Request(format!("gradient part {i} has {} values, the model {want} parameters", part.len())));
+        }
+    }
+    for part in rest {
+        total.iter_mut().zip(part).for_each(|(t, g)| *t += g);
+    }
+    let mut scatter = Scatter { flat: &total, at: 0, device: unet.device().inner(), grads: GradientsParams::new() };
+    unet.visit(&mut scatter);
+    Ok((scatter.grads, total))
+}
