@@ -107,7 +107,9 @@ try {
       }
       continue;
     }
-    const s = await openPage(env.browser, `${env.url}?model=${encodeURIComponent(opt.model)}&backend=${kind}${workers ? `&workers=${workers}` : ''}`);
+    // tune=gpu: fine-tune on the WebGPU adapter even where it is a software one (the page would use the CPU)
+    const query = `?model=${encodeURIComponent(opt.model)}&backend=${kind}${workers ? `&workers=${workers}` : ''}${kind === 'gpu' ? '&tune=gpu' : ''}`;
+    const s = await openPage(env.browser, `${env.url}${query}`);
     try {
       await s.waitForState('ready', 10 * MINUTE);
       const name = (await s.page.getByTestId('backend').innerText()).trim();

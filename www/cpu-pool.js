@@ -76,6 +76,46 @@ export async function tuneTeam(count, setup, start) {
   };
 }
 
+/** Runs the fine-tuning job `msg` on helper 0 as a whole (it shares each step with helpers of
+ *  its own), for a host whose engine is slow at training (a software WebGPU adapter).
+ *  `setup()` lists what loads the base model; onProgress gets the helper's 'tune-progress'
+ *  messages. Resolves to its 'tuned' message, or null when it could not start (the caller
+ *  then tunes on its own engine); rejects on its error. `stopTune()` stops it. */
+export async function delegateTune(msg, setup, onProgress) {
+  const h = helper(0);
+  let stopped = false;
+  stopDelegated = () => {
+    stopped = true;
+    h.post({ type: 'tune-stop' });
+  };
+  try {
+    await h.ready;
+    await load(h, setup());
+  } catch (err) {
+    unavailable = true;
+    stopDelegated = () => {};
+    console.warn(`fine-tuning on this engine: ${err.message}`);
+    return null;
+  }
+  const progress = listen(h, (m) => { if (m.type === 'tune-progress' && m.id === msg.id) onProgress(m); });
+  try {
+    const answer = ask(h, msg, 'tuned', msg.id);
+    if (stopped) h.post({ type: 'tune-stop' });  // Stop pressed while the helper started
+    return await answer;
+  } finally {
+    progress();
+    stopDelegated = () => {};
+    h.models.delete(String(msg.key));  // it now holds the new weights under that key: reload when asked
+  }
+}
+
+let stopDelegated = () => {};
+
+/** Stops a fine-tuning run that delegateTune handed to a helper, if one runs. */
+export function stopTune() {
+  stopDelegated();
+}
+
 /** Stops the job `id` on its helpers, if it runs on them. */
 export function cancelParts(id) {
   for (const [jobId, cancel] of running) if (id === undefined || id === jobId) cancel();
@@ -172,10 +212,9 @@ async function load(h, pairs) {
 
 let asked = 0;
 
-/** Posts `msg` to helper `h` under a new id; resolves to its answer of type `answer`, rejects
- *  on its error. */
-function ask(h, msg, answer) {
-  const id = `helper-${++asked}`;
+/** Posts `msg` to helper `h` under `id` (default: a new one); resolves to its answer of type
+ *  `answer`, rejects on its error. */
+function ask(h, msg, answer, id = `helper-${++asked}`) {
   return new Promise((resolve, reject) => {
     const stop = listen(h, (m) => {
       if (m.type === 'error' && (m.id === id || m.id === undefined)) {

@@ -5,7 +5,7 @@
 // In:  {type:'init', preferGpu} {type:'load', url, sha256?} {type:'generate', id, model, n, sampler, steps,
 //      eta, seed, previewEvery, workers?, first?, cols?} {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
-//      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery, workers?} {type:'tune-stop'}
+//      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery, workers?, onGpu?} {type:'tune-stop'}
 //      {type:'tune-start', id, base, rgba, n, lr, seed} {type:'tune-shard', id, batch, shard, shards}
 //      {type:'tune-apply', parts} {type:'tune-end'} (a helper's share of a fine-tuning run: cpu-pool.js)
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
@@ -14,17 +14,19 @@
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
 //      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
-//      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec, workers}
-//      {type:'tuned', id, key, steps, stopped, workers, weights} {type:'tune-started', id}
+//      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec, workers, cpu?}
+//      {type:'tuned', id, key, steps, stopped, workers, cpu?, weights} {type:'tune-started', id}
 //      {type:'tune-gradient', id, gradient, loss} {type:'weights-loaded', id, key} {type:'loaded', id}
 //      {type:'error', where, id, url, message} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
 //      {type:'device-lost', message}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
 // On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
-// caps them, 1 keeps it on this engine), and so is each fine-tuning step's batch. When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
+// caps them, 1 keeps it on this engine), and so is each fine-tuning step's batch. On a software
+// WebGPU adapter, fine-tuning runs on the CPU workers (`cpu: true` in its messages) unless
+// `onGpu`. When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
 // fine-tuned weights it had, and reruns the generation that was in flight.
 
-import { cancelParts, forgetModel, planParts, planShards, runParts, tuneTeam } from './cpu-pool.js';
+import { cancelParts, delegateTune, forgetModel, planParts, planShards, runParts, stopTune, tuneTeam } from './cpu-pool.js';
 
 const PKG = '../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
 
@@ -52,7 +54,7 @@ export function createHost(send) {
     }
     if (msg.type === 'tune-stop') {
       tuneStop = true;
-      return;
+      return stopTune();
     }
     if (msg.type === 'generate') received.push(msg.id);
     if (msg.type === 'load') return void loadOnce(msg.url, msg.sha256);
@@ -91,6 +93,7 @@ async function handle(msg) {
       case 'load-weights': return loadWeights(msg);
       case 'load-args':
         engineOf(mine).load_model(String(msg.key), ...msg.args);
+        modelArgs.set(String(msg.key), msg.args);  // a helper fine-tuning for the host shares steps with helpers of its own
         return post({ type: 'loaded', id: msg.id });
       case 'drop':
         tuned.delete(String(msg.key));
@@ -412,13 +415,22 @@ function rate(done, total, t0, times) {
 
 /** Fine-tunes the model `base` on `n` RGBA images; the weights reached go under `key`. On the
  *  CPU, each step's batch is shared with helper workers where it can be (`workers` caps them). */
-async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, readEvery, workers }, mine) {
+async function tune(msg, mine) {
+  const { id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, readEvery, workers, onGpu } = msg;
   const engine = engineOf(mine);
   tuneStop = false;
-  rgba = toBytes(rgba);
-  engine.tune_start(String(base), rgba, n, lr, seed >>> 0);  // refuses a bad request before any helper starts
+  const bytes = toBytes(rgba);
+  engine.tune_start(String(base), bytes, n, lr, seed >>> 0);  // refuses a bad request before any helper starts
+  if (engine.is_gpu && softwareAdapter && !onGpu) {
+    // the adapter emulates a GPU on the CPU, ~35x slower at training than the CPU workers
+    engine.tune_end();
+    const done = await delegateTune({ ...msg, key: String(key) }, () => setupOf(String(base)),
+      (m) => post({ ...m, cpu: true }));
+    if (done) return mine === epoch ? keepTuned(engine, done, String(base), String(key)) : undefined;
+    engine.tune_start(String(base), bytes, n, lr, seed >>> 0);  // no helper: on this engine after all
+  }
   const shards = engine.is_gpu ? 0 : planShards(batch, workers);
-  const team = shards ? await tuneTeam(shards - 1, () => setupOf(String(base)), { base: String(base), rgba, n, lr, seed }) : null;
+  const team = shards ? await tuneTeam(shards - 1, () => setupOf(String(base)), { base: String(base), rgba: bytes, n, lr, seed }) : null;
   const ran = team ? shards : 1;
   const t0 = performance.now();
   const times = [];
@@ -448,6 +460,16 @@ async function tune({ id, base, key = 'tuned', rgba, n, lr, seed, steps, batch, 
   tuned.set(String(key), { base: String(base), name: 'fine-tuned weights', bytes: weights.slice() });
   forgetModel(String(key));
   post({ type: 'tuned', id, key, steps: step, stopped: step < steps, workers: ran, weights }, [weights.buffer]);
+}
+
+/** Takes the weights that a fine-tuning run on the CPU workers reached (its 'tuned' message)
+ *  into this engine under `key`, and passes the message on. */
+function keepTuned(engine, done, base, key) {
+  const weights = toBytes(done.weights);
+  engine.load_weights(key, base, 'fine-tuned weights', weights);
+  tuned.set(key, { base, name: 'fine-tuned weights', bytes: weights.slice() });
+  forgetModel(key);
+  post({ ...done, cpu: true, weights }, [weights.buffer]);
 }
 
 /** One fine-tuning step shared with the helpers of `team`, this engine taking shard 0: all

@@ -13,6 +13,7 @@ const MAX_IMAGES = 256;       // the engine's limit (src/tune.rs)
 const THUMB = 112;            // stored images are THUMB x THUMB PNGs
 const TUNED = 'tuned';        // the engine's key for the fine-tuned model
 const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
 
 export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings }) {
   const el = {
@@ -157,7 +158,8 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
         type: 'tune', id: job.id, base: tuned ? TUNED : baseUrl, key: TUNED, rgba, n: items.length,
         lr: settings.lr, seed: job.id, steps: settings.steps, batch: settings.batch,
         readEvery: Math.max(1, Math.min(10, Math.round(settings.steps / 50))),
-        workers: Number(new URLSearchParams(location.search).get('workers')) || undefined,  // ?workers=1: one CPU worker
+        workers: Number(params.get('workers')) || undefined,  // ?workers=1: one CPU worker
+        onGpu: params.get('tune') === 'gpu',  // fine-tune on a software WebGPU adapter too
       }, [rgba.buffer]);
     } catch (err) {
       showError(err.message || String(err));
@@ -247,11 +249,11 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
       drawLoss();
       const speed = msg.stepsPerSec > 0 ? `${msg.stepsPerSec.toFixed(msg.stepsPerSec < 10 ? 1 : 0)} steps/s` : '… steps/s';
       const eta = msg.etaSec === null ? '…' : `${Math.ceil(msg.etaSec)}s`;
-      const on = msg.workers > 1 ? ` · on ${msg.workers} CPU workers` : '';
-      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${speed}${on} · ETA ${eta}`;
+      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${speed}` +
+        (where(msg) ? ` · ${where(msg)}` : '') + ` · ETA ${eta}`;
     } else if (msg.type === 'tuned' && msg.id === job?.id) {
       el.status.textContent = `${msg.stopped ? 'Stopped' : 'Done'} after ${msg.steps} step(s)` +
-        (msg.workers > 1 ? ` on ${msg.workers} CPU workers` : '') +
+        (where(msg) ? ` ${where(msg)}` : '') +
         (job.losses.length ? `; loss ${job.losses[0][1].toFixed(4)} → ${job.losses.at(-1)[1].toFixed(4)}.` : '.');
       keepTuned(msg.weights, (tuned?.steps ?? 0) + msg.steps).then(runCompare);
     } else if (msg.type === 'progress' && compare?.pending.has(msg.id) && !compare.cancelling) {
@@ -405,4 +407,10 @@ function showGrid(holder, { images, width, height }) {
     c.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
     return c;
   }));
+}
+
+/** Where a fine-tuning run ran, when not simply on the page's backend. */
+function where({ workers, cpu }) {
+  const on = workers > 1 ? `on ${workers} CPU workers` : cpu ? 'on the CPU' : '';
+  return cpu ? `${on} (the WebGPU adapter here is a software one, far slower at training)` : on;
 }

@@ -98,6 +98,30 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
     });
   });
 
+  test('on a software WebGPU adapter, fine-tuning runs on the CPU workers', { timeout: 10 * MINUTE }, async (t) => {
+    await withPage(t, env, `?model=${TINY}`, 'e2e-tune-software-gpu.png', async ({ page, waitForState }) => {
+      await waitForState('ready', 5 * MINUTE);
+      const software = await page.evaluate(async () => Boolean((await navigator.gpu?.requestAdapter())?.info?.isFallbackAdapter));
+      if (!software || !/WebGPU/.test(await page.getByTestId('backend').innerText())) {
+        return t.skip('no software WebGPU adapter here');
+      }
+      await page.getByTestId('upload').setInputFiles([1, 2, 3, 4].map((i) => path.join(FIXTURES, `seven-${i}.png`)));
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 4);
+      await page.getByTestId('steps').fill('2');  // the before / after on SwiftShader: 2 DDIM steps
+      await page.getByTestId('tune-steps').fill('6');
+      await page.getByTestId('tune-batch').fill('4');
+      await page.getByTestId('tune-start').click();
+      await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('tune').dataset.tuneState), null, { timeout: 8 * MINUTE, polling: 250 });
+      assert.equal(await page.evaluate(() => document.getElementById('tune').dataset.tuneState), 'done', await page.getByTestId('tune-error').innerText());
+      const workers = Math.min(4, os.availableParallelism());
+      const on = workers > 1 ? `on ${workers} CPU workers` : 'on the CPU';
+      assert.match(await page.getByTestId('tune-status').innerText(),
+        new RegExp(`Done after 6 step\\(s\\) ${on} \\(the WebGPU adapter here is a software one`));
+      // the tuned weights went back to the WebGPU engine, which made the "after" images
+      assert.ok((await canvasStats(page, '[data-testid=after] canvas')).every((c) => c.variance > 0), 'after: not blank');
+    });
+  });
+
   test('kept weights the engine refuses stay kept, to download or reset', { timeout: 10 * MINUTE }, async (t) => {
     await withPage(t, env, `?backend=cpu&model=${TINY}`, 'e2e-tune-unusable.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
