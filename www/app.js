@@ -99,7 +99,7 @@ const handlers = {
       link.dataset.testid = 'use-cpu';
       el.gpuNote.replaceChildren('WebGPU runs on a software adapter here (a fallback that emulates a GPU on the ' +
         'CPU), about 25-40x slower than this page\'s own CPU backend (measured on the MNIST model), so the default is 1 image, ' +
-        'and fine-tuning runs on the CPU workers. ' +
+        'and fine-tuning (with its before / after) runs on the CPU workers. ' +
         'Faster: ', link, '.');
       el.gpuNote.hidden = false;
       if (!nTouched) el.n.value = '1';

@@ -18,12 +18,12 @@ let unavailable = false;  // a helper failed to start: one engine from then on
 const running = new Map();  // job id -> cancel()
 
 /** The parts ({first, n}) of n images previewed in `cols` columns, whole rows each, over at
- *  most `workers` helpers (default: one per core); null when fewer than two would run. */
-export function planParts(n, cols, workers) {
+ *  most `workers` helpers (default: one per core); null when fewer than `fewest` would run. */
+export function planParts(n, cols, workers, fewest = 2) {
   const want = wanted(workers);
   const rows = Math.ceil(n / cols);
   const k = Math.min(want, rows, MAX_HELPERS);
-  if (k < 2) return null;
+  if (k < Math.max(1, fewest)) return null;
   const parts = [];
   let row = 0;
   for (let j = 0; j < k; j++) {

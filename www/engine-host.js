@@ -3,7 +3,7 @@
 // or, where a page's Content-Security-Policy forbids the worker, on the page itself.
 //
 // In:  {type:'init', preferGpu} {type:'load', url, sha256?} {type:'generate', id, model, n, sampler, steps,
-//      eta, seed, previewEvery, workers?, first?, cols?} {type:'cancel', id?} {type:'clear-cache'}
+//      eta, seed, previewEvery, workers?, first?, cols?, cpuOnSoftware?} {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery, workers?, onGpu?} {type:'tune-stop'}
 //      {type:'tune-start', id, base, rgba, n, lr, seed} {type:'tune-shard', id, batch, shard, shards}
@@ -12,7 +12,7 @@
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would: for tests)
 // Out: {type:'backend', name, isGpu, software, note} {type:'download', url, file, loaded, total, cached}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
-//      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers}
+//      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers, cpu}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
 //      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec, workers, cpu?}
 //      {type:'tuned', id, key, steps, stopped, workers, cpu?, weights} {type:'tune-started', id}
@@ -23,7 +23,7 @@
 // On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
 // caps them, 1 keeps it on this engine), and so is each fine-tuning step's batch. On a software
 // WebGPU adapter, fine-tuning runs on the CPU workers (`cpu: true` in its messages) unless
-// `onGpu`. When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
+// `onGpu`, and so does a generation marked `cpuOnSoftware` (fine-tuning's before / after). When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
 // fine-tuned weights it had, and reruns the generation that was in flight.
 
 import { cancelParts, delegateTune, forgetModel, planParts, planShards, runParts, stopTune, tuneTeam } from './cpu-pool.js';
@@ -328,7 +328,7 @@ const isCancelled = (id) => cancelled.has(id);
 const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 async function generate(msg, mine) {
-  const { id, model, n, sampler, steps, eta, seed, previewEvery, first = 0, cols = 0, workers } = msg;
+  const { id, model, n, sampler, steps, eta, seed, previewEvery, first = 0, cols = 0, workers, cpuOnSoftware } = msg;
   const engine = engineOf(mine);
   const live = () => mine === epoch;  // false once a lost device replaced the engine
   if (isCancelled(id)) return post({ type: 'cancelled', id, done: 0, total: steps });
@@ -342,16 +342,18 @@ async function generate(msg, mine) {
   const preview = (done, total, xt, x0) => {
     if (xt || x0) post({ type: 'preview', id, done, total, xt, x0 }, buffers([xt, x0].filter(Boolean).map((f) => f.rgba)));
   };
-  const finish = ({ images, width, height, done, total }, ran = 1) =>
-    post({ type: 'done', id, images, width, height, ms: performance.now() - t0, done, total, workers: ran }, buffers(images));
+  const finish = ({ images, width, height, done, total, cpu = false }, ran = 1) =>
+    post({ type: 'done', id, images, width, height, ms: performance.now() - t0, done, total, workers: ran, cpu }, buffers(images));
   const gridCols = wasmGlue.preview_columns(n);
-  const parts = engine.is_gpu || first > 0 ? null : planParts(n, gridCols, workers);
+  const parts = first > 0 ? null
+    : !engine.is_gpu ? planParts(n, gridCols, workers)
+    : softwareAdapter && cpuOnSoftware ? planParts(n, gridCols, workers, 1) : null;  // even one CPU worker beats it
   if (parts) {
     engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
     engine.cancel();
     const r = await runParts(msg, parts, gridCols, setupOf, { onProgress: progress, onPreview: preview });
     if (!live()) return;
-    if (r) return r.cancelled ? post({ type: 'cancelled', id, done: r.done, total: r.total }) : finish(r, parts.length);
+    if (r) return r.cancelled ? post({ type: 'cancelled', id, done: r.done, total: r.total }) : finish({ ...r, cpu: engine.is_gpu }, parts.length);
     // no helper could run it: on this engine, as below
   }
   await engine.start(String(model), n, sampler, steps, eta, seed >>> 0, first, cols);

@@ -14,6 +14,7 @@ const THUMB = 112;            // stored images are THUMB x THUMB PNGs
 const TUNED = 'tuned';        // the engine's key for the fine-tuned model
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+const onGpu = params.get('tune') === 'gpu';  // fine-tune (and before / after) on a software WebGPU adapter too
 
 export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings }) {
   const el = {
@@ -159,7 +160,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
         lr: settings.lr, seed: job.id, steps: settings.steps, batch: settings.batch,
         readEvery: Math.max(1, Math.min(10, Math.round(settings.steps / 50))),
         workers: Number(params.get('workers')) || undefined,  // ?workers=1: one CPU worker
-        onGpu: params.get('tune') === 'gpu',  // fine-tune on a software WebGPU adapter too
+        onGpu,
       }, [rgba.buffer]);
     } catch (err) {
       showError(err.message || String(err));
@@ -212,7 +213,10 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     const seed = Math.floor(Math.random() * 2 ** 31);
     const { sampler, steps, eta } = sampleSettings();
     const ddimSteps = Math.min(steps, 50);
-    const base = { type: 'generate', n: 4, sampler: 'ddim', steps: ddimSteps, eta: sampler === 'ddim' ? eta : 0, seed, previewEvery: 1_000_000 };
+    const base = {
+      type: 'generate', n: 4, sampler: 'ddim', steps: ddimSteps, eta: sampler === 'ddim' ? eta : 0, seed, previewEvery: 1_000_000,
+      cpuOnSoftware: !onGpu,  // on a software WebGPU adapter, where the fine-tuning ran: the CPU workers
+    };
     compare = {
       seed, label: `DDIM-${ddimSteps}, seed ${seed}`, prefix: el.status.textContent,
       pending: new Map([[nextId, { holder: el.before, name: 'base' }], [nextId + 1, { holder: el.after, name: 'tuned' }]]),
@@ -261,7 +265,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
         `${compare.pending.get(msg.id).name} model, step ${msg.done}/${msg.total}… (Stop cancels it)`;
     } else if (msg.type === 'done' && compare?.pending.has(msg.id)) {
       showGrid(compare.pending.get(msg.id).holder, msg);
-      endCompare(msg.id, `Before / after: ${compare.label}.`);
+      endCompare(msg.id, `Before / after: ${compare.label}${msg.cpu ? ', on the CPU workers' : ''}.`);
     } else if (msg.type === 'cancelled' && compare?.pending.has(msg.id)) {
       endCompare(msg.id, 'Before / after cancelled; the tuned weights are kept.');
     } else if (msg.type === 'weights-loaded' && msg.key === TUNED && pendingLoad?.id === msg.id) {

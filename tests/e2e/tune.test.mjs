@@ -107,7 +107,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       }
       await page.getByTestId('upload').setInputFiles([1, 2, 3, 4].map((i) => path.join(FIXTURES, `seven-${i}.png`)));
       await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 4);
-      await page.getByTestId('steps').fill('2');  // the before / after on SwiftShader: 2 DDIM steps
+      await page.getByTestId('steps').fill('10');  // before / after: DDIM-10 of 4 images, on the CPU workers too
       await page.getByTestId('tune-steps').fill('6');
       await page.getByTestId('tune-batch').fill('4');
       await page.getByTestId('tune-start').click();
@@ -116,9 +116,14 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       const workers = Math.min(4, os.availableParallelism());
       const on = workers > 1 ? `on ${workers} CPU workers` : 'on the CPU';
       assert.match(await page.getByTestId('tune-status').innerText(),
-        new RegExp(`Done after 6 step\\(s\\) ${on} \\(the WebGPU adapter here is a software one`));
-      // the tuned weights went back to the WebGPU engine, which made the "after" images
+        new RegExp(`Done after 6 step\\(s\\) ${on} \\(the WebGPU adapter here is a software one.*Before / after: DDIM-10, seed \\d+, on the CPU workers\\.`));
       assert.ok((await canvasStats(page, '[data-testid=after] canvas')).every((c) => c.variance > 0), 'after: not blank');
+      // the tuned weights went back to the WebGPU engine too: Generate makes the tuned model's images there
+      await page.getByTestId('steps').fill('2');
+      await page.getByTestId('generate').click();
+      await waitForState('done', 5 * MINUTE);
+      assert.match(await page.getByTestId('status').innerText(), /fine-tuned model/);
+      assert.ok((await canvasStats(page, '[data-testid=results] canvas')).every((c) => c.variance > 0), 'results: not blank');
     });
   });
 
