@@ -49,24 +49,17 @@ impl ModuleVisitor for Scatter<'_> {
     }
 }
 
-/// The number of float values in `unet`'s parameters: the length of a flat gradient.
-pub fn len(unet: &UNet2DModel) -> usize {
-    unet.num_params()
-}
-
 /// The sum of flat gradients `parts` (added in their order, so every worker gets the same
 /// bits), as gradients keyed by `unet`'s parameter ids on its (non-autodiff) device.
 pub fn sum(unet: &UNet2DModel, parts: &[Vec<f32>]) -> Result<(GradientsParams, Vec<f32>)> {
-    let want = len(unet);
+    let want = unet.num_params();
+    if let Some((i, part)) = parts.iter().enumerate().find(|(_, p)| p.len() != want) {
+        return Err(Error::Request(format!("gradient part {i} has {} values, the model {want} parameters", part.len())));
+    }
     let Some((first, rest)) = parts.split_first() else {
         return Err(Error::Request("no gradients to sum".into()));
     };
     let mut total = first.clone();
-    for (i, part) in parts.iter().enumerate() {
-        if part.len() != want {
-            return Err(Error::Request(format!("gradient part {i} has {} values, the model {want} parameters", part.len())));
-        }
-    }
     for part in rest {
         total.iter_mut().zip(part).for_each(|(t, g)| *t += g);
     }
