@@ -1,8 +1,10 @@
-//! The patched burn-tch (vendor/burn-tch/PATCH.md): conv2d's weight gradient from PyTorch's
-//! convolution backward (and the input's, burn's fallback) match burn flex's, for the
-//! convolutions the UNet has (3x3 with padding 1, the stride-2 downsampler, 1x1 shortcuts) and
-//! for the cases the patch handles apart (asymmetric padding, dilation, groups). Runs with the
-//! `torch` feature: `make test-torch`.
+//! burn's LibTorch backend as ddpm-web runs it: the patched burn-tch (vendor/burn-tch/PATCH.md),
+//! whose conv2d weight gradient from PyTorch's convolution backward (and the input's, burn's
+//! fallback) match burn flex's, for the convolutions the UNet has (3x3 with padding 1, the
+//! stride-2 downsampler, 1x1 shortcuts) and for the cases the patch handles apart (asymmetric
+//! padding, dilation, groups); and the whole UNet with group norm and SiLU as one PyTorch kernel
+//! each (src/unet/fused.rs), forward and training. Runs with the `torch` feature: `make
+//! test-torch`.
 
 #![cfg(feature = "torch")]
 #![allow(deprecated)]
@@ -12,7 +14,7 @@ mod common;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{max_abs_diff, to_vec};
+use common::{assert_matches_diffusers_and_trains_like_flex, max_abs_diff, to_vec};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, salt: usize) -> Vec<f32> {
@@ -56,4 +58,9 @@ fn conv2d_gradients_match_burn_flex() {
             assert!(scale > 0.0 && diff <= 1e-4 * scale, "{name}: {what} gradients differ by {diff} (largest {scale})");
         }
     }
+}
+
+#[test]
+fn unet_matches_diffusers_and_trains_like_flex() {
+    assert_matches_diffusers_and_trains_like_flex(&Device::libtorch(), "libtorch");
 }

@@ -7,6 +7,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
+use super::fused;
 use super::resnet::group_norm;
 
 #[derive(Module, Debug)]
@@ -39,7 +40,7 @@ impl Attention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let (heads, dh) = (self.heads, c / self.heads);
-        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens = fused::group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
         let split = |t: Tensor<3>| t.reshape([b, h * w, heads, dh]).swap_dims(1, 2);
         let q = split(self.to_q.forward(tokens.clone()));
         let k = split(self.to_k.forward(tokens.clone()));

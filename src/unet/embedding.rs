@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
+use super::fused::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Sinusoidal features of the timesteps (Vaswani et al. 2017; Ho et al. 2020, appendix B):

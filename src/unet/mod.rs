@@ -4,12 +4,12 @@
 mod attention;
 mod blocks;
 mod embedding;
+mod fused;
 pub(crate) mod resnet;
 
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 pub use attention::Attention;
@@ -19,6 +19,7 @@ pub use embedding::timestep_features;
 use crate::config::UNetConfig;
 use blocks::AttnSettings;
 use embedding::TimestepEmbedding;
+use fused::silu;
 use resnet::{ResnetSettings, conv3x3, group_norm};
 
 #[derive(Module, Debug)]
@@ -148,7 +149,7 @@ impl UNet2DModel {
             x = block.forward(x, &mut skips, &temb);
             trace(&format!("up_blocks.{i}"), &x);
         }
-        let x = self.conv_norm_out.forward(x);
+        let x = fused::group_norm(&self.conv_norm_out, x);
         trace("conv_norm_out", &x);
         let x = self.conv_out.forward(silu(x));
         trace("conv_out", &x);

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::silu;
+use super::fused::{self, silu};
 use burn::tensor::{Device, Tensor};
 
 pub fn conv3x3(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
@@ -58,14 +58,14 @@ impl ResnetBlock2D {
     }
 
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv1.forward(silu(fused::group_norm(&self.norm1, x.clone())));
         // Every resnet applies SiLU to the time embedding before its own projection.
         let temb = self.time_emb_proj.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
         let h = if self.scale_shift {
             let [scale, shift] = chunk2(temb);
-            self.norm2.forward(h) * (scale + 1.0) + shift
+            fused::group_norm(&self.norm2, h) * (scale + 1.0) + shift
         } else {
-            self.norm2.forward(h + temb)
+            fused::group_norm(&self.norm2, h + temb)
         };
         let h = self.conv2.forward(self.dropout.forward(silu(h)));
         let skip = match &self.conv_shortcut {

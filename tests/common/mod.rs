@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
+use ddpm_web::files::load_model;
+use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, read_safetensors};
 
 /// The tiny parity model and vectors from diffusers (a copy of `shared/parity/tiny`).
@@ -43,4 +46,32 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn max_rel_diff(a: &[f32], b: &[f32], floor: f32) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(floor)).fold(0.0, f32::max)
+}
+
+/// The tiny model's output on the parity input after `steps` Adam steps on four bar images.
+pub fn output_after_training(device: &Device, steps: usize) -> Vec<f32> {
+    let train_device = device.clone().autodiff();
+    let mut model = load_model(&tiny_dir(), &train_device).expect("tiny model loads");
+    let bars: Vec<f32> = (0..4 * 256).map(|i| if (i % 16) / 4 == i / 256 { 1.0 } else { -1.0 }).collect();
+    let x0 = Tensor::<4>::from_data(TensorData::new(bars, [4, 1, 16, 16]), &train_device);
+    let mut trainer = Trainer::new(1e-3, 0, 0);
+    for _ in 0..steps {
+        model.unet = trainer.step(model.unet, &model.scheduler, x0.clone()).expect("a training step").0;
+    }
+    let inputs = vectors("inputs.safetensors");
+    to_vec(model.unet.valid().forward(tensor4(&inputs["x"], device), &inputs["t"].data))
+}
+
+/// On `device`, the tiny UNet matches diffusers, and 5 Adam steps land where flex's do.
+pub fn assert_matches_diffusers_and_trains_like_flex(device: &Device, name: &str) {
+    let untrained = output_after_training(device, 0);
+    let err = max_abs_diff(&untrained, &vectors("expected.safetensors")["unet_out"].data);
+    assert!(err <= 1e-4, "{name} unet_out: max abs error {err}");
+
+    let on_flex = output_after_training(&Device::flex(), 5);
+    let on_device = output_after_training(device, 5);
+    let moved = max_abs_diff(&on_flex, &untrained);
+    let apart = max_abs_diff(&on_device, &on_flex);
+    assert!(moved > 1e-3, "5 Adam steps barely changed the output ({moved})");
+    assert!(apart < 1e-2 * moved, "after 5 Adam steps {name} is {apart} from flex; the steps moved the output by {moved}");
 }

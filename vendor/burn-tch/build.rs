@@ -21,7 +21,7 @@ for library_path in cpp_extension.library_paths():
 ";
 
 // ddpm-web's patch (PATCH.md), compiled against libtorch's headers where they are found.
-const CONV_BACKWARD: &str = "src/conv_backward.cpp";
+const ATEN_BACKWARD: &str = "src/aten_backward.cpp";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Os {
@@ -148,7 +148,7 @@ impl SystemInfo {
             "src/cuda_hack/fake_cuda_dependency.cpp"
         };
         println!("cargo:rerun-if-changed={cuda_dependency}");
-        println!("cargo:rerun-if-changed={CONV_BACKWARD}");
+        println!("cargo:rerun-if-changed={ATEN_BACKWARD}");
 
         match self.os {
             Os::Linux | Os::Macos => {
@@ -160,9 +160,9 @@ impl SystemInfo {
                     .flag(format!("-Wl,-rpath={}", self.libtorch_lib_dir.display()))
                     .flag("-std=c++17")
                     .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", self.cxx11_abi))
-                    .files(&[cuda_dependency, CONV_BACKWARD])
+                    .files(&[cuda_dependency, ATEN_BACKWARD])
                     .compile("burn-tch");
-                println!("cargo:rustc-cfg=burn_tch_conv_backward");
+                println!("cargo:rustc-cfg=burn_tch_aten_backward");
             }
             Os::Windows => {
                 cc::Build::new()
@@ -213,7 +213,7 @@ fn check_out_dir() -> Option<PathBuf> {
 }
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(burn_tch_conv_backward)");
+    println!("cargo::rustc-check-cfg=cfg(burn_tch_aten_backward)");
     let system_info = SystemInfo::new();
     let out_dir = env_var_rerun("OUT_DIR").expect("Failed to get out dir");
 

@@ -15,8 +15,8 @@
 //! - CPU backends: `burn-cpu` (CubeCL) or `burn-flex` (pure Rust, std/no_std/WASM)
 
 mod backend;
-#[cfg(burn_tch_conv_backward)]
-mod conv_backward;
+#[cfg(burn_tch_aten_backward)]
+pub mod aten_backward;
 mod element;
 mod ops;
 mod tensor;

@@ -1,5 +1,5 @@
-#[cfg(burn_tch_conv_backward)]
-use crate::conv_backward;
+#[cfg(burn_tch_aten_backward)]
+use crate::aten_backward;
 use crate::{IntoKind, LibTorch, TchTensor};
 use burn_backend::{
     IntDType, TensorMetadata,
@@ -104,7 +104,7 @@ impl ModuleOps<Self> for LibTorch {
     }
 
     // ddpm-web's patch (PATCH.md): PyTorch's convolution backward instead of burn's fallback.
-    #[cfg(burn_tch_conv_backward)]
+    #[cfg(burn_tch_aten_backward)]
     fn conv2d_weight_backward(
         x: TchTensor,
         weight: TchTensor,
@@ -112,7 +112,7 @@ impl ModuleOps<Self> for LibTorch {
         options: ConvOptions<2>,
     ) -> TchTensor {
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
-        TchTensor::new(conv_backward::conv2d_weight_backward(
+        TchTensor::new(aten_backward::conv2d_weight_backward(
             &x.tensor,
             &weight.tensor,
             &output_grad.tensor,

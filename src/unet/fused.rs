@@ -1,0 +1,154 @@
+//! Group norm and SiLU as the UNet calls them. On burn's LibTorch backend (`--backend torch`, the
+//! `torch` feature) each is one PyTorch kernel forward and one backward, as in PyTorch's autograd;
+//! burn composes them from small differentiable ops (group norm: nine passes over the tensor
+//! forward and the backward of each), which made our training step slower than PyTorch's
+//! (BENCHMARKS.md, "Native CPU"). Every other backend takes burn's own versions.
+
+use burn::nn::GroupNorm;
+use burn::tensor::Tensor;
+
+/// `norm.forward(x)`, the same numbers.
+pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "torch")]
+    if let (true, Some(gamma), Some(beta)) = (torch::on_libtorch(&x), &norm.gamma, &norm.beta) {
+        return torch::group_norm(x, gamma.val(), beta.val(), norm.num_groups, norm.epsilon);
+    }
+    norm.forward(x)
+}
+
+/// x * sigmoid(x).
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "torch")]
+    if torch::on_libtorch(&x) {
+        return torch::silu(x);
+    }
+    burn::tensor::activation::silu(x)
+}
+
+#[cfg(feature = "torch")]
+#[allow(deprecated)] // burn-tch is, in favour of backends that are slower on a CPU (BENCHMARKS.md).
+mod torch {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::libtorch::{TchTensor, aten_backward};
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Backend, DispatchDevice, LibTorch, backend_extension};
+    use burn::tensor::Tensor;
+
+    pub fn on_libtorch<const D: usize>(x: &Tensor<D>) -> bool {
+        matches!(x.device().inner().as_dispatch(), DispatchDevice::LibTorch(_))
+    }
+
+    pub fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, eps: f64) -> Tensor<4> {
+        let (x, gamma, beta) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::group_norm(x, gamma, beta, groups, eps))
+    }
+
+    pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::silu(x.into_dispatch()))
+    }
+
+    #[backend_extension(LibTorch, Autodiff)]
+    pub trait FusedOps: Backend {
+        /// Group norm of x [n, c, ...] in `groups` groups, then `* gamma + beta` per channel.
+        fn group_norm(
+            x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64,
+        ) -> FloatTensor<Self>;
+        fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    /// [n, c, h * w] of an [n, c, ...] tensor.
+    fn ncl(x: &tch::Tensor) -> [i64; 3] {
+        let size = x.size();
+        [size[0], size[1], size[2..].iter().product()]
+    }
+
+    /// y, mean, 1 / std (mean and 1 / std per sample and group, for the backward).
+    fn forward(x: &TchTensor, gamma: &TchTensor, beta: &TchTensor, groups: usize, eps: f64) -> [TchTensor; 3] {
+        let [n, c, hw] = ncl(&x.tensor);
+        let x = x.tensor.contiguous();
+        let (y, mean, rstd) =
+            x.native_group_norm(Some(&gamma.tensor), Some(&beta.tensor), n, c, hw, groups as i64, eps);
+        [y, mean, rstd].map(TchTensor::new)
+    }
+
+    impl FusedOps for LibTorch {
+        fn group_norm(x: TchTensor, gamma: TchTensor, beta: TchTensor, groups: usize, eps: f64) -> TchTensor {
+            let [y, _, _] = forward(&x, &gamma, &beta, groups, eps);
+            y
+        }
+
+        fn silu(x: TchTensor) -> TchTensor {
+            TchTensor::new(x.tensor.silu())
+        }
+    }
+
+    #[derive(Debug)]
+    struct GroupNormBackward;
+
+    impl Backward<LibTorch, 3> for GroupNormBackward {
+        /// x, gamma, mean, 1 / std, groups.
+        type State = (TchTensor, TchTensor, TchTensor, TchTensor, usize);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<LibTorch>(&ops.node);
+            let (x, gamma, mean, rstd, groups) = ops.state;
+            let mask = ops.parents.each_ref().map(|parent| parent.is_some());
+            let x = x.tensor.contiguous();
+            let (grad, groups) = (grad.tensor.contiguous(), groups as i64);
+            let dxgb = aten_backward::group_norm_backward(
+                &grad, &x, &mean.tensor, &rstd.tensor, &gamma.tensor, ncl(&x), groups, mask,
+            );
+            for (node, d) in ops.parents.into_iter().zip(dxgb) {
+                if let (Some(node), Some(d)) = (node, d) {
+                    grads.register::<LibTorch>(node.id, TchTensor::new(d));
+                }
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct SiluBackward;
+
+    impl Backward<LibTorch, 1> for SiluBackward {
+        /// x.
+        type State = TchTensor;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<LibTorch>(&ops.node);
+            if let [Some(node)] = ops.parents {
+                let dx = grad.tensor.silu_backward(&ops.state.tensor);
+                grads.register::<LibTorch>(node.id, TchTensor::new(dx));
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> FusedOps for Autodiff<LibTorch, C> {
+        fn group_norm(
+            x: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            groups: usize,
+            eps: f64,
+        ) -> FloatTensor<Self> {
+            let ((x, x_node), (gamma, gamma_node), (beta, beta_node)) =
+                (x.into_parts(), gamma.into_parts(), beta.into_parts());
+            let [y, mean, rstd] = forward(&x, &gamma, &beta, groups, eps);
+            match GroupNormBackward.prepare::<C>([x_node, gamma_node, beta_node]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((x, gamma, mean, rstd, groups), y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
+
+        fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (x, node) = x.into_parts();
+            let y = TchTensor::new(x.tensor.silu());
+            match SiluBackward.prepare::<C>([node]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(x, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
+    }
+}
