@@ -119,7 +119,7 @@ mod torch {
         fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
             let grad = grads.consume::<LibTorch>(&ops.node);
             if let [Some(node)] = ops.parents {
-                let dx = grad.tensor.silu_backward(&ops.state.tensor);
+                let dx = ops.state.tensor.silu_backward(&grad.tensor); // x.silu_backward(grad)
                 grads.register::<LibTorch>(node.id, TchTensor::new(dx));
             }
         }
