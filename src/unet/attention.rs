@@ -3,8 +3,6 @@
 
 use burn::module::Module;
 use burn::nn::{GroupNorm, Linear, LinearConfig};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 
 use super::fused;
@@ -46,7 +44,7 @@ impl Attention {
         let k = split(self.to_k.forward(tokens.clone()));
         let v = split(self.to_v.forward(tokens));
         // softmax(q k^T / sqrt(d_head)) v, as one fused op where the backend has one
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = fused::attention(q, k, v);
         let out = out.swap_dims(1, 2).reshape([b, h * w, c]);
         let out = self.to_out[0].forward(out).swap_dims(1, 2).reshape([b, c, h, w]);
         let out = out + x;

@@ -1,8 +1,9 @@
-//! Group norm and SiLU as the UNet calls them. On burn's LibTorch backend (`--backend torch`, the
-//! `torch` feature) each is one PyTorch kernel forward and one backward, as in PyTorch's autograd;
-//! burn composes them from small differentiable ops (group norm: nine passes over the tensor
-//! forward and the backward of each), which made our training step slower than PyTorch's
-//! (BENCHMARKS.md, "Native CPU"). Every other backend takes burn's own versions.
+//! Group norm, SiLU and attention as the UNet calls them. On burn's LibTorch backend (`--backend
+//! torch`, the `torch` feature) group norm and SiLU are one PyTorch kernel forward and one
+//! backward each, as in PyTorch's autograd, and attention's softmax too; burn composes them from
+//! small differentiable ops (group norm: nine passes over the tensor forward and the backward of
+//! each), which made our training step slower than PyTorch's (BENCHMARKS.md, "Native CPU").
+//! Every other backend takes burn's own versions.
 
 use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
@@ -14,6 +15,16 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
         return torch::group_norm(x, gamma.val(), beta.val(), norm.num_groups, norm.epsilon);
     }
     norm.forward(x)
+}
+
+/// softmax(q kᵀ / sqrt(d)) v, over q, k, v of [batch, heads, tokens, d].
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "torch")]
+    if torch::on_libtorch(&q) {
+        return torch::attention(q, k, v);
+    }
+    let options = burn::tensor::ops::AttentionModuleOptions::default();
+    burn::tensor::module::attention(q, k, v, None, None, options)
 }
 
 /// x * sigmoid(x).
@@ -33,6 +44,7 @@ mod torch {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::libtorch::{TchTensor, aten_backward};
+    use burn::backend::ops::ModuleOps;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, DispatchDevice, LibTorch, backend_extension};
     use burn::tensor::Tensor;
@@ -50,6 +62,11 @@ mod torch {
         Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::silu(x.into_dispatch()))
     }
 
+    pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        let (q, k, v) = (q.into_dispatch(), k.into_dispatch(), v.into_dispatch());
+        Tensor::from_dispatch(<burn::backend::Dispatch as FusedOps>::attention(q, k, v))
+    }
+
     #[backend_extension(LibTorch, Autodiff)]
     pub trait FusedOps: Backend {
         /// Group norm of x [n, c, ...] in `groups` groups, then `* gamma + beta` per channel.
@@ -57,6 +74,7 @@ mod torch {
             x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, eps: f64,
         ) -> FloatTensor<Self>;
         fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+        fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
     /// [n, c, h * w] of an [n, c, ...] tensor.
@@ -83,6 +101,45 @@ mod torch {
         fn silu(x: TchTensor) -> TchTensor {
             TchTensor::new(x.tensor.silu())
         }
+
+        fn attention(q: TchTensor, k: TchTensor, v: TchTensor) -> TchTensor {
+            // burn-tch's: PyTorch's scaled_dot_product_attention.
+            <LibTorch as ModuleOps<LibTorch>>::attention(q, k, v, None, None, Default::default())
+        }
+    }
+
+    /// 1 / sqrt(d) and softmax(q kᵀ / sqrt(d)).
+    fn attention_weights(q: &tch::Tensor, k: &tch::Tensor) -> (f64, tch::Tensor) {
+        let scale = 1.0 / (q.size()[3] as f64).sqrt();
+        (scale, (q.matmul(&k.transpose(-2, -1)) * scale).softmax(-1, tch::Kind::Float))
+    }
+
+    #[derive(Debug)]
+    struct AttentionBackward;
+
+    impl Backward<LibTorch, 3> for AttentionBackward {
+        /// q, k, v, the softmax weights p, 1 / sqrt(d).
+        type State = (TchTensor, TchTensor, TchTensor, TchTensor, f64);
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<LibTorch>(&ops.node).tensor;
+            let (q, k, v, p, scale) = &ops.state;
+            let dv = p.tensor.transpose(-2, -1).matmul(&grad);
+            let dp = grad.matmul(&v.tensor.transpose(-2, -1));
+            // d(scores) from d(p), in one kernel, then through scores = q kᵀ * scale.
+            let ds = tch::Tensor::internal_softmax_backward_data(&dp, &p.tensor, -1, tch::Kind::Float) * *scale;
+            let (dq, dk) = (ds.matmul(&k.tensor), ds.transpose(-2, -1).matmul(&q.tensor));
+            register(grads, &ops, [dq, dk, dv].map(Some));
+        }
+    }
+
+    /// Each input's gradient, where the input is tracked and the gradient computed.
+    fn register<S>(grads: &mut Gradients, ops: &Ops<S, 3>, ds: [Option<tch::Tensor>; 3]) {
+        for (node, d) in ops.parents.iter().zip(ds) {
+            if let (Some(node), Some(d)) = (node, d) {
+                grads.register::<LibTorch>(node.id, TchTensor::new(d));
+            }
+        }
     }
 
     #[derive(Debug)]
@@ -94,18 +151,14 @@ mod torch {
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let grad = grads.consume::<LibTorch>(&ops.node);
-            let (x, gamma, mean, rstd, groups) = ops.state;
+            let (x, gamma, mean, rstd, groups) = &ops.state;
             let mask = ops.parents.each_ref().map(|parent| parent.is_some());
             let x = x.tensor.contiguous();
-            let (grad, groups) = (grad.tensor.contiguous(), groups as i64);
+            let (grad, groups) = (grad.tensor.contiguous(), *groups as i64);
             let dxgb = aten_backward::group_norm_backward(
                 &grad, &x, &mean.tensor, &rstd.tensor, &gamma.tensor, ncl(&x), groups, mask,
             );
-            for (node, d) in ops.parents.into_iter().zip(dxgb) {
-                if let (Some(node), Some(d)) = (node, d) {
-                    grads.register::<LibTorch>(node.id, TchTensor::new(d));
-                }
-            }
+            register(grads, &ops, dxgb);
         }
     }
 
@@ -139,6 +192,16 @@ mod torch {
             match GroupNormBackward.prepare::<C>([x_node, gamma_node, beta_node]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish((x, gamma, mean, rstd, groups), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
+            }
+        }
+
+        fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+            let ((q, q_node), (k, k_node), (v, v_node)) = (q.into_parts(), k.into_parts(), v.into_parts());
+            let (scale, p) = attention_weights(&q.tensor, &k.tensor);
+            let out = TchTensor::new(p.matmul(&v.tensor));
+            match AttentionBackward.prepare::<C>([q_node, k_node, v_node]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish((q, k, v, TchTensor::new(p), scale), out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
             }
         }
 
