@@ -1,8 +1,8 @@
 //! Group norm, SiLU and attention as the UNet calls them. On burn's LibTorch backend (`--backend
 //! torch`, the `torch` feature) group norm and SiLU are one PyTorch kernel forward and one
 //! backward each, as in PyTorch's autograd, and attention's softmax too; burn composes them from
-//! small differentiable ops (group norm: nine passes over the tensor forward and the backward of
-//! each), which made our training step slower than PyTorch's (BENCHMARKS.md, "Native CPU").
+//! small differentiable ops (group norm: nine forward, each with its own backward), which made
+//! our training step slower than PyTorch's (BENCHMARKS.md, "Native CPU").
 //! Every other backend takes burn's own versions.
 
 use burn::nn::GroupNorm;
@@ -84,7 +84,9 @@ mod torch {
     }
 
     /// y, mean, 1 / std (mean and 1 / std per sample and group, for the backward).
-    fn forward(x: &TchTensor, gamma: &TchTensor, beta: &TchTensor, groups: usize, eps: f64) -> [TchTensor; 3] {
+    fn group_norm_forward(
+        x: &TchTensor, gamma: &TchTensor, beta: &TchTensor, groups: usize, eps: f64,
+    ) -> [TchTensor; 3] {
         let [n, c, hw] = ncl(&x.tensor);
         let x = x.tensor.contiguous();
         let (y, mean, rstd) =
@@ -94,7 +96,7 @@ mod torch {
 
     impl FusedOps for LibTorch {
         fn group_norm(x: TchTensor, gamma: TchTensor, beta: TchTensor, groups: usize, eps: f64) -> TchTensor {
-            let [y, _, _] = forward(&x, &gamma, &beta, groups, eps);
+            let [y, _, _] = group_norm_forward(&x, &gamma, &beta, groups, eps);
             y
         }
 
@@ -188,7 +190,7 @@ mod torch {
         ) -> FloatTensor<Self> {
             let ((x, x_node), (gamma, gamma_node), (beta, beta_node)) =
                 (x.into_parts(), gamma.into_parts(), beta.into_parts());
-            let [y, mean, rstd] = forward(&x, &gamma, &beta, groups, eps);
+            let [y, mean, rstd] = group_norm_forward(&x, &gamma, &beta, groups, eps);
             match GroupNormBackward.prepare::<C>([x_node, gamma_node, beta_node]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish((x, gamma, mean, rstd, groups), y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
