@@ -6,6 +6,7 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 use crate::model::{CONFIG, Layout, MODEL_INDEX, Model, ModelSource, SCHEDULER_CONFIG, WEIGHTS};
+use crate::pickle;
 use crate::weights::{self, SaveDtype};
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -34,10 +35,13 @@ pub fn layout(dir: &Path) -> Result<Layout> {
 
 pub fn load_model(dir: &Path, device: &Device) -> Result<Model> {
     let layout = layout(dir)?;
-    let paths: [PathBuf; 3] = [layout.config(), layout.scheduler(), layout.weights()].map(|p| dir.join(p));
+    let paths = [dir.join(layout.config()), dir.join(layout.scheduler()), weights_path(dir, layout)];
     let config = read_text(&paths[0])?;
     let scheduler = if paths[1].is_file() { Some(read_text(&paths[1])?) } else { None };
-    let bytes = read(&paths[2])?;
+    let bytes = match paths[2].extension() {
+        Some(ext) if ext == "bin" => pickle::to_safetensors(&paths[2])?,
+        _ => read(&paths[2])?,
+    };
     let names = paths.map(|p| p.display().to_string());
     Model::load(
         ModelSource {
@@ -47,6 +51,14 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Model> {
         },
         device,
     )
+}
+
+/// A folder's weights file: the safetensors, or where there is only diffusers' older
+/// `diffusion_pytorch_model.bin`, that (read through `pickle.rs`).
+pub fn weights_path(dir: &Path, layout: Layout) -> PathBuf {
+    let safetensors = dir.join(layout.weights());
+    let bin = safetensors.with_extension("bin");
+    if safetensors.is_file() || !bin.is_file() { safetensors } else { bin }
 }
 
 /// Writes `path` whole or not at all: the bytes go to `path.partial`, which then replaces `path`

@@ -17,6 +17,8 @@ pub mod model;
 #[cfg(all(not(target_family = "wasm"), feature = "cli"))]
 pub mod nearest;
 pub mod noise;
+#[cfg(not(target_family = "wasm"))]
+pub mod pickle;
 pub mod sampler;
 pub mod schedule;
 pub mod train;

@@ -217,10 +217,11 @@ pub fn named_tensors<M: Module>(model: &M) -> Vec<NamedTensor> {
     c.out
 }
 
-struct Raw {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
+/// One tensor's bytes as safetensors stores them (little-endian, row-major).
+pub(crate) struct Raw {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
 }
 
 impl View for &Raw {

@@ -78,6 +78,22 @@ fn convert_to_f16_halves_the_weights_and_loads() {
 }
 
 #[test]
+fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = tiny_dir().with_file_name("tiny-bin");
+    let o = ddpm(&["convert", "--model", bin.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--dtype", "f32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |d: &std::path::Path| {
+        read_safetensors("w", &std::fs::read(d.join("diffusion_pytorch_model.safetensors")).unwrap(), false).unwrap()
+    };
+    let (ours, diffusers) = (read(dir.path()), read(&tiny_dir()));
+    assert_eq!(ours.keys().collect::<Vec<_>>(), diffusers.keys().collect::<Vec<_>>());
+    for (k, t) in &diffusers {
+        assert!(ours[k].shape == t.shape && ours[k].data == t.data, "{k} differs");
+    }
+}
+
+#[test]
 fn bench_prints_one_json_line() {
     let model = tiny_dir();
     let o = ddpm(&["bench", "--model", model.to_str().unwrap(), "--batch", "2", "--runs", "1"]);

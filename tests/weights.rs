@@ -123,6 +123,41 @@ fn pipeline_layout_loads() {
     assert_eq!(outputs(&m), outputs(&load_model(&tiny_dir(), &dev()).unwrap()));
 }
 
+/// `tests/data/tiny-bin`: the tiny model as diffusers' `save_pretrained(safe_serialization=False)`
+/// writes it (`diffusion_pytorch_model.bin`, torch.save's zip format; diffusers 0.42.1, torch 2.9).
+fn tiny_bin_dir() -> std::path::PathBuf {
+    tiny_dir().with_file_name("tiny-bin")
+}
+
+#[test]
+fn pytorch_bin_weights_load_in_both_layouts() {
+    let reference = outputs(&load_model(&tiny_dir(), &dev()).unwrap());
+    assert_eq!(outputs(&load_model(&tiny_bin_dir(), &dev()).unwrap()), reference, "flat layout");
+    let root = tempfile::tempdir().unwrap();
+    let unet = root.path().join("unet");
+    std::fs::create_dir_all(&unet).unwrap();
+    std::fs::write(root.path().join("model_index.json"), r#"{"_class_name":"DDPMPipeline"}"#).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.bin"] {
+        std::fs::copy(tiny_bin_dir().join(f), unet.join(f)).unwrap();
+    }
+    assert_eq!(outputs(&load_model(root.path(), &dev()).unwrap()), reference, "pipeline layout");
+    // Where both files are there, the safetensors is the one read.
+    std::fs::write(unet.join("diffusion_pytorch_model.safetensors"), b"broken").unwrap();
+    assert!(load_err(root.path()).contains("diffusion_pytorch_model.safetensors"));
+}
+
+#[test]
+fn broken_pytorch_bin_is_refused_by_name() {
+    let bin = std::fs::read(tiny_bin_dir().join("diffusion_pytorch_model.bin")).unwrap();
+    for (what, bytes) in [("junk", &b"not a pickle"[..]), ("truncated", &bin[..bin.len() / 2]), ("empty", &b""[..])] {
+        let dir = folder_with(b"");
+        std::fs::remove_file(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
+        std::fs::write(dir.path().join("diffusion_pytorch_model.bin"), bytes).unwrap();
+        let e = load_err(dir.path());
+        assert!(e.contains("diffusion_pytorch_model.bin") && e.contains("PyTorch"), "{what}: {e}");
+    }
+}
+
 #[test]
 fn truncated_file_is_refused_by_name() {
     let bytes = std::fs::read(tiny_dir().join("diffusion_pytorch_model.safetensors")).unwrap();

@@ -547,10 +547,23 @@ async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
     list.push(file);
     return file;
   };
+  // A folder with only diffusers' older diffusion_pytorch_model.bin (a pickle, which a page
+  // should not unpickle) gets an error that says how to convert it.
+  const getWeights = async (name) => {
+    const file = await get(name, true);
+    if (file.bytes) return file;
+    const bin = new URL(name.replace(/safetensors$/, 'bin'), prefix).href;
+    const head = await fetch(bin, { method: 'HEAD' }).catch(() => null);
+    throw new Error(`${file.url}: ${httpStatus(file.status)}` + (head?.ok
+      ? `; the folder has ${bin} instead, PyTorch's pickle format, which the page does not read: ` +
+        'convert it once with `ddpm convert --model DIR --out NEW_DIR` (or diffusers\' ' +
+        'save_pretrained(..., safe_serialization=True)) and point the page at the new folder'
+      : ''));
+  };
   const flatConfig = await get('config.json', true);
   if (flatConfig.bytes) {
     const scheduler = await get('scheduler_config.json', true);
-    const weights = await get('diffusion_pytorch_model.safetensors', false);
+    const weights = await getWeights('diffusion_pytorch_model.safetensors');
     return { prefix, layout: 'flat', config: flatConfig, scheduler, weights, list };
   }
   const index = await get('model_index.json', true);
@@ -561,7 +574,7 @@ async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
   }
   const config = await get('unet/config.json', false);
   const scheduler = await get('scheduler/scheduler_config.json', true);
-  const weights = await get('unet/diffusion_pytorch_model.safetensors', false);
+  const weights = await getWeights('unet/diffusion_pytorch_model.safetensors');
   return { prefix, layout: 'pipeline', config, scheduler, weights, list };
 }
 

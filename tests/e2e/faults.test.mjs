@@ -65,6 +65,11 @@ function brokenModels() {
       files: model({ 'config.json': config.replace('"positional"', '"fourier"') }),
       expect: /config\.json.*time_embedding_type.*fourier/,
     },
+    // diffusers' older layout: diffusion_pytorch_model.bin only (tests/data/tiny-bin).
+    'pytorch-bin': {
+      files: model({ [WEIGHTS]: undefined, 'diffusion_pytorch_model.bin': readFileSync(path.join(TINY, '../tiny-bin/diffusion_pytorch_model.bin')) }),
+      expect: new RegExp(`${W}: HTTP 404 Not Found; the folder has .*diffusion_pytorch_model\\.bin instead.*ddpm convert`),
+    },
   };
 }
 

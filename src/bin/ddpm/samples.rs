@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use ddpm_web::files::layout;
+use ddpm_web::files::{layout, weights_path};
 use ddpm_web::images::{grid, grid_cols, unit};
 use ddpm_web::{Error, Result};
 
@@ -33,7 +33,7 @@ impl Run {
         let layout = layout(model)?;
         Ok(Run {
             config_sha256: sha256(&model.join(layout.config()))?,
-            weights_sha256: sha256(&model.join(layout.weights()))?,
+            weights_sha256: sha256(&weights_path(model, layout))?,
             sampler,
             eta,
             seed,
