@@ -80,7 +80,7 @@ fn convert_to_f16_halves_the_weights_and_loads() {
 #[test]
 fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = tiny_dir().with_file_name("tiny-bin");
+    let bin = tiny_bin_dir();
     let o = ddpm(&["convert", "--model", bin.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--dtype", "f32"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let read = |d: &std::path::Path| {

@@ -123,12 +123,6 @@ fn pipeline_layout_loads() {
     assert_eq!(outputs(&m), outputs(&load_model(&tiny_dir(), &dev()).unwrap()));
 }
 
-/// `tests/data/tiny-bin`: the tiny model as diffusers' `save_pretrained(safe_serialization=False)`
-/// writes it (`diffusion_pytorch_model.bin`, torch.save's zip format; diffusers 0.42.1, torch 2.9).
-fn tiny_bin_dir() -> std::path::PathBuf {
-    tiny_dir().with_file_name("tiny-bin")
-}
-
 #[test]
 fn pytorch_bin_weights_load_in_both_layouts() {
     let reference = outputs(&load_model(&tiny_dir(), &dev()).unwrap());

@@ -16,6 +16,12 @@ pub fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny")
 }
 
+/// The same tiny model as diffusers' `save_pretrained(safe_serialization=False)` writes it:
+/// `diffusion_pytorch_model.bin` (torch.save's zip format; diffusers 0.42.1, torch 2.9).
+pub fn tiny_bin_dir() -> PathBuf {
+    tiny_dir().with_file_name("tiny-bin")
+}
+
 pub fn vectors(name: &str) -> BTreeMap<String, HostTensor> {
     let path = tiny_dir().join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -67,7 +67,7 @@ function brokenModels() {
     },
     // diffusers' older layout: diffusion_pytorch_model.bin only (tests/data/tiny-bin).
     'pytorch-bin': {
-      files: model({ [WEIGHTS]: undefined, 'diffusion_pytorch_model.bin': readFileSync(path.join(TINY, '../tiny-bin/diffusion_pytorch_model.bin')) }),
+      files: model({ [WEIGHTS]: undefined, 'diffusion_pytorch_model.bin': readFileSync(path.join(REPO_ROOT, 'tests/data/tiny-bin/diffusion_pytorch_model.bin')) }),
       expect: new RegExp(`${W}: HTTP 404 Not Found; the folder has .*diffusion_pytorch_model\\.bin instead.*ddpm convert`),
     },
   };
