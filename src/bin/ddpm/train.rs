@@ -23,8 +23,8 @@ use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UN
 pub struct TrainArgs {
     pub data: String,
     pub mnist_dir: PathBuf,
-    pub config: PathBuf,
-    pub scheduler: PathBuf,
+    pub config: Option<PathBuf>,
+    pub scheduler: Option<PathBuf>,
     pub out: PathBuf,
     pub steps: usize,
     pub batch: usize,
@@ -94,6 +94,15 @@ fn duration(secs: f64) -> String {
 
 fn text(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e))
+}
+
+/// A config's name (for errors) and text: the file given, or the shipped model's built into the
+/// binary (so `ddpm train` runs from any folder).
+fn config_text(path: Option<&Path>, file: &str, builtin: &str) -> Result<(String, String)> {
+    match path {
+        Some(p) => Ok((p.display().to_string(), text(p)?)),
+        None => Ok((format!("configs/mnist/{file} (built in)"), builtin.to_string())),
+    }
 }
 
 fn load_data(args: &TrainArgs, shape: [usize; 3]) -> Result<Dataset> {
@@ -213,8 +222,11 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         let ema = Model { unet: raw.unet.valid(), scheduler: raw.scheduler.clone() };
         (raw, ema)
     } else {
-        let unet_config = UNetConfig::from_json(&args.config.display().to_string(), &text(&args.config)?)?;
-        let sched = SchedulerConfig::from_json(&args.scheduler.display().to_string(), &text(&args.scheduler)?)?;
+        let (name, json) = config_text(args.config.as_deref(), "config.json", include_str!("../../../configs/mnist/config.json"))?;
+        let unet_config = UNetConfig::from_json(&name, &json)?;
+        let (name, json) =
+            config_text(args.scheduler.as_deref(), "scheduler_config.json", include_str!("../../../configs/mnist/scheduler_config.json"))?;
+        let sched = SchedulerConfig::from_json(&name, &json)?;
         // The initial weights come from burn's generator: seeded, so a run is reproducible.
         train_device.seed(args.seed);
         let unet = UNet2DModel::new(&unet_config, &train_device);
