@@ -96,12 +96,17 @@ fn text(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e))
 }
 
-/// A config's name (for errors) and text: the file given, or the shipped model's built into the
-/// binary (so `ddpm train` runs from any folder).
-fn config_text(path: Option<&Path>, file: &str, builtin: &str) -> Result<(String, String)> {
+/// The shipped model's configs (name for errors, text), built in so that `ddpm train` runs from
+/// any folder.
+const MNIST_CONFIG: (&str, &str) = ("configs/mnist/config.json (built in)", include_str!("../../../configs/mnist/config.json"));
+const MNIST_SCHEDULER: (&str, &str) =
+    ("configs/mnist/scheduler_config.json (built in)", include_str!("../../../configs/mnist/scheduler_config.json"));
+
+/// A config's name (for errors) and text: the file given, or the built-in one.
+fn config_text(path: Option<&Path>, (name, json): (&str, &str)) -> Result<(String, String)> {
     match path {
         Some(p) => Ok((p.display().to_string(), text(p)?)),
-        None => Ok((format!("configs/mnist/{file} (built in)"), builtin.to_string())),
+        None => Ok((name.to_string(), json.to_string())),
     }
 }
 
@@ -222,10 +227,9 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         let ema = Model { unet: raw.unet.valid(), scheduler: raw.scheduler.clone() };
         (raw, ema)
     } else {
-        let (name, json) = config_text(args.config.as_deref(), "config.json", include_str!("../../../configs/mnist/config.json"))?;
+        let (name, json) = config_text(args.config.as_deref(), MNIST_CONFIG)?;
         let unet_config = UNetConfig::from_json(&name, &json)?;
-        let (name, json) =
-            config_text(args.scheduler.as_deref(), "scheduler_config.json", include_str!("../../../configs/mnist/scheduler_config.json"))?;
+        let (name, json) = config_text(args.scheduler.as_deref(), MNIST_SCHEDULER)?;
         let sched = SchedulerConfig::from_json(&name, &json)?;
         // The initial weights come from burn's generator: seeded, so a run is reproducible.
         train_device.seed(args.seed);
