@@ -110,6 +110,7 @@ bench: setup-native venv $(BENCH_MODEL)/config.json
 	else echo "burn's LibTorch backend: not built (make torch)"; fi
 	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/pytorch_bench.py --model $(BENCH_MODEL) --batch 1 16 128 --threads 2
 	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/conv_weight_grad.py --model $(BENCH_MODEL) --batch 16 128 --threads 2
+	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/attention_cpu.py --model $(BENCH_MODEL) --batch 16 128 --threads 2
 
 # The browser, side by side in one headless Chromium: DDIM-50 for 16 images on our CPU backend
 # (wasm; one worker per core, and one worker) and on onnxruntime-web (wasm, the model exported to

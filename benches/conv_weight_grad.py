@@ -12,13 +12,10 @@ training step (BENCHMARKS.md).
     python benches/conv_weight_grad.py --model configs/mnist --batch 16 128 --threads 2
 """
 
-import argparse
-import json
-
 import torch
 from diffusers import UNet2DModel
 
-from pytorch_bench import median_ms
+from pytorch_bench import median_ms, per_batch_main
 
 
 def conv_shapes(model_dir, batch):
@@ -33,19 +30,6 @@ def conv_shapes(model_dir, batch):
     with torch.no_grad():
         unet(torch.randn(batch, unet.config.in_channels, size, size), torch.zeros(batch))
     return seen
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True, help="a folder with the UNet's config.json")
-    parser.add_argument("--batch", type=int, nargs="+", default=[64])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    for batch in args.batch:
-        print(json.dumps(time_batch(args.model, batch, args.runs)))
 
 
 def time_batch(model_dir, batch, runs):
@@ -82,4 +66,4 @@ def time_batch(model_dir, batch, runs):
 
 
 if __name__ == "__main__":
-    main()
+    per_batch_main(time_batch, 64)

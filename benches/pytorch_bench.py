@@ -75,6 +75,20 @@ def sample_seconds(unet, model, n, steps, device, autocast):
     return time.perf_counter() - start
 
 
+def per_batch_main(time_batch, default_batch):
+    """The command line of the per-operation benches: one JSON line of time_batch(model, batch, runs)
+    per --batch."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True, help="a folder with the UNet's config.json")
+    parser.add_argument("--batch", type=int, nargs="+", default=[default_batch])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for batch in args.batch:
+        print(json.dumps(time_batch(args.model, batch, args.runs)), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="diffusers model folder")

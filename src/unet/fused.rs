@@ -1,8 +1,8 @@
 //! Group norm, SiLU and attention as the UNet calls them. On burn's LibTorch backend (`--backend
 //! torch`, the `torch` feature) group norm and SiLU are one PyTorch kernel forward and one
-//! backward each, as in PyTorch's autograd, and attention's softmax too; burn composes them from
-//! small differentiable ops (group norm: nine forward, each with its own backward), which made
-//! our training step slower than PyTorch's (BENCHMARKS.md, "Native CPU").
+//! backward each, as in PyTorch's autograd, and attention is PyTorch's flash attention; burn
+//! composes them from small differentiable ops (group norm: nine forward, each with its own
+//! backward), which made our training step slower than PyTorch's (BENCHMARKS.md, "Native CPU").
 //! Every other backend takes burn's own versions.
 
 use burn::nn::GroupNorm;
@@ -110,27 +110,19 @@ mod torch {
         }
     }
 
-    /// 1 / sqrt(d) and softmax(q kᵀ / sqrt(d)).
-    fn attention_weights(q: &tch::Tensor, k: &tch::Tensor) -> (f64, tch::Tensor) {
-        let scale = 1.0 / (q.size()[3] as f64).sqrt();
-        (scale, (q.matmul(&k.transpose(-2, -1)) * scale).softmax(-1, tch::Kind::Float))
-    }
-
     #[derive(Debug)]
     struct AttentionBackward;
 
     impl Backward<LibTorch, 3> for AttentionBackward {
-        /// q, k, v, the softmax weights p, 1 / sqrt(d).
-        type State = (TchTensor, TchTensor, TchTensor, TchTensor, f64);
+        /// q, k, v, the output and the log-sum-exp of each row of scores.
+        type State = [TchTensor; 5];
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let grad = grads.consume::<LibTorch>(&ops.node).tensor;
-            let (q, k, v, p, scale) = &ops.state;
-            let dv = p.tensor.transpose(-2, -1).matmul(&grad);
-            let dp = grad.matmul(&v.tensor.transpose(-2, -1));
-            // d(scores) from d(p), in one kernel, then through scores = q kᵀ * scale.
-            let ds = tch::Tensor::internal_softmax_backward_data(&dp, &p.tensor, -1, tch::Kind::Float) * *scale;
-            let (dq, dk) = (ds.matmul(&k.tensor), ds.transpose(-2, -1).matmul(&q.tensor));
+            let grad = grads.consume::<LibTorch>(&ops.node).tensor.contiguous();
+            let [q, k, v, out, lse] = ops.state.each_ref().map(|t| &t.tensor);
+            let (dq, dk, dv) = tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu_backward(
+                &grad, q, k, v, out, lse, 0.0, false, None::<tch::Tensor>, None,
+            );
             register(grads, &ops, [dq, dk, dv].map(Some));
         }
     }
@@ -199,10 +191,14 @@ mod torch {
 
         fn attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
             let ((q, q_node), (k, k_node), (v, v_node)) = (q.into_parts(), k.into_parts(), v.into_parts());
-            let (scale, p) = attention_weights(&q.tensor, &k.tensor);
-            let out = TchTensor::new(p.matmul(&v.tensor));
+            // PyTorch's flash attention for the CPU, as its scaled_dot_product_attention runs in
+            // training: the [tokens, tokens] weights are never stored, the backward recomputes them.
+            let (out, lse) = tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu(
+                &q.tensor, &k.tensor, &v.tensor, 0.0, false, None::<tch::Tensor>, None,
+            );
+            let out = TchTensor::new(out);
             match AttentionBackward.prepare::<C>([q_node, k_node, v_node]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish((q, k, v, TchTensor::new(p), scale), out),
+                OpsKind::Tracked(prep) => prep.finish([q, k, v, out.clone(), TchTensor::new(lse)], out),
                 OpsKind::UnTracked(prep) => prep.finish(out),
             }
         }
