@@ -98,7 +98,8 @@ fn text(p: &Path) -> Result<String> {
 
 /// The shipped model's configs (name for errors, text), built in so that `ddpm train` runs from
 /// any folder.
-const MNIST_CONFIG: (&str, &str) = ("configs/mnist/config.json (built in)", include_str!("../../../configs/mnist/config.json"));
+const MNIST_CONFIG: (&str, &str) =
+    ("configs/mnist/config.json (built in)", include_str!("../../../configs/mnist/config.json"));
 const MNIST_SCHEDULER: (&str, &str) =
     ("configs/mnist/scheduler_config.json (built in)", include_str!("../../../configs/mnist/scheduler_config.json"));
 
