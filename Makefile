@@ -40,7 +40,7 @@ test-native: setup-native
 	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} cargo test --no-fail-fast
 
 # wasm-opt (binaryen 132 from npm, not Debian's) drops the names and shrinks the code: BENCHMARKS.md, Sizes.
-pkg/ddpm_web_bg.wasm: $(shell find src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml
+pkg/ddpm_web_bg.wasm: $(shell find src vendor/burn-flex/src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml
 	wasm-pack build --target web --release --out-dir pkg . --no-default-features
 	node_modules/.bin/wasm-opt -O -Oz pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
 	mv pkg/ddpm_web_bg.opt.wasm pkg/ddpm_web_bg.wasm
