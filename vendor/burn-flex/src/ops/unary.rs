@@ -163,6 +163,14 @@ where
 
 /// Exponential: e^x
 pub fn exp(tensor: FlexTensor) -> FlexTensor {
+    // ddpm-web's patch: the vectorised exp for contiguous f32 (burn's attention under autodiff
+    // takes its softmax here), one loop only, so that the wasm grows little; the rest as before.
+    let layout = tensor.layout();
+    if tensor.dtype() == DType::F32 && layout.is_contiguous() && layout.start_offset() == 0 {
+        let n = layout.num_elements();
+        let values: Vec<f32> = tensor.storage::<f32>()[..n].iter().map(|&x| super::fast_exp::exp(x)).collect();
+        return FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(layout.shape().clone()), DType::F32);
+    }
     unary_op(tensor, |x| x.exp(), |x| x.exp())
 }
 
