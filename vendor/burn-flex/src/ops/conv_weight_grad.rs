@@ -28,16 +28,22 @@ pub fn conv2d_weight_grad(x: FlexTensor, output_grad: FlexTensor, weight_shape: 
         DType::F32 => weight_grad_typed::<f32>(x, output_grad, weight_shape, options, 0.0, 1.0, COLS_CHUNK),
         DType::F64 => weight_grad_typed::<f64>(x, output_grad, weight_shape, options, 0.0, 1.0, COLS_CHUNK),
         // Half precision through f32, as flex's bf16 convolutions (and one copy less of this code in wasm).
-        DType::F16 => {
-            let (x, output_grad) = (cast_to_f32(x, f16::to_f32), cast_to_f32(output_grad, f16::to_f32));
-            cast_from_f32(weight_grad_typed::<f32>(x, output_grad, weight_shape, options, 0.0, 1.0, COLS_CHUNK), f16::from_f32)
-        }
-        DType::BF16 => {
-            let (x, output_grad) = (cast_to_f32(x, bf16::to_f32), cast_to_f32(output_grad, bf16::to_f32));
-            cast_from_f32(weight_grad_typed::<f32>(x, output_grad, weight_shape, options, 0.0, 1.0, COLS_CHUNK), bf16::from_f32)
-        }
+        DType::F16 => via_f32(x, output_grad, weight_shape, options, f16::to_f32, f16::from_f32),
+        DType::BF16 => via_f32(x, output_grad, weight_shape, options, bf16::to_f32, bf16::from_f32),
         dtype => panic!("conv2d_weight_backward: unsupported dtype {:?}", dtype),
     }
+}
+
+fn via_f32<E: burn_backend::Element + bytemuck::Pod>(
+    x: FlexTensor,
+    output_grad: FlexTensor,
+    weight_shape: Shape,
+    options: &ConvOptions<2>,
+    to_f32: fn(E) -> f32,
+    from_f32: fn(f32) -> E,
+) -> FlexTensor {
+    let (x, output_grad) = (cast_to_f32(x, to_f32), cast_to_f32(output_grad, to_f32));
+    cast_from_f32(weight_grad_typed::<f32>(x, output_grad, weight_shape, options, 0.0, 1.0, COLS_CHUNK), from_f32)
 }
 
 fn weight_grad_typed<T: bytemuck::Pod + burn_backend::Element + 'static>(
@@ -100,7 +106,7 @@ fn weight_grad_typed<T: bytemuck::Pod + burn_backend::Element + 'static>(
             // grad[g's rows] (+)= g[g's rows, this chunk] @ colsᵀ
             let (m, n, k) = (c_out_group, rows, width);
             #[cfg(feature = "rayon")]
-            let parallelism = if m * n * k >= 192 * 192 * 192 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+            let parallelism = if m * n * k >= super::matmul::PARALLEL_THRESHOLD { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
             #[cfg(not(feature = "rayon"))]
             let parallelism = gemm::Parallelism::None;
             let lhs = &g[g_idx * c_out_group * batch * pixels + first * pixels..];

@@ -55,7 +55,7 @@ fn checked_size(a: usize, b: usize) -> usize {
 
 /// Threshold for enabling parallelism (M*N*K operations).
 /// 192^3 = ~7M ops - balance between 128x128 (no parallel) and 256x256 (parallel)
-const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
+pub(crate) const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
 /// Threshold for batch-level parallelism (total ops across all batches).
 /// Use batch parallelism when individual matrices are small but total work is large.
