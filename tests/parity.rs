@@ -1,4 +1,5 @@
-//! Numbers against diffusers 0.42.1: `../shared/parity/tiny` (see its README).
+//! Numbers against diffusers 0.42.1: `../shared/parity/tiny` (see its README) and
+//! `tests/data/variants`.
 
 #![cfg(not(target_family = "wasm"))]
 
@@ -9,6 +10,7 @@ use common::*;
 use ddpm_web::config::SchedulerConfig;
 use ddpm_web::files::load_model;
 use ddpm_web::sampler::Scheduler;
+use ddpm_web::weights::read_safetensors;
 
 fn device() -> Device {
     Device::flex()
@@ -39,6 +41,25 @@ fn unet_output_and_activations_match_diffusers() {
         checked += 1;
     }
     assert_eq!(checked, 10, "every recorded activation was compared");
+}
+
+/// The config options the tiny model leaves at their defaults (`tests/data/variants/make.py`):
+/// scale_shift (whose mid-block attention has no GroupNorm unless attn_norm_num_groups is given),
+/// flipped sinusoids and a shifted frequency, a centred input, no mid block, no downsampler
+/// padding, a mid block without attention, a non-square sample, in != out channels.
+#[test]
+fn config_variants_match_diffusers() {
+    let dev = device();
+    let root = tiny_dir().with_file_name("variants");
+    for name in ["scale-shift", "no-mid", "wide", "scale-shift-groups"] {
+        let dir = root.join(name);
+        let model = load_model(&dir, &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bytes = std::fs::read(dir.join("io.safetensors")).expect("variant vectors");
+        let io = read_safetensors(name, &bytes, true).expect("variant vectors parse");
+        let out = to_vec(model.unet.forward(tensor4(&io["x"], &dev), &io["t"].data));
+        let err = max_abs_diff(&out, &io["y"].data);
+        assert!(err <= 1e-4, "{name}: max abs error {err} against diffusers");
+    }
 }
 
 fn schedulers() -> [(&'static str, Scheduler); 2] {

@@ -1,4 +1,5 @@
-//! diffusers' `Attention` as UNet2DModel uses it: GroupNorm, multi-head self-attention over the
+//! diffusers' `Attention` as UNet2DModel uses it: GroupNorm (absent in the mid block of a
+//! `scale_shift` model without `attn_norm_num_groups`), multi-head self-attention over the
 //! H x W positions, output projection, residual, divided by `rescale_output_factor`.
 
 use burn::module::Module;
@@ -10,7 +11,7 @@ use super::resnet::group_norm;
 
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub group_norm: GroupNorm,
+    pub group_norm: Option<GroupNorm>,
     pub to_q: Linear,
     pub to_k: Linear,
     pub to_v: Linear,
@@ -22,10 +23,10 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(channels: usize, head_dim: usize, groups: usize, eps: f64, rescale: f64, device: &Device) -> Self {
+    pub fn new(channels: usize, head_dim: usize, groups: Option<usize>, eps: f64, rescale: f64, device: &Device) -> Self {
         let linear = || LinearConfig::new(channels, channels).init(device);
         Attention {
-            group_norm: group_norm(groups, channels, eps, device),
+            group_norm: groups.map(|g| group_norm(g, channels, eps, device)),
             to_q: linear(),
             to_k: linear(),
             to_v: linear(),
@@ -38,7 +39,11 @@ impl Attention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let (heads, dh) = (self.heads, c / self.heads);
-        let tokens = fused::group_norm(&self.group_norm, x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let normed = match &self.group_norm {
+            Some(norm) => fused::group_norm(norm, x.clone()),
+            None => x.clone(),
+        };
+        let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
         let split = |t: Tensor<3>| t.reshape([b, h * w, heads, dh]).swap_dims(1, 2);
         let q = split(self.to_q.forward(tokens.clone()));
         let k = split(self.to_k.forward(tokens.clone()));

@@ -10,11 +10,11 @@ use burn::tensor::{Device, Tensor};
 use super::attention::Attention;
 use super::resnet::{ResnetBlock2D, ResnetSettings, conv3x3};
 
-/// Attention settings of a block: heads of width `head_dim` and GroupNorm `groups`.
+/// Attention settings of a block: heads of width `head_dim` and GroupNorm `groups` (none: no norm).
 #[derive(Debug, Clone, Copy)]
 pub struct AttnSettings {
     pub head_dim: usize,
-    pub groups: usize,
+    pub groups: Option<usize>,
 }
 
 fn attention(c: usize, a: &AttnSettings, r: &ResnetSettings, rescale: f64, device: &Device) -> Attention {

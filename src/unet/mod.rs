@@ -49,7 +49,7 @@ impl UNet2DModel {
             scale_shift: config.resnet_time_scale_shift == "scale_shift",
         };
         // attention_head_dim = None means one head as wide as the block.
-        let attn = |is_attn: bool, c: usize, groups: usize| {
+        let attn = |is_attn: bool, c: usize, groups: Option<usize>| {
             is_attn.then(|| AttnSettings { head_dim: config.attention_head_dim.unwrap_or(c), groups })
         };
         let mut c_out = boc[0];
@@ -59,11 +59,14 @@ impl UNet2DModel {
                 c_out = boc[i];
                 let is_attn = config.down_block_types[i] == "AttnDownBlock2D";
                 let down = (i + 1 < n).then_some(config.downsample_padding);
-                DownBlock::new(config.layers_per_block, c_in, c_out, attn(is_attn, c_out, r.groups), down, &r, device)
+                DownBlock::new(config.layers_per_block, c_in, c_out, attn(is_attn, c_out, Some(r.groups)), down, &r, device)
             })
             .collect();
         let c_mid = boc[n - 1];
-        let mid_groups = config.attn_norm_num_groups.unwrap_or(r.groups);
+        // diffusers' UNetMidBlock2D: attn_groups defaults to resnet_groups, but to no GroupNorm at
+        // all when resnet_time_scale_shift is not "default".
+        let default_shift = config.resnet_time_scale_shift == "default";
+        let mid_groups = config.attn_norm_num_groups.or(default_shift.then_some(r.groups));
         let mid_block = config.mid_block_type.as_ref().map(|_| {
             MidBlock::new(c_mid, attn(config.add_attention, c_mid, mid_groups), config.mid_block_scale_factor, &r, device)
         });
@@ -75,7 +78,7 @@ impl UNet2DModel {
                 c_out = rev[i];
                 let c_in = rev[(i + 1).min(n - 1)];
                 let is_attn = config.up_block_types[i] == "AttnUpBlock2D";
-                let a = attn(is_attn, c_out, r.groups);
+                let a = attn(is_attn, c_out, Some(r.groups));
                 UpBlock::new(config.layers_per_block + 1, c_in, c_out, c_prev, a, i + 1 < n, &r, device)
             })
             .collect();
