@@ -306,6 +306,10 @@ impl UNetConfig {
         if self.in_channels == 0 || self.out_channels == 0 {
             return bad("in_channels / out_channels", format!("{} / {}", self.in_channels, self.out_channels), "at least 1");
         }
+        if self.in_channels != self.out_channels {
+            let hint = "must be equal: the UNet predicts the noise eps added to x, of x's shape (learned variances are not supported)";
+            return bad("in_channels / out_channels", format!("{} / {}", self.in_channels, self.out_channels), hint);
+        }
         let down = 1usize << (n - 1);
         if self.sample_size.iter().any(|s| *s == 0 || s % down != 0) {
             return bad("sample_size", format!("{:?}", self.sample_size), &format!("must be a positive multiple of {down} (2^(blocks-1))"));

@@ -46,7 +46,7 @@ fn unet_output_and_activations_match_diffusers() {
 /// The config options the tiny model leaves at their defaults (`tests/data/variants/make.py`):
 /// scale_shift (whose mid-block attention has no GroupNorm unless attn_norm_num_groups is given),
 /// flipped sinusoids and a shifted frequency, a centred input, no mid block, no downsampler
-/// padding, a mid block without attention, a non-square sample, in != out channels.
+/// padding, a mid block without attention, a non-square sample, two channels.
 #[test]
 fn config_variants_match_diffusers() {
     let dev = device();

@@ -228,6 +228,8 @@ fn malformed_or_unsupported_config_is_refused_naming_the_field() {
     assert!(e.contains("`my_new_field`"), "{e}");
     let e = config_err(&good.replace("\"down_block_types\": [", "\"down_block_types\": [\"CrossAttnDownBlock2D\", "));
     assert!(e.contains("down_block_types"), "{e}");
+    let e = config_err(&good.replace("\"out_channels\": 1", "\"out_channels\": 2"));
+    assert!(e.contains("in_channels / out_channels") && e.contains("1 / 2") && e.contains("must be equal"), "{e}");
 }
 
 #[test]

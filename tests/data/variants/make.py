@@ -14,11 +14,11 @@ VARIANTS = {
                         down_block_types=("AttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "AttnUpBlock2D"),
                         resnet_time_scale_shift="scale_shift", flip_sin_to_cos=False, freq_shift=1, center_input_sample=True),
     # no mid block, no padding in the downsampler, three layers per up block, a scaled mid factor
-    "no-mid": dict(SMALL, sample_size=8, in_channels=2, out_channels=1, layers_per_block=2,
+    "no-mid": dict(SMALL, sample_size=8, in_channels=2, out_channels=2, layers_per_block=2,
                    down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                    mid_block_type=None, downsample_padding=0, norm_eps=1e-6, attention_head_dim=None),
     # a non-square sample, the mid block without attention, its own attention groups elsewhere
-    "wide": dict(SMALL, sample_size=(8, 12), in_channels=1, out_channels=2,
+    "wide": dict(SMALL, sample_size=(8, 12), in_channels=1, out_channels=1,
                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                  add_attention=False, mid_block_scale_factor=1.41),
     # scale_shift with attn_norm_num_groups given: the mid block's attention has a GroupNorm again
