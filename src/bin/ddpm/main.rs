@@ -1,5 +1,6 @@
 //! `ddpm`: run diffusers DDPM models natively (CPU, or the GPU through wgpu).
 
+mod alloc;
 mod eval;
 mod samples;
 mod train;
@@ -396,6 +397,7 @@ fn run_convert(model: &Path, out: &Path, dtype: SaveDtype) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
