@@ -446,13 +446,30 @@ fn conv_transpose3d_impl<
                                         } else {
                                             (iw_start, iw_end)
                                         };
-                                        for iw in iw_start..iw_end {
-                                            let ow = iw * stride_w + kw * dilation_w - pad_w;
-                                            let s = in_h_base + iw - tile_start;
-                                            let val = columns[col_base + s];
-                                            let out_idx = out_ch_base + out_h_base + ow;
-                                            channel_output[out_idx] =
-                                                T::add(channel_output[out_idx], val);
+                                        if iw_start >= iw_end {
+                                            continue;
+                                        }
+                                        // Input positions iw_start..iw_end of this row, and where
+                                        // the first lands in the output row.
+                                        let s0 = col_base + in_h_base + iw_start - tile_start;
+                                        let src = &columns[s0..s0 + (iw_end - iw_start)];
+                                        let o0 = out_ch_base
+                                            + out_h_base
+                                            + iw_start * stride_w
+                                            + kw * dilation_w
+                                            - pad_w;
+                                        if stride_w == 1 {
+                                            // Both runs contiguous: a loop LLVM vectorises.
+                                            let dst = &mut channel_output[o0..o0 + src.len()];
+                                            for (d, &val) in dst.iter_mut().zip(src) {
+                                                *d = T::add(*d, val);
+                                            }
+                                        } else {
+                                            for (i, &val) in src.iter().enumerate() {
+                                                let out_idx = o0 + i * stride_w;
+                                                channel_output[out_idx] =
+                                                    T::add(channel_output[out_idx], val);
+                                            }
                                         }
                                     }
                                 }
@@ -961,6 +978,51 @@ mod tests {
         f16::ONE,
         f16::ZERO
     );
+
+    // Unit stride with padding (a 3x3 convolution's input gradient): col2im's row runs, untiled
+    // and in tiles that cut rows, against the direct sum (small integers: exact in any order).
+    #[test]
+    fn test_unit_stride_rows_match_direct_sum() {
+        let (ci, co, h, w) = (3usize, 2usize, 5usize, 7usize);
+        let x_values: Vec<f32> = (0..ci * h * w).map(|i| (i % 11) as f32 - 5.0).collect();
+        let w_values: Vec<f32> = (0..ci * co * 9).map(|i| (i % 7) as f32 - 3.0).collect();
+        let x = FlexTensor::from_data(TensorData::new(x_values.clone(), [1, ci, 1, h, w]));
+        let weight = FlexTensor::from_data(TensorData::new(w_values.clone(), [ci, co, 1, 3, 3]));
+        let options = ConvTransposeOptions::new([1; 3], [0, 1, 1], [0; 3], [1; 3], 1);
+        let mut expected = vec![0.0f32; co * h * w];
+        for c in 0..ci {
+            for o in 0..co {
+                for (i, j, kh, kw) in (0..h * w * 9).map(|n| (n / (w * 9), n / 9 % w, n % 9 / 3, n % 3)) {
+                    let (y, z) = (i + kh, j + kw);
+                    if (1..=h).contains(&y) && (1..=w).contains(&z) {
+                        expected[(o * h + y - 1) * w + z - 1] +=
+                            x_values[(c * h + i) * w + j] * w_values[((c * co + o) * 3 + kh) * 3 + kw];
+                    }
+                }
+            }
+        }
+        let full = conv_transpose3d_impl::<f32, { usize::MAX }, false>(
+            x.clone(),
+            weight.clone(),
+            None,
+            &options,
+            DType::F32,
+            0.0,
+            conv_transpose_gemm_f32,
+        );
+        let tiled = conv_transpose3d_impl::<f32, { 5 * 18 * 4 }, true>(
+            x,
+            weight,
+            None,
+            &options,
+            DType::F32,
+            0.0,
+            conv_transpose_gemm_f32,
+        );
+        assert_eq!(full.layout().shape().to_vec(), vec![1, co, 1, h, w]);
+        assert_eq!(full.storage::<f32>(), expected.as_slice());
+        assert_eq!(tiled.storage::<f32>(), expected.as_slice());
+    }
 
     #[test]
     fn test_conv_transpose_tiles_empty_channels() {
