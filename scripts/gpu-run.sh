@@ -16,19 +16,8 @@ OUT=${OUT:-gpu-out}
 BUDGET=${BUDGET:-580}
 STEPS=${STEPS:-11200}
 BATCH=${BATCH:-64}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/run.log") 2>&1
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_LOADER_DEBUG=${VK_LOADER_DEBUG:-error}
-python3 - <<'EOF'
-import lzma, shutil, tarfile
-with lzma.open(".carry/ddpm.xz") as src, open("/tmp/ddpm", "wb") as dst:
-    shutil.copyfileobj(src, dst)
-tarfile.open(".carry/digits.tar.xz").extractall("/tmp/mnist")
-EOF
-chmod +x /tmp/ddpm
-nvidia-smi -L
+source scripts/gpu-setup.sh
+python3 -c 'import tarfile; tarfile.open(".carry/digits.tar.xz").extractall("/tmp/mnist")'
 M=/tmp/model
 D=/tmp/mnist/digits
 rm -rf $M /tmp/g

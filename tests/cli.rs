@@ -94,16 +94,22 @@ fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
 }
 
 #[test]
-fn bench_prints_one_json_line() {
+fn bench_prints_a_json_line_per_batch_and_one_for_sampling() {
     let model = tiny_dir();
-    let o = ddpm(&["bench", "--model", model.to_str().unwrap(), "--batch", "2", "--runs", "1"]);
+    let o = ddpm(&["bench", "--model", model.to_str().unwrap(), "--batch", "2", "1", "--runs", "1", "--sample", "3"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let line: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON line");
-    assert_eq!(line["backend"], "cpu");
-    assert_eq!(line["batch"], 2);
-    for key in ["forward_ms", "train_step_ms"] {
-        assert!(line[key].as_f64().is_some_and(|ms| ms > 0.0), "{key}: {line}");
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (line, batch) in lines.iter().zip([2, 1]) {
+        assert_eq!(line["backend"], "cpu");
+        assert_eq!(line["batch"], batch);
+        for key in ["forward_ms", "train_step_ms"] {
+            assert!(line[key].as_f64().is_some_and(|ms| ms > 0.0), "{key}: {line}");
+        }
     }
+    assert_eq!(lines[2]["ddim50_images"], 3);
+    assert!(lines[2]["seconds"].as_f64().is_some_and(|s| s > 0.0), "{}", lines[2]);
 }
 
 #[test]
@@ -292,9 +298,10 @@ fn a_folder_of_only_bad_images_names_them() {
 
 #[test]
 fn bench_refuses_a_batch_out_of_range() {
-    let o = ddpm(&["bench", "--model", tiny_dir().to_str().unwrap(), "--batch", "0"]);
+    let o = ddpm(&["bench", "--model", tiny_dir().to_str().unwrap(), "--batch", "4", "0"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--batch must be 1 to 256, got 0"));
+    assert!(o.stdout.is_empty(), "nothing is timed before the batches are checked");
 }
 
 #[test]

@@ -201,15 +201,20 @@ enum Command {
         #[arg(long, value_enum, default_value = "f16")]
         dtype: SaveDtype,
     },
-    /// Time a UNet forward and a training step; prints one JSON line (medians, after a warm-up).
+    /// Time a UNet forward and a training step; prints one JSON line per batch (medians, after a
+    /// warm-up). Several batches share one process, so a GPU compiles its kernels once.
     Bench {
         #[arg(long)]
         model: PathBuf,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
+        #[arg(long, num_args = 1.., default_values_t = [16])]
+        batch: Vec<usize>,
         /// Timed runs of each (after one warm-up run).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Also time DDIM-50 for this many images (batches of up to 256, after a warm-up run of
+        /// the same), as benches/pytorch_bench.py --sample does; one more JSON line.
+        #[arg(long, default_value_t = 0)]
+        sample: usize,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
@@ -345,34 +350,47 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(ms[ms.len() / 2])
 }
 
-fn run_bench(model: &Path, batch: usize, runs: usize, backend: Backend) -> Result<()> {
-    if batch == 0 || batch > MAX_BATCH {
+fn run_bench(model: &Path, batches: &[usize], runs: usize, sample_n: usize, backend: Backend) -> Result<()> {
+    if let Some(batch) = batches.iter().find(|&&b| b == 0 || b > MAX_BATCH) {
         return Err(Error::Request(format!("--batch must be 1 to {MAX_BATCH}, got {batch}")));
     }
-    let dev = device(backend)?;
-    let m = load_model(model, &dev)?;
-    let [c, h, w] = m.unet.sample_shape();
-    let shape = [batch, c, h, w];
-    let x = || Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), &dev);
-    let t = vec![500.0f32; batch];
-    let sync = |y: Tensor<1>| to_vec(y).map(|_| ());
-    let forward_ms = median_ms(runs, || sync(m.unet.forward(x(), &t).sum()))?;
-    let train_dev = dev.clone().autodiff();
-    let mut unet = Some(load_model(model, &train_dev)?.unet);
-    let mut trainer = Trainer::new(1e-4, 0, 0);
-    let x_train = Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), &train_dev);
-    let train_step_ms = median_ms(runs, || {
-        let (next, loss) = trainer.step(unet.take().expect("model"), &m.scheduler, x_train.clone())?;
-        unet = Some(next);
-        sync(loss)
-    })?;
     let name = match backend {
         Backend::Cpu => "cpu",
         Backend::Wgpu => "wgpu",
         #[cfg(feature = "torch")]
         Backend::Torch => "torch",
     };
-    println!("{}", serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms}));
+    let dev = device(backend)?;
+    let m = load_model(model, &dev)?;
+    let train_dev = dev.clone().autodiff();
+    let mut unet = Some(load_model(model, &train_dev)?.unet);
+    let mut trainer = Trainer::new(1e-4, 0, 0);
+    let [c, h, w] = m.unet.sample_shape();
+    let sync = |y: Tensor<1>| to_vec(y).map(|_| ());
+    for &batch in batches {
+        let shape = [batch, c, h, w];
+        let x = |dev: &Device| Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), dev);
+        let t = vec![500.0f32; batch];
+        let forward_ms = median_ms(runs, || sync(m.unet.forward(x(&dev), &t).sum()))?;
+        let x_train = x(&train_dev);
+        let train_step_ms = median_ms(runs, || {
+            let (next, loss) = trainer.step(unet.take().expect("model"), &m.scheduler, x_train.clone())?;
+            unet = Some(next);
+            sync(loss)
+        })?;
+        println!("{}", serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms}));
+    }
+    if sample_n > 0 {
+        let ddim50 = || {
+            for first in (0..sample_n).step_by(MAX_BATCH) {
+                let request = SampleRequest { n: MAX_BATCH.min(sample_n - first), sampler: SamplerKind::Ddim, steps: 50, eta: 0.0, seed: 0, first };
+                to_vec(sample(&m.unet, &m.scheduler, request, 0, |_| {}, || false)?)?;
+            }
+            Ok(())
+        };
+        let seconds = median_ms(1, ddim50)? / 1e3;
+        println!("{}", serde_json::json!({"backend": name, "ddim50_images": sample_n, "seconds": seconds}));
+    }
     Ok(())
 }
 
@@ -415,7 +433,7 @@ fn main() -> ExitCode {
         }
         Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),
         Command::Convert { model, out, dtype } => run_convert(&model, &out, dtype),
-        Command::Bench { model, batch, runs, backend } => run_bench(&model, batch, runs, backend),
+        Command::Bench { model, batch, runs, sample, backend } => run_bench(&model, &batch, runs, sample, backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
