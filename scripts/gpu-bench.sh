@@ -10,8 +10,8 @@
 #   2. benches/pytorch_bench.py on cuda, f32 and bf16 autocast, the same figures (PYTORCH=0: not);
 #   3. fine-tuning as the page does it: 200 Adam steps at batch 8 from the shipped model on four
 #      drawn sevens, wall time of the whole process (kernel compilation included);
-#   4. the first image from a fresh process, twice (the second finds the driver's shader cache and
-#      autotune's results on disk, like a page with cached weights): DDIM-50, one image;
+#   4. the first image from a fresh process, twice (the second finds the driver's shader cache on
+#      disk, like a page with cached weights; autotune's results are not kept): DDIM-50, one image;
 #   5. correctness on this GPU: the tiny parity model's UNet output against diffusers' vectors,
 #      and 16 DDIM-50 samples of the shipped model (grid.png).
 set -u
