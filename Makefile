@@ -108,7 +108,7 @@ bench: setup-native venv $(BENCH_MODEL)/config.json
 	cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch 1 16 --runs 3 --backend cpu
 	cargo run -q --bin ddpm -- bench --model $(BENCH_MODEL) --batch 128 --runs 1 --backend cpu
 	if [ -x $(TORCH_DDPM) ] && $(TORCH_DDPM) bench --help | grep -q torch; then \
-		for b in 1 16 128; do $(TORCH_RUN) bench --model $(BENCH_MODEL) --batch $$b --runs 3 --backend torch; done; \
+		$(TORCH_RUN) bench --model $(BENCH_MODEL) --batch 1 16 128 --runs 3 --backend torch; \
 	else echo "burn's LibTorch backend: not built (make torch)"; fi
 	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/pytorch_bench.py --model $(BENCH_MODEL) --batch 1 16 128 --threads 2
 	$(KEEP_PAGES) $(TORCH_VENV)/bin/python benches/conv_weight_grad.py --model $(BENCH_MODEL) --batch 16 128 --threads 2

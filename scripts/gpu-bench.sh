@@ -20,7 +20,6 @@ BUDGET=${BUDGET:-540}
 source scripts/gpu-setup.sh
 [ "${PYTORCH:-1}" = 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-stamp() { echo "== $(date +%T) +${SECONDS}s $*"; }
 # Run "$@" for at most $1 seconds, less if BUDGET has less left; skip it when under 15 s are left.
 bounded() {
     local limit=$1 left=$((BUDGET - SECONDS))

@@ -21,7 +21,6 @@ python3 -c 'import tarfile; tarfile.open(".carry/digits.tar.xz").extractall("/tm
 M=/tmp/model
 D=/tmp/mnist/digits
 rm -rf $M /tmp/g
-stamp() { echo "== $(date +%T) $*"; }
 
 # The gate: from one shared checkpoint of the tiny parity model, 5 Adam steps on the CPU and on the
 # GPU must land on the same weights (the same noise: it comes from the checkpoint's generator).

@@ -354,12 +354,7 @@ fn run_bench(model: &Path, batches: &[usize], runs: usize, sample_n: usize, back
     if let Some(batch) = batches.iter().find(|&&b| b == 0 || b > MAX_BATCH) {
         return Err(Error::Request(format!("--batch must be 1 to {MAX_BATCH}, got {batch}")));
     }
-    let name = match backend {
-        Backend::Cpu => "cpu",
-        Backend::Wgpu => "wgpu",
-        #[cfg(feature = "torch")]
-        Backend::Torch => "torch",
-    };
+    let name = backend.to_possible_value().expect("every backend has a name").get_name().to_owned();
     let dev = device(backend)?;
     let m = load_model(model, &dev)?;
     let train_dev = dev.clone().autodiff();
@@ -384,7 +379,7 @@ fn run_bench(model: &Path, batches: &[usize], runs: usize, sample_n: usize, back
         let ddim50 = || {
             for first in (0..sample_n).step_by(MAX_BATCH) {
                 let request = SampleRequest { n: MAX_BATCH.min(sample_n - first), sampler: SamplerKind::Ddim, steps: 50, eta: 0.0, seed: 0, first };
-                to_vec(sample(&m.unet, &m.scheduler, request, 0, |_| {}, || false)?)?;
+                sync(sample(&m.unet, &m.scheduler, request, 0, |_| {}, || false)?.sum())?;
             }
             Ok(())
         };
