@@ -3,7 +3,7 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::unet::UNet2DModel;
@@ -32,26 +32,9 @@ pub fn flatten(unet: &UNet2DModel, grads: &GradientsParams) -> Tensor<1> {
     Tensor::cat(gather.out, 0)
 }
 
-struct Scatter<'a> {
-    flat: &'a [f32],
-    at: usize,
-    device: Device,
-    grads: GradientsParams,
-}
-
-impl ModuleVisitor for Scatter<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let shape = param.val().shape();
-        let n = shape.num_elements();
-        let data = TensorData::new(self.flat[self.at..self.at + n].to_vec(), shape);
-        self.grads.register::<D>(param.id, Tensor::from_data(data, &self.device));
-        self.at += n;
-    }
-}
-
 /// The sum of flat gradients `parts` (added in their order, so every worker gets the same
-/// bits), as gradients keyed by `unet`'s parameter ids on its (non-autodiff) device.
-pub fn sum(unet: &UNet2DModel, parts: &[Vec<f32>]) -> Result<(GradientsParams, Vec<f32>)> {
+/// bits), on `unet`'s (non-autodiff) device, and on the host.
+pub fn sum(unet: &UNet2DModel, parts: &[Vec<f32>]) -> Result<(Tensor<1>, Vec<f32>)> {
     let want = unet.num_params();
     if let Some((i, part)) = parts.iter().enumerate().find(|(_, p)| p.len() != want) {
         return Err(Error::Request(format!("gradient part {i} has {} values, the model {want} parameters", part.len())));
@@ -63,7 +46,6 @@ pub fn sum(unet: &UNet2DModel, parts: &[Vec<f32>]) -> Result<(GradientsParams, V
     for part in rest {
         total.iter_mut().zip(part).for_each(|(t, g)| *t += g);
     }
-    let mut scatter = Scatter { flat: &total, at: 0, device: unet.device().inner(), grads: GradientsParams::new() };
-    unet.visit(&mut scatter);
-    Ok((scatter.grads, total))
+    let flat = Tensor::from_data(TensorData::new(total.clone(), [want]), &unet.device().inner());
+    Ok((flat, total))
 }

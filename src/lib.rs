@@ -1,6 +1,7 @@
 //! DDPM (Ho et al. 2020) on burn: a UNet weight-compatible with diffusers' UNet2DModel,
 //! its schedules and samplers, the training loss, and the model folder format.
 
+pub mod adam;
 pub mod config;
 pub mod error;
 #[cfg(not(target_family = "wasm"))]

@@ -5,13 +5,15 @@
 use std::ops::Range;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::adam::{Adam, layout};
 use crate::config::Prediction;
 use crate::error::{Error, Result};
+use crate::grads;
 use crate::noise::extend_normal;
 use crate::sampler::Scheduler;
 use crate::unet::UNet2DModel;
@@ -34,10 +36,9 @@ pub fn loss(unet: &UNet2DModel, scheduler: &Scheduler, x0: Tensor<4>, t: &[usize
     Ok((pred - target).square().mean())
 }
 
-/// Adam (PyTorch's defaults: betas 0.9/0.999, eps 1e-8) with linear warm-up, and the
-/// host-side random stream that draws t and eps.
+/// Adam (`crate::adam`) with linear warm-up, and the host-side random stream that draws t and eps.
 pub struct Trainer {
-    optim: ModuleOptimizer,
+    pub adam: Adam,
     rng: ChaCha8Rng,
     pub lr: f64,
     pub warmup: usize,
@@ -45,14 +46,9 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// The optimizer state (Adam moments), keyed by the parameters' ids: see `param_ids`.
-    pub fn optimizer_record(&self) -> OptimizerRecord {
-        self.optim.to_record()
-    }
-
-    /// Continues from a saved state: the optimizer record, the step, and the random stream's position.
-    pub fn resume(mut self, record: OptimizerRecord, step: usize, rng_word_pos: u128) -> Self {
-        self.optim = self.optim.load_record(record);
+    /// Continues from a saved state: the optimizer's, the step, and the random stream's position.
+    pub fn resume(mut self, adam: Adam, step: usize, rng_word_pos: u128) -> Self {
+        self.adam = adam;
         self.step = step;
         self.rng.set_word_pos(rng_word_pos);
         self
@@ -64,7 +60,7 @@ impl Trainer {
 
     pub fn new(lr: f64, warmup: usize, seed: u64) -> Self {
         Trainer {
-            optim: AdamConfig::new().with_epsilon(1e-8).init(),
+            adam: Adam::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             lr,
             warmup,
@@ -81,20 +77,21 @@ impl Trainer {
     /// on an autodiff device. Returns the updated model and the loss (not read back).
     pub fn step(&mut self, unet: UNet2DModel, scheduler: &Scheduler, x0: Tensor<4>) -> Result<(UNet2DModel, Tensor<1>)> {
         let n = x0.dims()[0];
-        let (grads, loss) = self.gradients(&unet, scheduler, x0, 0..n)?;
-        Ok((self.apply(unet, grads), loss))
+        let (grad, loss) = self.gradients(&unet, scheduler, x0, 0..n)?;
+        Ok((self.apply(unet, grad), loss))
     }
 
-    /// The gradient of Algorithm 1's loss on the rows `rows` of the batch `x0`, weighted by
-    /// their share of it, so that the gradients of a batch's shards sum to the batch's. t and
-    /// eps are drawn for the whole batch: every shard of one batch draws the same.
+    /// The gradient of Algorithm 1's loss on the rows `rows` of the batch `x0`, flat
+    /// (`crate::grads`), weighted by their share of it, so that the gradients of a batch's shards
+    /// sum to the batch's. t and eps are drawn for the whole batch: every shard of one batch draws
+    /// the same.
     pub fn gradients(
         &mut self,
         unet: &UNet2DModel,
         scheduler: &Scheduler,
         x0: Tensor<4>,
         rows: Range<usize>,
-    ) -> Result<(GradientsParams, Tensor<1>)> {
+    ) -> Result<(Tensor<1>, Tensor<1>)> {
         let dims = x0.dims();
         if dims[1..] != unet.sample_shape()[..] {
             return Err(Error::Request(format!(
@@ -120,13 +117,13 @@ impl Trainer {
             loss = loss.mul_scalar(rows.len() as f64 / dims[0] as f64);
         }
         let grads = GradientsParams::from_grads(loss.backward(), unet);
-        Ok((grads, loss.detach()))
+        Ok((grads::flatten(unet, &grads), loss.detach()))
     }
 
-    /// The Adam step (with warm-up) on gradients of the loss.
-    pub fn apply(&mut self, unet: UNet2DModel, grads: GradientsParams) -> UNet2DModel {
+    /// The Adam step (with warm-up) on the flat gradient of the loss.
+    pub fn apply(&mut self, unet: UNet2DModel, grad: Tensor<1>) -> UNet2DModel {
         let lr = self.current_lr();
-        let unet = self.optim.step(lr, unet, grads);
+        let unet = self.adam.step(lr, unet, grad);
         self.step += 1;
         unet
     }
@@ -174,14 +171,6 @@ pub fn ema_update(ema: UNet2DModel, model: &UNet2DModel, decay: f64) -> UNet2DMo
     ema.map(&mut Blend { src: flat.0.into_iter(), decay })
 }
 
-struct Ids(Vec<u64>);
-
-impl ModuleVisitor for Ids {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push(param.id.val());
-    }
-}
-
 struct SetIds(std::vec::IntoIter<u64>);
 
 impl ModuleMapper for SetIds {
@@ -194,9 +183,7 @@ impl ModuleMapper for SetIds {
 
 /// The parameters' ids in visit order (the optimizer state is keyed by them).
 pub fn param_ids(model: &UNet2DModel) -> Vec<u64> {
-    let mut ids = Ids(vec![]);
-    model.visit(&mut ids);
-    ids.0
+    layout(model).into_iter().map(|(id, _)| id).collect()
 }
 
 /// Gives a freshly loaded model the ids a saved optimizer state refers to.

@@ -79,21 +79,20 @@ impl Tuner {
         let x0 = self.draw(batch)?;
         let unet = self.unet.as_ref().ok_or_else(failed)?;
         let rows = batch * shard / shards..batch * (shard + 1) / shards;
-        let (grads, loss) = self.trainer.gradients(unet, scheduler, x0, rows)?;
-        Ok((grads::flatten(unet, &grads), loss))
+        self.trainer.gradients(unet, scheduler, x0, rows)
     }
 
     /// The Adam step on the sum of the shards' flat gradients (in shard order). Returns the sum.
     pub fn apply(&mut self, parts: &[Vec<f32>]) -> Result<Vec<f32>> {
         let unet = self.unet.take().ok_or_else(failed)?;
-        let (grads, total) = match grads::sum(&unet, parts) {
+        let (grad, total) = match grads::sum(&unet, parts) {
             Ok(summed) => summed,
             Err(err) => {
                 self.unet = Some(unet);
                 return Err(err);
             }
         };
-        self.unet = Some(self.trainer.apply(unet, grads));
+        self.unet = Some(self.trainer.apply(unet, grad));
         Ok(total)
     }
 

@@ -48,3 +48,65 @@ fn ema_decay_warms_up_as_diffusers_ema_model() {
     assert!((ema_decay(0.999, 100) - 100.0 / 109.0).abs() < 1e-12);
     assert_eq!(ema_decay(0.999, 20_000), 0.999);
 }
+
+/// Our flat Adam against burn's per-tensor `Adam` on the same gradients: the same parameters
+/// after each step, and each resumes from the other's saved state (old training states were
+/// written by burn's).
+#[test]
+fn flat_adam_matches_burns_adam_and_shares_its_saved_state() {
+    use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
+    use ddpm_web::adam::Adam;
+    use ddpm_web::grads::flatten;
+
+    let device = Device::flex().autodiff();
+    let model = load_model(&tiny_dir(), &device).unwrap();
+    let x0 = tensor4(&vectors("inputs.safetensors")["x"], &device);
+    let eps = x0.clone().flip([3]);
+    let t: Vec<usize> = (0..x0.dims()[0]).map(|i| 100 + 250 * i).collect();
+    let grads = |unet: &ddpm_web::UNet2DModel| {
+        let l = loss(unet, &model.scheduler, x0.clone(), &t, eps.clone()).unwrap();
+        GradientsParams::from_grads(l.backward(), unet)
+    };
+    let (mut ours, mut theirs) = (model.unet.clone(), model.unet.clone());
+    let (mut adam, mut burns) = (Adam::default(), AdamConfig::new().with_epsilon(1e-8).init());
+    let dir = tempfile::tempdir().unwrap();
+    for step in 0..4 {
+        let lr = 1e-3 * (step + 1) as f64;
+        let (g, h) = (grads(&ours), grads(&theirs));
+        ours = adam.step(lr, ours.clone(), flatten(&ours, &g));
+        theirs = burns.step(lr, theirs, h);
+        let (a, b) = (params(&ours), params(&theirs));
+        assert!(max_abs_diff(&a, &b) <= 1e-7, "step {step}: parameters differ by {}", max_abs_diff(&a, &b));
+        match step {
+            // burn's state -> ours
+            1 => {
+                let path = dir.path().join("burn.bin");
+                burns.to_record().save(&path).unwrap();
+                ours = theirs.clone();
+                adam = Adam::load(&ours, &path, &device.clone().inner()).unwrap();
+            }
+            // ours -> burn's
+            2 => {
+                let path = dir.path().join("ours.bin");
+                adam.save(&ours, &path).unwrap();
+                theirs = ours.clone();
+                burns = AdamConfig::new().with_epsilon(1e-8).init().load_record(OptimizerRecord::load(&path).unwrap());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every float parameter's values, in visit order.
+fn params(unet: &ddpm_web::UNet2DModel) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(to_vec(param.val()));
+        }
+    }
+    let mut values = Values(vec![]);
+    unet.visit(&mut values);
+    values.0
+}

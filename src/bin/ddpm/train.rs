@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Module;
-use burn::optim::OptimizerRecord;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use ddpm_web::adam::Adam;
 use ddpm_web::dataset::{Dataset, image_folder, mnist};
 use ddpm_web::files::{load_model, save_model};
 use ddpm_web::model::WEIGHTS;
@@ -138,7 +138,7 @@ fn checkpoint(args: &TrainArgs, raw: &Model, ema: &Model, trainer: &Trainer, dat
     remove_dir(&partial)?;
     save_model(raw, &partial, SaveDtype::F32)?;
     let opt = partial.join("optimizer.bin");
-    trainer.optimizer_record().save(&opt).map_err(|e| Error::io(opt.display(), format!("{e:?}")))?;
+    trainer.adam.save(&raw.unet, &opt)?;
     let state = State {
         step: trainer.step,
         seed: args.seed,
@@ -199,9 +199,9 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         let mut raw = load_model(&dir, &train_device)?;
         raw.unet = with_param_ids(raw.unet, state.param_ids)?;
         let opt = dir.join("optimizer.bin");
-        let record = OptimizerRecord::load(&opt).map_err(|e| Error::io(opt.display(), format!("{e:?}")))?;
+        let adam = Adam::load(&raw.unet, &opt, &train_device.clone().inner())?;
         let pos = |s: &str| s.parse::<u128>().map_err(|e| Error::io(dir.join("state.json").display(), e));
-        trainer = trainer.resume(record, state.step, pos(&state.noise_rng_word_pos)?);
+        trainer = trainer.resume(adam, state.step, pos(&state.noise_rng_word_pos)?);
         data_rng.set_word_pos(pos(&state.data_rng_word_pos)?);
         eprintln!("resuming {} at step {}", args.out.display(), state.step);
         // A training state carried without its EMA weights (a GPU machine's upload limit):
