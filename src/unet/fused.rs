@@ -27,13 +27,20 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     burn::tensor::module::attention(q, k, v, None, None, options)
 }
 
-/// x * sigmoid(x).
+/// x * sigmoid(x). Outside autodiff on a GPU (burn's cubecl backends) as x / (1 + exp(-x)): four
+/// kernels, where burn's sigmoid is exp(-log(1 + exp(-x))) and then a product, seven (BENCHMARKS.md,
+/// "Fewer launches"). Not under autodiff: where exp(-x) overflows, its backward would be 0 * inf.
+/// flex has a one-pass sigmoid, so the CPU keeps burn's.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "torch")]
     if torch::on_libtorch(&x) {
         return torch::silu(x);
     }
-    burn::tensor::activation::silu(x)
+    let device = x.device();
+    if device.is_autodiff() || matches!(device.inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_)) {
+        return burn::tensor::activation::silu(x);
+    }
+    x.clone() / x.neg().exp().add_scalar(1.0)
 }
 
 #[cfg(feature = "torch")]

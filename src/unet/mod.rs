@@ -134,6 +134,9 @@ impl UNet2DModel {
         trace("time_proj", &as4(&features));
         let temb = self.time_embedding.forward(features);
         trace("time_embedding", &as4(&temb));
+        // Every resnet applies SiLU to the time embedding before its own projection (diffusers'
+        // ResnetBlock2D): the same tensor each time, so once here.
+        let temb = silu(temb);
 
         let mut x = self.conv_in.forward(x);
         trace("conv_in", &x);

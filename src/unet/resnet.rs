@@ -57,10 +57,10 @@ impl ResnetBlock2D {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+    /// `silu_temb`: SiLU of the time embedding, which diffusers' ResnetBlock2D computes first.
+    pub fn forward(&self, x: Tensor<4>, silu_temb: Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(silu(fused::group_norm(&self.norm1, x.clone())));
-        // Every resnet applies SiLU to the time embedding before its own projection.
-        let temb = self.time_emb_proj.forward(silu(temb)).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
+        let temb = self.time_emb_proj.forward(silu_temb).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
         let h = if self.scale_shift {
             let [scale, shift] = chunk2(temb);
             fused::group_norm(&self.norm2, h) * (scale + 1.0) + shift
