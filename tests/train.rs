@@ -110,3 +110,30 @@ fn params(unet: &ddpm_web::UNet2DModel) -> Vec<f32> {
     unet.visit(&mut values);
     values.0
 }
+
+/// A saved optimizer state that belongs to another model is refused with the file and the
+/// tensor named, not loaded into the wrong parameters.
+#[test]
+fn adam_state_of_another_model_is_refused() {
+    use ddpm_web::adam::Adam;
+    use ddpm_web::grads::flatten;
+
+    let device = Device::flex().autodiff();
+    let mut model = load_model(&tiny_dir(), &device).unwrap();
+    let x0 = tensor4(&vectors("inputs.safetensors")["x"], &device);
+    let t: Vec<usize> = (0..x0.dims()[0]).map(|i| 100 + 250 * i).collect();
+    let l = loss(&model.unet, &model.scheduler, x0.clone(), &t, x0.clone().flip([3])).unwrap();
+    let grads = burn::optim::GradientsParams::from_grads(l.backward(), &model.unet);
+    let mut adam = Adam::default();
+    model.unet = adam.step(1e-3, model.unet.clone(), flatten(&model.unet, &grads));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("optimizer.bin");
+    adam.save(&model.unet, &path).unwrap();
+    // The same model with its ids: loads. A model loaded afresh has other parameter ids.
+    assert!(Adam::load(&model.unet, &path, &device.clone().inner()).is_ok());
+    let other = load_model(&tiny_dir(), &device).unwrap();
+    let err = Adam::load(&other.unet, &path, &device.clone().inner()).err().expect("refused").to_string();
+    assert!(err.contains("optimizer.bin") && err.contains("momentum.moment_1") && err.contains("another model"), "{err}");
+    let err = Adam::load(&model.unet, &dir.path().join("missing.bin"), &device.clone().inner()).err().expect("refused").to_string();
+    assert!(err.contains("missing.bin"), "{err}");
+}
