@@ -3,7 +3,8 @@
 //! in the parameters' visit order (`crate::grads`), so a step is a dozen element-wise ops in all
 //! instead of a dozen per parameter tensor: on a GPU, each op is a kernel launch, and burn's
 //! per-tensor `Adam` launched ~3,500 a step for the UNet's 270 tensors (BENCHMARKS.md, "Native
-//! GPU"). Each element goes through burn's `Adam`'s ops in its order, so the numbers are the same.
+//! GPU"). Each element goes through burn's `Adam`'s ops in its order, so the numbers are the same
+//! (burn's skips a parameter without a gradient; here it gets a zero one, which the UNet never has).
 //! The state is saved in burn's optimizer-record layout (burnpack, `{param_id}.momentum.moment_1`),
 //! so training states written with burn's `Adam` resume here.
 
