@@ -129,7 +129,8 @@ impl Trainer {
     }
 }
 
-/// Every float parameter, flattened, in visit order (the same order for two models of one config).
+/// Every float parameter, flattened, in visit order (the same order for two models of one config),
+/// off autodiff.
 struct Flatten(Vec<Tensor<1>>);
 
 impl ModuleVisitor for Flatten {
@@ -140,19 +141,18 @@ impl ModuleVisitor for Flatten {
     }
 }
 
-struct Blend {
-    src: std::vec::IntoIter<Tensor<1>>,
-    decay: f64,
+/// Each float parameter replaced by its slice of a flat vector in visit order.
+struct Unflatten {
+    flat: Tensor<1>,
+    at: usize,
 }
 
-impl ModuleMapper for Blend {
+impl ModuleMapper for Unflatten {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let src = self.src.next().expect("the EMA model has the trained model's parameters");
-        let decay = self.decay;
-        param.map(|old| {
-            let dims = old.dims();
-            old.mul_scalar(decay) + src.reshape(dims).mul_scalar(1.0 - decay)
-        })
+        let (flat, at) = (self.flat.clone(), self.at);
+        let n: usize = param.shape().num_elements();
+        self.at += n;
+        param.map(|old| flat.narrow(0, at, n).reshape(old.dims()))
     }
 }
 
@@ -163,12 +163,31 @@ pub fn ema_decay(max: f64, step: usize) -> f64 {
     if step <= 1 { 0.0 } else { max.min(step as f64 / (step + 9) as f64) }
 }
 
-/// Exponential moving average of the weights: ema <- decay ema + (1 - decay) theta.
-/// `ema` lives on a plain (non-autodiff) device; `model` may be on an autodiff one.
-pub fn ema_update(ema: UNet2DModel, model: &UNet2DModel, decay: f64) -> UNet2DModel {
+/// Exponential moving average of the weights, ema <- decay ema + (1 - decay) theta, kept as one
+/// flat vector in visit order (three element-wise ops a step, not three per parameter tensor), on
+/// a plain (non-autodiff) device.
+pub struct Ema(Tensor<1>);
+
+impl Ema {
+    /// Starts from `model`'s weights (on any device).
+    pub fn new(model: &UNet2DModel) -> Ema {
+        Ema(flat_params(model))
+    }
+
+    pub fn update(&mut self, model: &UNet2DModel, decay: f64) {
+        self.0 = self.0.clone().mul_scalar(decay) + flat_params(model).mul_scalar(1.0 - decay);
+    }
+
+    /// `model` (a plain-device model of the same config) holding the averaged weights.
+    pub fn weights(&self, model: UNet2DModel) -> UNet2DModel {
+        model.map(&mut Unflatten { flat: self.0.clone(), at: 0 })
+    }
+}
+
+fn flat_params(model: &UNet2DModel) -> Tensor<1> {
     let mut flat = Flatten(vec![]);
     model.visit(&mut flat);
-    ema.map(&mut Blend { src: flat.0.into_iter(), decay })
+    Tensor::cat(flat.0, 0)
 }
 
 struct SetIds(std::vec::IntoIter<u64>);

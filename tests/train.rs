@@ -137,3 +137,30 @@ fn adam_state_of_another_model_is_refused() {
     let err = Adam::load(&model.unet, &dir.path().join("missing.bin"), &device.clone().inner()).err().expect("refused").to_string();
     assert!(err.contains("missing.bin"), "{err}");
 }
+
+/// The flat EMA: decay 0 copies the weights; otherwise ema <- d ema + (1 - d) theta per element;
+/// `weights` puts the average back into a model of the same config.
+#[test]
+fn ema_blends_each_weight() {
+    use ddpm_web::train::Ema;
+
+    let device = Device::flex();
+    let a = load_model(&tiny_dir(), &device).unwrap().unet;
+    let b = burn::module::Module::map(a.clone(), &mut Shift);
+    let mut ema = Ema::new(&a);
+    ema.update(&b, 0.75);
+    let got = params(&ema.weights(a.clone()));
+    let want: Vec<f32> = params(&a).iter().zip(params(&b)).map(|(x, y)| 0.75 * x + 0.25 * y).collect();
+    assert!(max_abs_diff(&got, &want) < 1e-6, "{}", max_abs_diff(&got, &want));
+    ema.update(&b, 0.0);
+    assert_eq!(params(&ema.weights(a)), params(&b));
+}
+
+/// Adds 1 to every weight.
+struct Shift;
+
+impl burn::module::ModuleMapper for Shift {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| t.add_scalar(1.0))
+    }
+}

@@ -16,7 +16,7 @@ use ddpm_web::adam::Adam;
 use ddpm_web::dataset::{Dataset, image_folder, mnist};
 use ddpm_web::files::{load_model, save_model};
 use ddpm_web::model::WEIGHTS;
-use ddpm_web::train::{Trainer, ema_decay, ema_update, param_ids, with_param_ids};
+use ddpm_web::train::{Ema, Trainer, ema_decay, param_ids, with_param_ids};
 use ddpm_web::weights::{SaveDtype, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
@@ -253,12 +253,13 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     // Without a terminal (a log file) the bar is hidden: about 20 lines a run instead (at most
     // every 100 steps), with the loss, steps/s and ETA.
     let log_every = ((args.steps - first) / 20).clamp(1, 100);
+    let mut average = Ema::new(&ema.unet);
     while trainer.step < args.steps {
         let idx: Vec<usize> = (0..args.batch).map(|_| data_rng.random_range(0..data.len())).collect();
         let x0 = data.batch(&idx, &train_device);
         let (unet, loss) = trainer.step(raw.unet, &raw.scheduler, x0)?;
         raw.unet = unet;
-        ema.unet = ema_update(ema.unet, &raw.unet, ema_decay(args.ema, trainer.step));
+        average.update(&raw.unet, ema_decay(args.ema, trainer.step));
         let log_line = bar.is_hidden() && ((trainer.step - first).is_multiple_of(log_every) || trainer.step == args.steps);
         if trainer.step.is_multiple_of(10) || trainer.step == args.steps || log_line {
             let l = to_vec(loss)?[0];
@@ -276,6 +277,7 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         bar.set_prefix(format!("{}/{}", trainer.step, args.steps));
         let interrupted = stop.load(Ordering::SeqCst);
         if trainer.step.is_multiple_of(args.checkpoint_every) || trainer.step == args.steps || interrupted {
+            ema.unet = average.weights(ema.unet);
             checkpoint(&args, &raw, &ema, &trainer, &data_rng)?;
         }
         if interrupted {
