@@ -1,6 +1,6 @@
 //! Adam (Kingma & Ba 2015, as PyTorch and burn's `Adam`: betas 0.9 / 0.999, eps 1e-8) over all of
 //! a model's float parameters at once. The gradient, the moments and the update are flat vectors
-//! in the parameters' visit order (`crate::grads`), so a step is a dozen element-wise ops in all
+//! in the parameters' visit order (`crate::flat`), so a step is a dozen element-wise ops in all
 //! instead of a dozen per parameter tensor: on a GPU, each op is a kernel launch, and burn's
 //! per-tensor `Adam` launched ~3,500 a step for the UNet's 270 tensors (BENCHMARKS.md, "Native
 //! GPU"). Each element goes through burn's `Adam`'s ops in its order, so the numbers are the same
@@ -8,7 +8,7 @@
 //! The state is saved in burn's optimizer-record layout (burnpack, `{param_id}.momentum.moment_1`),
 //! so training states written with burn's `Adam` resume here.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
 #[cfg(not(target_family = "wasm"))]
 use {
@@ -19,6 +19,9 @@ use {
     std::path::Path,
 };
 
+use crate::flat::Slices;
+#[cfg(not(target_family = "wasm"))]
+use crate::flat::layout;
 use crate::unet::UNet2DModel;
 
 const BETA_1: f32 = 0.9;
@@ -51,7 +54,7 @@ impl Adam {
         let factor = correction_2 / (1.0 - BETA_1.powi(t));
         let delta = m.clone().mul_scalar(factor).div(v.clone().sqrt().add_scalar(EPSILON * correction_2)).mul_scalar(lr);
         self.moments = Some((m, v));
-        unet.map(&mut Descend { delta, at: 0 })
+        unet.map(&mut Descend(Slices::new(delta)))
     }
 
     /// Writes the state to `path` (burnpack, keyed by `unet`'s parameter ids). Reads the moments
@@ -120,35 +123,14 @@ impl Adam {
     }
 }
 
-/// Each float parameter's id and shape, in visit order.
-pub fn layout(unet: &UNet2DModel) -> Vec<(u64, Vec<usize>)> {
-    let mut layout = Layout(vec![]);
-    unet.visit(&mut layout);
-    layout.0
-}
-
-struct Layout(Vec<(u64, Vec<usize>)>);
-
-impl ModuleVisitor for Layout {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push((param.id.val(), param.val().dims().to_vec()));
-    }
-}
-
 /// theta <- theta - delta, each parameter taking its slice of the flat `delta`; the parameter
 /// keeps its autodiff state (tracked, checkpointing strategy), as burn's optimizers do.
-struct Descend {
-    delta: Tensor<1>,
-    at: usize,
-}
+struct Descend(Slices);
 
 impl ModuleMapper for Descend {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, value, mapper) = param.consume();
-        let dims = value.dims();
-        let n = dims.iter().product();
-        let delta = self.delta.clone().narrow(0, self.at, n).reshape(dims);
-        self.at += n;
+        let delta = self.0.next(value.dims());
         let (tracked, strategy) = (value.is_require_grad(), value.gradient_checkpointing_strategy());
         let mut value = Tensor::from_inner(value.inner() - delta);
         if let Some(strategy) = strategy {

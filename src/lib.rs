@@ -12,7 +12,7 @@ pub mod classifier;
 pub mod dataset;
 #[cfg(all(not(target_family = "wasm"), feature = "cli"))]
 pub mod fid;
-pub mod grads;
+pub mod flat;
 pub mod images;
 pub mod model;
 #[cfg(all(not(target_family = "wasm"), feature = "cli"))]

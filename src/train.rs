@@ -4,16 +4,16 @@
 
 use std::ops::Range;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::adam::{Adam, layout};
+use crate::adam::Adam;
 use crate::config::Prediction;
 use crate::error::{Error, Result};
-use crate::grads;
+use crate::flat::{self, Slices, layout};
 use crate::noise::extend_normal;
 use crate::sampler::Scheduler;
 use crate::unet::UNet2DModel;
@@ -82,7 +82,7 @@ impl Trainer {
     }
 
     /// The gradient of Algorithm 1's loss on the rows `rows` of the batch `x0`, flat
-    /// (`crate::grads`), weighted by their share of it, so that the gradients of a batch's shards
+    /// (`crate::flat`), weighted by their share of it, so that the gradients of a batch's shards
     /// sum to the batch's. t and eps are drawn for the whole batch: every shard of one batch draws
     /// the same.
     pub fn gradients(
@@ -117,7 +117,7 @@ impl Trainer {
             loss = loss.mul_scalar(rows.len() as f64 / dims[0] as f64);
         }
         let grads = GradientsParams::from_grads(loss.backward(), unet);
-        Ok((grads::flatten(unet, &grads), loss.detach()))
+        Ok((flat::gradients(unet, &grads), loss.detach()))
     }
 
     /// The Adam step (with warm-up) on the flat gradient of the loss.
@@ -129,30 +129,13 @@ impl Trainer {
     }
 }
 
-/// Every float parameter, flattened, in visit order (the same order for two models of one config),
-/// off autodiff.
-struct Flatten(Vec<Tensor<1>>);
-
-impl ModuleVisitor for Flatten {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        let n = t.shape().num_elements();
-        self.0.push(t.reshape([n]).detach().inner());
-    }
-}
-
-/// Each float parameter replaced by its slice of a flat vector in visit order.
-struct Unflatten {
-    flat: Tensor<1>,
-    at: usize,
-}
+/// Each float parameter replaced by its slice of a flat vector.
+struct Unflatten(Slices);
 
 impl ModuleMapper for Unflatten {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (flat, at) = (self.flat.clone(), self.at);
-        let n: usize = param.shape().num_elements();
-        self.at += n;
-        param.map(|old| flat.narrow(0, at, n).reshape(old.dims()))
+        let slices = &mut self.0;
+        param.map(|old| slices.next(old.dims()))
     }
 }
 
@@ -171,23 +154,17 @@ pub struct Ema(Tensor<1>);
 impl Ema {
     /// Starts from `model`'s weights (on any device).
     pub fn new(model: &UNet2DModel) -> Ema {
-        Ema(flat_params(model))
+        Ema(flat::weights(model))
     }
 
     pub fn update(&mut self, model: &UNet2DModel, decay: f64) {
-        self.0 = self.0.clone().mul_scalar(decay) + flat_params(model).mul_scalar(1.0 - decay);
+        self.0 = self.0.clone().mul_scalar(decay) + flat::weights(model).mul_scalar(1.0 - decay);
     }
 
     /// `model` (a plain-device model of the same config) holding the averaged weights.
     pub fn weights(&self, model: UNet2DModel) -> UNet2DModel {
-        model.map(&mut Unflatten { flat: self.0.clone(), at: 0 })
+        model.map(&mut Unflatten(Slices::new(self.0.clone())))
     }
-}
-
-fn flat_params(model: &UNet2DModel) -> Tensor<1> {
-    let mut flat = Flatten(vec![]);
-    model.visit(&mut flat);
-    Tensor::cat(flat.0, 0)
 }
 
 struct SetIds(std::vec::IntoIter<u64>);

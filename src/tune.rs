@@ -7,7 +7,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::grads;
+use crate::flat;
 use crate::sampler::Scheduler;
 use crate::train::Trainer;
 use crate::unet::UNet2DModel;
@@ -70,7 +70,7 @@ impl Tuner {
     /// Shard `shard` of `shards` of the next step on `batch` images, for workers that share
     /// the step: the same images, t and eps as `step` draws (every worker's Tuner was seeded
     /// alike), this shard's rows of them. Returns the flat gradient weighted by the shard's
-    /// share (`crate::grads`) and the loss so weighted, neither read back; then every worker
+    /// share (`crate::flat`) and the loss so weighted, neither read back; then every worker
     /// calls `apply` with all the shards' gradients.
     pub fn shard_gradients(&mut self, scheduler: &Scheduler, batch: usize, shard: usize, shards: usize) -> Result<(Tensor<1>, Tensor<1>)> {
         if shard >= shards || shards > batch {
@@ -85,7 +85,7 @@ impl Tuner {
     /// The Adam step on the sum of the shards' flat gradients (in shard order). Returns the sum.
     pub fn apply(&mut self, parts: &[Vec<f32>]) -> Result<Vec<f32>> {
         let unet = self.unet.take().ok_or_else(failed)?;
-        let (grad, total) = match grads::sum(&unet, parts) {
+        let (grad, total) = match flat::sum(&unet, parts) {
             Ok(summed) => summed,
             Err(err) => {
                 self.unet = Some(unet);

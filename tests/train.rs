@@ -56,7 +56,7 @@ fn ema_decay_warms_up_as_diffusers_ema_model() {
 fn flat_adam_matches_burns_adam_and_shares_its_saved_state() {
     use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
     use ddpm_web::adam::Adam;
-    use ddpm_web::grads::flatten;
+    use ddpm_web::flat;
 
     let device = Device::flex().autodiff();
     let model = load_model(&tiny_dir(), &device).unwrap();
@@ -73,7 +73,7 @@ fn flat_adam_matches_burns_adam_and_shares_its_saved_state() {
     for step in 0..4 {
         let lr = 1e-3 * (step + 1) as f64;
         let (g, h) = (grads(&ours), grads(&theirs));
-        ours = adam.step(lr, ours.clone(), flatten(&ours, &g));
+        ours = adam.step(lr, ours.clone(), flat::gradients(&ours, &g));
         theirs = burns.step(lr, theirs, h);
         let (a, b) = (params(&ours), params(&theirs));
         assert!(max_abs_diff(&a, &b) <= 1e-7, "step {step}: parameters differ by {}", max_abs_diff(&a, &b));
@@ -116,7 +116,7 @@ fn params(unet: &ddpm_web::UNet2DModel) -> Vec<f32> {
 #[test]
 fn adam_state_of_another_model_is_refused() {
     use ddpm_web::adam::Adam;
-    use ddpm_web::grads::flatten;
+    use ddpm_web::flat;
 
     let device = Device::flex().autodiff();
     let mut model = load_model(&tiny_dir(), &device).unwrap();
@@ -125,7 +125,7 @@ fn adam_state_of_another_model_is_refused() {
     let l = loss(&model.unet, &model.scheduler, x0.clone(), &t, x0.clone().flip([3])).unwrap();
     let grads = burn::optim::GradientsParams::from_grads(l.backward(), &model.unet);
     let mut adam = Adam::default();
-    model.unet = adam.step(1e-3, model.unet.clone(), flatten(&model.unet, &grads));
+    model.unet = adam.step(1e-3, model.unet.clone(), flat::gradients(&model.unet, &grads));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("optimizer.bin");
     adam.save(&model.unet, &path).unwrap();
