@@ -60,10 +60,12 @@ dist: build-web
 	sed -i "s#^const PKG = '../pkg/';#const PKG = './pkg/';#" dist/engine-host.js
 	grep -q "^const PKG = './pkg/';" dist/engine-host.js
 	@echo "dist/ is ready ($$(du -sh dist | cut -f1)): copy it to any static host; README: Embed in your blog"
+	@node scripts/sri.mjs dist/embed.js
 
 test-e2e: setup-web build-web dist
 	node --test tests/e2e/
 
+# Serves only the page, its modules, pkg/ and the models, to loopback host names (www/serve.mjs).
 demo: build-web
 	@echo "ddpm-web: http://127.0.0.1:$(PORT)/"
 	node www/serve.mjs --port $(PORT)

@@ -91,13 +91,15 @@ function reportDdim(backend, ms) {
   }));
 }
 
-const env = await startEnv();
+// The model folder is served too (the page fetches it; ort.html its unet.onnx).
+const modelDir = `${path.posix.normalize(opt.model).replace(/^\.\//, '').replace(/\/?$/, '/')}`;
+const env = await startEnv({ rules: [{ dir: modelDir, cors: true }] });
 try {
   for (const backend of opt.backends.split(',')) {
     const [kind, workers] = backend.split('-');
     if (kind === 'ort') {
       const gpu = workers === 'gpu';
-      const s = await openPage(env.browser, `${env.url}benches/ort?${gpu ? 'ep=webgpu' : `threads=${workers ?? 1}`}`);
+      const s = await openPage(env.browser, `${env.url}benches/ort.html?${gpu ? 'ep=webgpu' : `threads=${workers ?? 1}`}`);
       try {
         const ms = await ortDdim(s, Number(opt.n), Number(opt.steps));
         const threads = await s.page.evaluate(() => window.ortThreads);

@@ -1,6 +1,15 @@
-// Static file server for the ddpm-web page: node:http + serve-handler, on 127.0.0.1 only.
-//   node www/serve.mjs --port 8080 [--root DIR]      prints http://127.0.0.1:PORT/
+// Static file server for the ddpm-web page: node:http + serve-handler, on 127.0.0.1 by default.
+//   node www/serve.mjs [--port 8080] [--root DIR] [--bind ADDR] [--allow-host NAME]...
 //   import { startServer } from './www/serve.mjs'; const { server, url } = await startServer({ port: 0 });
+//
+// It hands out only what the page and an embed need, because any website open in the same
+// browser can send requests to it (and, through DNS rebinding, under a host name of its own):
+// - of the repository, only the files PAGE lists (the page, its modules, pkg/, the models);
+//   with --root DIR, all of DIR (a folder built to be published, such as dist/); everything
+//   else is 404, and so is any path with a dotfile or dot-folder in it, and any symlink that
+//   leads out of what is served;
+// - only requests whose Host is 127.0.0.1, localhost, [::1] or an --allow-host name (403);
+// - cross-origin reads (CORS) only for what an embed fetches: modules, the wasm, the models.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,72 +17,182 @@ import { fileURLToPath } from 'node:url';
 import handler from 'serve-handler';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const HOST = '127.0.0.1';
-
-const OPTIONS = {
-  cleanUrls: true,         // / serves index.html (and /x.html redirects to /x)
-  directoryListing: false,
-  symlinks: true,          // a model folder may be a symlink
-  etag: true,
-  headers: [
-    // Embeds on other origins import embed.js, the engine and the model files (README "Embed in your blog").
-    { source: '**', headers: [
-      { key: 'Cache-Control', value: 'no-cache' },
-      { key: 'Access-Control-Allow-Origin', value: '*' },
-      { key: 'Cross-Origin-Resource-Policy', value: 'cross-origin' },
-    ] },
-    { source: '**/*.safetensors', headers: [{ key: 'Content-Type', value: 'application/octet-stream' }] },
-    // The onnxruntime-web anchor may use wasm threads, which need a cross-origin isolated page
-    // (and its thread workers, the same policy).
-    { source: '{benches,node_modules/onnxruntime-web}/**', headers: [
-      { key: 'Cross-Origin-Opener-Policy', value: 'same-origin' },
-      { key: 'Cross-Origin-Embedder-Policy', value: 'require-corp' },
-    ] },
-  ],
-};
+const LOOPBACK = '127.0.0.1';
+const LOCAL_HOSTS = ['127.0.0.1', 'localhost', '[::1]'];
+const USAGE = 'usage: node www/serve.mjs [--port 8080] [--root DIR] [--bind ADDR] [--allow-host NAME]...';
 
 /**
- * Serves `root` (default: the repository root) on 127.0.0.1:`port` (0 = any free port).
- * `onRequest(req)`, if given, sees every request (tests count them).
+ * A served part of the tree: `file` (one path) or `dir` (a folder prefix, ending in '/', '' for
+ * all), optionally only names ending in one of `ext`. `cors`: other origins may read it (an embed
+ * fetches it); `isolate`: sent with COOP/COEP (pages that need cross-origin isolation).
+ * @typedef {{ file?: string, dir?: string, ext?: string[], cors?: boolean, isolate?: boolean }} Rule
  */
-export function startServer({ port = 0, root = REPO_ROOT, onRequest } = {}) {
+
+/** What `make demo` serves of the repository: the page and everything `<ddpm-demo>` loads. */
+export const PAGE = [
+  { file: 'index.html' },
+  { dir: 'www/models/', cors: true },
+  { dir: 'www/', ext: ['.js', '.d.ts'], cors: true },
+  { dir: 'www/', ext: ['.css', '.html'] },
+  { dir: 'pkg/', ext: ['.js', '.wasm', '.d.ts'], cors: true },
+];
+
+/** A folder made to be published (`--root dist`): all of it, readable from any origin. */
+export const ALL = [{ dir: '', cors: true }];
+
+/** The rule that serves `rel` (a checked, '/'-separated path below the root), or undefined. */
+export function ruleFor(rules, rel) {
+  return rules.find((r) => (r.file !== undefined
+    ? rel === r.file
+    : rel.startsWith(r.dir) && (!r.ext || r.ext.some((e) => rel.endsWith(e)))));
+}
+
+/**
+ * The request path as segments below the root, or an error status: 400 for what is not a plain
+ * path (bad escapes, `.`/`..`, backslashes, NUL), 404 for dotfiles and dot-folders.
+ */
+export function checkPath(rawUrl) {
+  let pathname;
+  try {
+    pathname = decodeURIComponent(new URL(rawUrl, 'http://x').pathname);
+  } catch {
+    return { status: 400, why: 'the path is not valid percent-encoding' };
+  }
+  // The raw URL too: `new URL` resolves `/a/../b` before we could see it.
+  const raw = rawUrl.split('?')[0];
+  let rawDecoded;
+  try {
+    rawDecoded = decodeURIComponent(raw);
+  } catch {
+    return { status: 400, why: 'the path is not valid percent-encoding' };
+  }
+  const segments = pathname.split('/').slice(1);
+  for (const s of [...segments, ...rawDecoded.split('/')]) {
+    if (s === '..' || s === '.' || s.includes('\\') || s.includes('\0')) return { status: 400, why: 'the path leaves the served folder' };
+  }
+  if (segments.some((s) => s.startsWith('.'))) return { status: 404 };
+  return { rel: segments.join('/') };
+}
+
+/** The host name of a Host header, lower-cased, without port or trailing dot; null when malformed. */
+export function hostName(header) {
+  if (!header) return null;
+  const h = header.trim().toLowerCase();
+  const name = h.startsWith('[') ? h.slice(0, h.indexOf(']') + 1) : h.split(':')[0];
+  return name && name !== '[' ? name.replace(/\.$/, '') : null;
+}
+
+function reply(res, status, text, headers = {}) {
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store', ...headers });
+  res.end(`${status} ${http.STATUS_CODES[status]}${text ? `: ${text}` : ''}\n`);
+}
+
+/** Where `rel` really is (symlinks resolved), below `realRoot`; null when missing or outside. */
+async function realRel(realRoot, rel) {
+  let real;
+  try {
+    real = await fs.promises.realpath(path.join(realRoot, ...rel.split('/')));
+  } catch {
+    return null;
+  }
+  const out = path.relative(realRoot, real);
+  if (out.startsWith('..') || path.isAbsolute(out)) return null;
+  return out.split(path.sep).join('/');
+}
+
+/**
+ * Serves `root` on `bind`:`port` (0 = any free port). `rules`: what is served (PAGE for the
+ * repository, ALL for any other root unless given). `allowHosts`: host names besides the
+ * loopback ones. `onRequest(req)`, if given, sees every request (tests count them).
+ */
+export async function startServer({ port = 0, root = REPO_ROOT, rules, allowHosts = [], bind = LOOPBACK, onRequest } = {}) {
   const publicDir = path.resolve(root);
   if (!fs.statSync(publicDir, { throwIfNoEntry: false })?.isDirectory()) {
-    return Promise.reject(new Error(`root is not a directory: ${publicDir}`));
+    throw new Error(`root is not a directory: ${publicDir}`);
   }
+  const realRoot = fs.realpathSync(publicDir);
+  const served = rules ?? (realRoot === fs.realpathSync(REPO_ROOT) ? PAGE : ALL);
+  const hosts = new Set([...LOCAL_HOSTS, ...allowHosts.map((h) => hostName(h))]);
+
+  async function serve(req, res) {
+    const host = hostName(req.headers.host);
+    if (!hosts.has(host)) {
+      const hint = host ? ` (to serve it under that name, start the server with --allow-host ${host})` : '';
+      return reply(res, 403, `the Host header ${JSON.stringify(req.headers.host ?? '')} is not one this server answers${hint}`);
+    }
+    if (!['GET', 'HEAD', 'OPTIONS'].includes(req.method)) return reply(res, 405, req.method, { Allow: 'GET, HEAD, OPTIONS' });
+    const checked = checkPath(req.url);
+    if (checked.status) return reply(res, checked.status, checked.why);
+    if (checked.rel === '') {
+      checked.rel = 'index.html';
+      req.url = `/index.html${new URL(req.url, 'http://x').search}`;
+    }
+    const rule = ruleFor(served, checked.rel);
+    const real = rule && await realRel(realRoot, checked.rel);
+    // A symlink must land on something served too, by the same kind of rule.
+    if (!rule || real === null || ruleFor(served, real) === undefined || real.split('/').some((s) => s.startsWith('.'))) {
+      return reply(res, 404);
+    }
+    res.setHeader('Cache-Control', 'no-cache');
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    if (rule.cors) {
+      res.setHeader('Access-Control-Allow-Origin', '*');
+      res.setHeader('Cross-Origin-Resource-Policy', 'cross-origin');
+    } else {
+      res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
+    }
+    if (rule.isolate) {
+      res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+      res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
+    }
+    if (req.method === 'OPTIONS') {
+      if (!rule.cors) return reply(res, 405, 'OPTIONS', { Allow: 'GET, HEAD' });
+      res.writeHead(204, { 'Access-Control-Allow-Methods': 'GET, HEAD', 'Access-Control-Max-Age': '600' });
+      return res.end();
+    }
+    if (checked.rel.endsWith('.safetensors')) res.setHeader('Content-Type', 'application/octet-stream');
+    return handler(req, res, { public: realRoot, cleanUrls: false, directoryListing: false, symlinks: true, etag: true });
+  }
+
   const server = http.createServer((req, res) => {
     onRequest?.(req);
-    handler(req, res, { ...OPTIONS, public: publicDir }).catch((err) => {
-      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end(`500 Internal Server Error: ${err.message}\n`);
+    serve(req, res).catch((err) => {
+      if (!res.headersSent) reply(res, 500, err.message);
+      else res.end();
     });
   });
-  return new Promise((resolve, reject) => {
+  await new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, HOST, () => {
+    server.listen(port, bind, () => {
       server.off('error', reject);
-      resolve({ server, url: `http://${HOST}:${server.address().port}/` });
+      resolve();
     });
   });
+  const shown = bind === '0.0.0.0' || bind === '::' ? LOOPBACK : bind;
+  return { server, url: `http://${shown.includes(':') ? `[${shown}]` : shown}:${server.address().port}/` };
 }
 
 function parseArgs(argv) {
-  const args = { port: 8080, root: REPO_ROOT };
+  const args = { port: 8080, root: REPO_ROOT, bind: LOOPBACK, allowHosts: [] };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
+    const [flag, inline] = argv[i].startsWith('--') && argv[i].includes('=') ? argv[i].split(/=(.*)/s) : [argv[i], undefined];
     const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      if (inline !== undefined) return inline;
+      if (i + 1 >= argv.length) throw new Error(`${flag} needs a value`);
       return argv[++i];
     };
-    if (a === '--port' || a === '-p') args.port = Number(value());
-    else if (a.startsWith('--port=')) args.port = Number(a.slice(7));
-    else if (a === '--root') args.root = value();
-    else if (a.startsWith('--root=')) args.root = a.slice(7);
-    else if (a === '--help' || a === '-h') args.help = true;
-    else throw new Error(`unknown argument: ${a}`);
+    if (flag === '--port' || flag === '-p') args.port = Number(value());
+    else if (flag === '--root') args.root = value();
+    else if (flag === '--bind') args.bind = value();
+    else if (flag === '--allow-host') args.allowHosts.push(value());
+    else if (flag === '--help' || flag === '-h') args.help = true;
+    else throw new Error(`unknown argument: ${argv[i]}`);
   }
   if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
     throw new Error('--port must be an integer in 0..65535');
+  }
+  for (const h of args.allowHosts) {
+    if (!hostName(h) || /[/\s]/.test(h)) throw new Error(`--allow-host takes a host name such as my-laptop.local, not ${JSON.stringify(h)}`);
   }
   return args;
 }
@@ -83,11 +202,12 @@ async function main() {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
-    console.error(`serve: ${err.message}\nusage: node www/serve.mjs --port 8080 [--root DIR]`);
+    console.error(`serve: ${err.message}\n${USAGE}`);
     process.exit(2);
   }
   if (args.help) {
-    console.log('usage: node www/serve.mjs --port 8080 [--root DIR]');
+    console.log(`${USAGE}\n\nServes the page, its modules, pkg/ and www/models/ of the repository (or all of --root DIR)\n` +
+      'to requests whose Host is 127.0.0.1, localhost or [::1]; --bind 0.0.0.0 --allow-host NAME serves it on a LAN.');
     return;
   }
   try {

@@ -9,6 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { startServer } from '../../www/serve.mjs';
+import { integrity } from '../../scripts/sri.mjs';
 import { CHROMIUM, CHROMIUM_ARGS, MINUTE, REPO_ROOT, screenshot } from './helpers.mjs';
 
 const DIST = path.join(REPO_ROOT, 'dist');
@@ -27,8 +28,8 @@ function startBlog(pages) {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${server.address().port}` })));
 }
 
-const article = (script, demos) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>blog</title>
-<script type="module" src="${script}"></script></head>
+const article = (script, demos, sri) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>blog</title>
+<script type="module" src="${script}"${sri ? ` integrity="${sri}" crossorigin="anonymous"` : ''}></script></head>
 <body><article><h1>A post</h1><p>Some text.</p>${demos}</article></body></html>`;
 
 describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
@@ -49,7 +50,8 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
         `${demo(`id="bad" model="${a}/no/such/model/"`)}`) },
       '/strict.html': {
         csp: `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'`,
-        html: article(script, demo('id="one"')),
+        // The README's snippet: embed.js pinned by the hash `make dist` prints.
+        html: article(script, demo('id="one"'), integrity(path.join(DIST, 'embed.js'))),
       },
     });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -120,7 +122,7 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
     }
   });
 
-  test('works under a CSP that allows only the script origin and wasm-unsafe-eval', { timeout: 10 * MINUTE }, async (t) => {
+  test('pinned by its integrity hash, works under a CSP that allows only the script origin and wasm-unsafe-eval', { timeout: 10 * MINUTE }, async (t) => {
     const p = await open('strict.html');
     try {
       await p.settle(['one'], 8 * MINUTE);

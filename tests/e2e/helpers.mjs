@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startServer } from '../../www/serve.mjs';
+import { PAGE, startServer } from '../../www/serve.mjs';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const ARTIFACTS = path.join(REPO_ROOT, 'artifacts');
@@ -19,8 +19,23 @@ export const MINUTE = 60_000;
 /** The tiny parity model (0.18 M parameters, 16x16) as served: fast enough for SwiftShader. */
 export const TINY = '/tests/data/tiny/';
 
-/** Starts the server on a free port and Chromium; `requests` lists every path served. */
-export async function startEnv() {
+/**
+ * What the tests and benches serve besides the page: the parity models, the fixtures, and the
+ * onnxruntime-web anchor (its page needs cross-origin isolation for threads).
+ */
+export const TEST_RULES = [
+  ...PAGE,
+  { dir: 'tests/data/', cors: true },
+  { dir: 'tests/e2e/fixtures/' },
+  { file: 'benches/ort.html', isolate: true },
+  { dir: 'node_modules/onnxruntime-web/dist/', isolate: true },
+];
+
+/**
+ * Starts the server on a free port and Chromium; `requests` lists every path served. `rules`:
+ * more of the tree to serve (serve.mjs's Rule), e.g. a bench's model folder.
+ */
+export async function startEnv({ rules = [] } = {}) {
   for (const [file, why] of [
     [path.join(SERVE_ROOT, 'pkg/ddpm_web.js'), 'pkg/ is not built: run `make build-web`'],
     [CHROMIUM, 'Chromium is missing: apt-get install chromium (or set CHROMIUM_PATH)'],
@@ -28,7 +43,7 @@ export async function startEnv() {
     if (!existsSync(file)) throw new Error(`${file}: ${why}`);
   }
   const requests = [];
-  const { server, url } = await startServer({ port: 0, root: SERVE_ROOT, onRequest: (req) => requests.push(req.url) });
+  const { server, url } = await startServer({ port: 0, root: SERVE_ROOT, rules: [...TEST_RULES, ...rules], onRequest: (req) => requests.push(req.url) });
   let browser;
   try {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
