@@ -76,10 +76,8 @@ export function checkPath(rawUrl) {
 
 /** The host name of a Host header, lower-cased, without port or trailing dot; null when malformed. */
 export function hostName(header) {
-  if (!header) return null;
-  const h = header.trim().toLowerCase();
-  const name = h.startsWith('[') ? h.slice(0, h.indexOf(']') + 1) : h.split(':')[0];
-  return name && name !== '[' ? name.replace(/\.$/, '') : null;
+  const m = /^(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:\d{1,5})?$/.exec((header ?? '').trim().toLowerCase());
+  return m ? m[1].replace(/\.$/, '') : null;
 }
 
 function reply(res, status, text, headers = {}) {
@@ -87,11 +85,12 @@ function reply(res, status, text, headers = {}) {
   res.end(`${status} ${http.STATUS_CODES[status]}${text ? `: ${text}` : ''}\n`);
 }
 
-/** Where `rel` really is (symlinks resolved), below `realRoot`; null when missing or outside. */
+/** Where the file `rel` really is (symlinks resolved), below `realRoot`; null when missing, not a file, or outside. */
 async function realRel(realRoot, rel) {
   let real;
   try {
     real = await fs.promises.realpath(path.join(realRoot, ...rel.split('/')));
+    if (!(await fs.promises.stat(real)).isFile()) return null;
   } catch {
     return null;
   }

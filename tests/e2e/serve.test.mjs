@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -40,6 +41,18 @@ function get(base, rawPath, headers = {}, method = 'GET') {
     });
     req.on('error', reject);
     req.end();
+  });
+}
+
+/** The server's whole answer to `request`, written to the socket as is. */
+function rawRequest(base, request) {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    let answer = '';
+    const socket = net.connect(Number(port), hostname, () => socket.end(request));
+    socket.on('data', (d) => { answer += d; });
+    socket.on('end', () => resolve(answer));
+    socket.on('error', reject);
   });
 }
 
@@ -104,13 +117,15 @@ describe('the local server', { timeout: 10 * MINUTE }, () => {
 
   test('answers only loopback host names, and those given by --allow-host', async () => {
     const port = new URL(demo.url).port;
-    for (const host of ['evil.example', `evil.example:${port}`, `127.0.0.1.evil.example:${port}`, `localhost.evil.example`, '']) {
+    for (const host of ['evil.example', `evil.example:${port}`, `127.0.0.1.evil.example:${port}`, 'localhost.evil.example', '[::1].evil.example']) {
       for (const p of ['/', '/.git/config', '/www/embed.js']) {
         const r = await get(demo.url, p, { Host: host });
         assert.equal(r.status, 403, `Host ${JSON.stringify(host)} ${p} is refused (got ${r.status})`);
         assert.match(r.body, /Host header/);
       }
     }
+    const noHost = await rawRequest(demo.url, 'GET /www/embed.js HTTP/1.0\r\n\r\n');
+    assert.match(noHost, /^HTTP\/1\.[01] 403/, 'a request without a Host header is refused');
     for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'LOCALHOST', 'localhost.']) {
       assert.equal((await get(demo.url, '/', { Host: host })).status, 200, `Host ${host} is served`);
     }
