@@ -127,18 +127,20 @@ export async function startServer({ port = 0, root = REPO_ROOT, rules, allowHost
       req.url = `/index.html${new URL(req.url, 'http://x').search}`;
     }
     const rule = ruleFor(served, checked.rel);
-    const real = rule && await realRel(realRoot, checked.rel);
-    // A symlink must land on something served too, by the same kind of rule.
-    if (!rule || real === null || ruleFor(served, real) === undefined || real.split('/').some((s) => s.startsWith('.'))) {
-      return reply(res, 404);
-    }
+    if (!rule) return reply(res, 404);
     res.setHeader('Cache-Control', 'no-cache');
     res.setHeader('X-Content-Type-Options', 'nosniff');
     if (rule.cors) {
+      // Also on a 404 here, so that an embed can tell a missing model file from a refused one.
       res.setHeader('Access-Control-Allow-Origin', '*');
       res.setHeader('Cross-Origin-Resource-Policy', 'cross-origin');
     } else {
       res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
+    }
+    const real = await realRel(realRoot, checked.rel);
+    // A symlink must land on something served too.
+    if (real === null || ruleFor(served, real) === undefined || real.split('/').some((s) => s.startsWith('.'))) {
+      return reply(res, 404);
     }
     if (rule.isolate) {
       res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
