@@ -60,23 +60,32 @@ impl Scheduler {
     pub fn timesteps(&self, n: usize) -> Result<Vec<usize>> {
         let t_max = self.t_max();
         if n == 0 || n > t_max {
-            return Err(Error::Request(format!("steps must be between 1 and num_train_timesteps ({t_max}), got {n}")));
+            return Err(Error::Request(format!(
+                "steps must be between 1 and num_train_timesteps ({t_max}), got {n}"
+            )));
         }
         let offset = self.config.steps_offset;
-        let ts: Vec<i64> = match self.config.timestep_spacing {
-            Spacing::Leading => {
-                let ratio = t_max / n;
-                (0..n).rev().map(|i| (i * ratio + offset) as i64).collect()
-            }
-            Spacing::Trailing => {
-                let ratio = t_max as f64 / n as f64;
-                (0..n).map(|i| (t_max as f64 - i as f64 * ratio).round() as i64 - 1).collect()
-            }
-            Spacing::Linspace => (0..n)
-                .rev()
-                .map(|i| if n == 1 { 0 } else { (i as f64 * (t_max - 1) as f64 / (n - 1) as f64).round() as i64 })
-                .collect(),
-        };
+        let ts: Vec<i64> =
+            match self.config.timestep_spacing {
+                Spacing::Leading => {
+                    let ratio = t_max / n;
+                    (0..n).rev().map(|i| (i * ratio + offset) as i64).collect()
+                }
+                Spacing::Trailing => {
+                    let ratio = t_max as f64 / n as f64;
+                    (0..n).map(|i| (t_max as f64 - i as f64 * ratio).round() as i64 - 1).collect()
+                }
+                Spacing::Linspace => (0..n)
+                    .rev()
+                    .map(|i| {
+                        if n == 1 {
+                            0
+                        } else {
+                            (i as f64 * (t_max - 1) as f64 / (n - 1) as f64).round() as i64
+                        }
+                    })
+                    .collect(),
+            };
         ts.into_iter()
             .map(|t| {
                 usize::try_from(t).ok().filter(|t| *t < t_max).ok_or_else(|| {
@@ -117,20 +126,22 @@ impl Scheduler {
 
     /// DDPMScheduler.step: x_{t-1} = mu~_t(x_t, x_0) + sigma_t z, z = 0 at t = 0 (Algorithm 2, eq. 7).
     /// `prev_t` is the next timestep of the run (t - 1 for the full chain, -1 at the end).
-    pub fn ddpm_step(&self, model_output: Tensor<4>, t: usize, prev_t: i64, x_t: Tensor<4>, z: Option<Tensor<4>>) -> StepOutput {
+    pub fn ddpm_step(
+        &self,
+        model_output: Tensor<4>,
+        t: usize,
+        prev_t: i64,
+        x_t: Tensor<4>,
+        z: Option<Tensor<4>>,
+    ) -> StepOutput {
         let s = &self.schedule;
-        let ab_t = s.alpha_bar[t];
-        let ab_prev = s.alpha_bar_or_one(prev_t);
-        let alpha_t = ab_t / ab_prev;
-        let beta_t = 1.0 - alpha_t;
-        let (x0, _) = self.predict(model_output, x_t.clone(), ab_t);
-        let c0 = ab_prev.sqrt() * beta_t / (1.0 - ab_t);
-        let ct = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab_t);
+        let (x0, _) = self.predict(model_output, x_t.clone(), s.alpha_bar[t]);
+        let (c0, ct) = s.posterior_mean_coefs(t, prev_t);
         let mut prev = x0.clone().mul_scalar(c0) + x_t.mul_scalar(ct);
         if let (true, Some(z)) = (t > 0, z) {
             let variance = match self.config.variance_type {
-                VarianceType::FixedSmall => ((1.0 - ab_prev) / (1.0 - ab_t) * beta_t).max(1e-20),
-                VarianceType::FixedLarge => beta_t,
+                VarianceType::FixedSmall => s.posterior_variance(t, prev_t),
+                VarianceType::FixedLarge => s.step_beta(t, prev_t),
             };
             prev = prev + z.mul_scalar(variance.sqrt());
         }
@@ -139,10 +150,22 @@ impl Scheduler {
 
     /// DDIMScheduler.step with `prev_t = t - T / n`:
     /// x_prev = sqrt(alpha_bar_prev) x_0 + sqrt(1 - alpha_bar_prev - sigma^2) eps + sigma z (Song et al., eq. 12).
-    pub fn ddim_step(&self, model_output: Tensor<4>, t: usize, prev_t: i64, x_t: Tensor<4>, eta: f64, z: Option<Tensor<4>>) -> StepOutput {
+    pub fn ddim_step(
+        &self,
+        model_output: Tensor<4>,
+        t: usize,
+        prev_t: i64,
+        x_t: Tensor<4>,
+        eta: f64,
+        z: Option<Tensor<4>>,
+    ) -> StepOutput {
         let s = &self.schedule;
         let ab_t = s.alpha_bar[t];
-        let ab_prev = if prev_t >= 0 || self.config.set_alpha_to_one { s.alpha_bar_or_one(prev_t) } else { s.alpha_bar[0] };
+        let ab_prev = if prev_t >= 0 || self.config.set_alpha_to_one {
+            s.alpha_bar_or_one(prev_t)
+        } else {
+            s.alpha_bar[0]
+        };
         let (x0, eps) = self.predict(model_output, x_t, ab_t);
         // sigma_t(eta) = eta sqrt((1 - alpha_bar_prev)/(1 - alpha_bar_t)) sqrt(1 - alpha_bar_t/alpha_bar_prev), eq. 16
         let variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev);
@@ -275,12 +298,7 @@ pub fn sample(
         let done = chain.steps_done();
         let show = preview_every > 0 && (done % preview_every == 0 || done == total);
         let x_t = chain.sample();
-        progress(Progress {
-            done,
-            total,
-            x_t: show.then_some(&x_t),
-            pred_x0: show.then_some(&pred_x0),
-        });
+        progress(Progress { done, total, x_t: show.then_some(&x_t), pred_x0: show.then_some(&pred_x0) });
         if cancel() && !chain.is_done() {
             return Err(Error::Cancelled);
         }

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use common::*;
 use ddpm_web::Error;
 use ddpm_web::config::{SchedulerConfig, UNetConfig};
-use ddpm_web::files::load_model;
+use ddpm_web::native::files::load_model;
 use ddpm_web::sampler::{MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, Scheduler, sample};
 use ddpm_web::unet::UNet2DModel;
 
@@ -59,10 +59,17 @@ fn progress_previews_and_cancel() {
     let m = load_model(&tiny_dir(), &Device::flex()).unwrap();
     let mut seen = vec![];
     let mut previews = 0;
-    let r = sample(&m.unet, &m.scheduler, ddim(1, 0), 4, |p| {
-        seen.push(p.done);
-        previews += usize::from(p.x_t.is_some() && p.pred_x0.is_some());
-    }, || false);
+    let r = sample(
+        &m.unet,
+        &m.scheduler,
+        ddim(1, 0),
+        4,
+        |p| {
+            seen.push(p.done);
+            previews += usize::from(p.x_t.is_some() && p.pred_x0.is_some());
+        },
+        || false,
+    );
     assert!(r.is_ok());
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
     assert_eq!(previews, 3, "previews at steps 4, 8 and the last");
@@ -102,7 +109,11 @@ fn absurd_requests_are_refused_naming_the_limit() {
 }
 
 fn grid(spacing: &str, offset: usize, n: usize) -> Vec<usize> {
-    let cfg = SchedulerConfig::from_json("s", &format!(r#"{{"timestep_spacing":"{spacing}","steps_offset":{offset}}}"#)).unwrap();
+    let cfg = SchedulerConfig::from_json(
+        "s",
+        &format!(r#"{{"timestep_spacing":"{spacing}","steps_offset":{offset}}}"#),
+    )
+    .unwrap();
     Scheduler::new(cfg).timesteps(n).unwrap()
 }
 

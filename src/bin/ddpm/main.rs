@@ -14,15 +14,19 @@ use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use ddpm_web::files::{load_model, save_model};
 use ddpm_web::images::{Pixels, grid, grid_of, to_pixels};
+use ddpm_web::native::files::{load_model, save_model};
 use ddpm_web::sampler::{MAX_BATCH, SampleRequest, SamplerKind, sample};
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
 #[derive(Parser)]
-#[command(name = "ddpm", version, about = "Denoising diffusion (Ho et al. 2020) with diffusers-compatible models")]
+#[command(
+    name = "ddpm",
+    version,
+    about = "Denoising diffusion (Ho et al. 2020) with diffusers-compatible models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,14 @@ struct Sampling {
 
 impl Sampling {
     fn request(&self, n: usize) -> SampleRequest {
-        SampleRequest { n, sampler: self.sampler.into(), steps: self.steps, eta: self.eta, seed: self.seed, first: 0 }
+        SampleRequest {
+            n,
+            sampler: self.sampler.into(),
+            steps: self.steps,
+            eta: self.eta,
+            seed: self.seed,
+            first: 0,
+        }
     }
 }
 
@@ -239,7 +250,9 @@ fn device(backend: Backend) -> Result<Device> {
             let info = setup.adapter.get_info();
             eprintln!("wgpu adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
             if info.device_type == wgpu::DeviceType::Cpu {
-                eprintln!("warning: this adapter is the CPU emulating a GPU: expect it to be far slower than --backend cpu");
+                eprintln!(
+                    "warning: this adapter is the CPU emulating a GPU: expect it to be far slower than --backend cpu"
+                );
             }
             Ok(device)
         }
@@ -265,13 +278,25 @@ fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<
     let name = input.display().to_string();
     let tensors = read_safetensors(&name, &read(input)?, true)?;
     let get = |key: &str| {
-        tensors.get(key).ok_or_else(|| Error::Tensor { file: name.clone(), tensor: key.into(), message: "not found".into() })
+        tensors.get(key).ok_or_else(|| Error::Tensor {
+            file: name.clone(),
+            tensor: key.into(),
+            message: "not found".into(),
+        })
     };
     let (x, t) = (get("x")?, get("t")?);
-    model.unet.check_input(&x.shape).map_err(|message| Error::Tensor { file: name.clone(), tensor: "x".into(), message })?;
+    model.unet.check_input(&x.shape).map_err(|message| Error::Tensor {
+        file: name.clone(),
+        tensor: "x".into(),
+        message,
+    })?;
     let n = x.shape[0];
     if t.shape != [n] {
-        return Err(Error::Tensor { file: name, tensor: "t".into(), message: format!("expected shape [{n}], found {:?}", t.shape) });
+        return Err(Error::Tensor {
+            file: name,
+            tensor: "t".into(),
+            message: format!("expected shape [{n}], found {:?}", t.shape),
+        });
     }
     let xt = Tensor::<4>::from_data(TensorData::new(x.data.clone(), x.shape.clone()), &dev);
     let y = model.unet.forward(xt, &t.data);
@@ -283,15 +308,23 @@ fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<
 
 fn write_png(path: &Path, p: &Pixels) -> Result<()> {
     let color = if p.channels == 3 { image::ExtendedColorType::Rgb8 } else { image::ExtendedColorType::L8 };
-    image::save_buffer(path, &p.data, p.width as u32, p.height as u32, color).map_err(|e| Error::io(path.display(), e))
+    image::save_buffer(path, &p.data, p.width as u32, p.height as u32, color)
+        .map_err(|e| Error::io(path.display(), e))
 }
 
-fn run_sample(model: &Path, request: SampleRequest, out: &Path, strip: usize, backend: Backend) -> Result<()> {
+fn run_sample(
+    model: &Path,
+    request: SampleRequest,
+    out: &Path,
+    strip: usize,
+    backend: Backend,
+) -> Result<()> {
     let dev = device(backend)?;
     let model = load_model(model, &dev)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
     let bar = ProgressBar::new(request.steps as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}").expect("valid template"),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}")
+            .expect("valid template"),
     );
     let mut frames = Vec::new();
     let x0 = sample(
@@ -318,14 +351,20 @@ fn run_sample(model: &Path, request: SampleRequest, out: &Path, strip: usize, ba
     if with_strip {
         write_png(&out.join("strip.png"), &denoising_strip(frames, shape)?)?;
     }
-    println!("wrote {} images, grid.png{} to {}", shape[0], if with_strip { " and strip.png" } else { "" }, out.display());
+    println!(
+        "wrote {} images, grid.png{} to {}",
+        shape[0],
+        if with_strip { " and strip.png" } else { "" },
+        out.display()
+    );
     Ok(())
 }
 
 /// One column per frame; per image a row of x_t and below it a row of the predicted x_0.
 fn denoising_strip(frames: Vec<(Tensor<4>, Tensor<4>)>, [n, c, h, w]: [usize; 4]) -> Result<Pixels> {
     let size = c * h * w;
-    let frames = frames.into_iter().map(|(x_t, x0)| Ok((to_vec(x_t)?, to_vec(x0)?))).collect::<Result<Vec<_>>>()?;
+    let frames =
+        frames.into_iter().map(|(x_t, x0)| Ok((to_vec(x_t)?, to_vec(x0)?))).collect::<Result<Vec<_>>>()?;
     let mut cells = Vec::with_capacity(2 * n * frames.len() * size);
     for i in 0..n {
         for row in [0, 1] {
@@ -364,7 +403,9 @@ fn run_bench(model: &Path, batches: &[usize], runs: usize, sample_n: usize, back
     let sync = |y: Tensor<1>| to_vec(y).map(|_| ());
     for &batch in batches {
         let shape = [batch, c, h, w];
-        let x = |dev: &Device| Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), dev);
+        let x = |dev: &Device| {
+            Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), dev)
+        };
         let t = vec![500.0f32; batch];
         let forward_ms = median_ms(runs, || sync(m.unet.forward(x(&dev), &t).sum()))?;
         let x_train = x(&train_dev);
@@ -373,12 +414,22 @@ fn run_bench(model: &Path, batches: &[usize], runs: usize, sample_n: usize, back
             unet = Some(next);
             sync(loss)
         })?;
-        println!("{}", serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms}));
+        println!(
+            "{}",
+            serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms})
+        );
     }
     if sample_n > 0 {
         let ddim50 = || {
             for first in (0..sample_n).step_by(MAX_BATCH) {
-                let request = SampleRequest { n: MAX_BATCH.min(sample_n - first), sampler: SamplerKind::Ddim, steps: 50, eta: 0.0, seed: 0, first };
+                let request = SampleRequest {
+                    n: MAX_BATCH.min(sample_n - first),
+                    sampler: SamplerKind::Ddim,
+                    steps: 50,
+                    eta: 0.0,
+                    seed: 0,
+                    first,
+                };
                 sync(sample(&m.unet, &m.scheduler, request, 0, |_| {}, || false)?.sum())?;
             }
             Ok(())
@@ -396,7 +447,10 @@ fn run_init(config: &Path, scheduler: Option<&Path>, out: &Path) -> Result<()> {
         Some(p) => SchedulerConfig::from_json(&p.display().to_string(), &text(p)?)?,
         None => SchedulerConfig::default(),
     };
-    let model = Model { unet: UNet2DModel::new(&unet_config, &Device::flex()), scheduler: Scheduler::new(sched_config) };
+    let model = Model {
+        unet: UNet2DModel::new(&unet_config, &Device::flex()),
+        scheduler: Scheduler::new(sched_config),
+    };
     save_model(&model, out, SaveDtype::F32)?;
     println!("wrote an untrained model to {}", out.display());
     Ok(())
@@ -414,21 +468,60 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
-        Command::Sample { model, n, sampling, out, strip, backend } => run_sample(&model, sampling.request(n), &out, strip, backend),
+        Command::Sample { model, n, sampling, out, strip, backend } => {
+            run_sample(&model, sampling.request(n), &out, strip, backend)
+        }
         Command::Eval { model, n, sampling, batch, classifier, mnist_dir, samples, backend } => {
             let request = sampling.request(batch);
-            device(backend).and_then(|d| eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir, samples }, d))
+            device(backend).and_then(|d| {
+                eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir, samples }, d)
+            })
         }
         Command::Classifier { out, steps, batch, lr, seed, mnist_dir, backend } => {
-            device(backend).and_then(|d| eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d))
+            device(backend).and_then(|d| {
+                eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d)
+            })
         }
-        Command::Train { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, init, checkpoint_every, backend } => {
-            let args = train::TrainArgs { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, init, checkpoint_every };
+        Command::Train {
+            data,
+            mnist_dir,
+            config,
+            scheduler,
+            out,
+            steps,
+            batch,
+            lr,
+            warmup,
+            ema,
+            seed,
+            resume,
+            init,
+            checkpoint_every,
+            backend,
+        } => {
+            let args = train::TrainArgs {
+                data,
+                mnist_dir,
+                config,
+                scheduler,
+                out,
+                steps,
+                batch,
+                lr,
+                warmup,
+                ema,
+                seed,
+                resume,
+                init,
+                checkpoint_every,
+            };
             device(backend).and_then(|d| train::run(args, d))
         }
         Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),
         Command::Convert { model, out, dtype } => run_convert(&model, &out, dtype),
-        Command::Bench { model, batch, runs, sample, backend } => run_bench(&model, &batch, runs, sample, backend),
+        Command::Bench { model, batch, runs, sample, backend } => {
+            run_bench(&model, &batch, runs, sample, backend)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
