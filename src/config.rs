@@ -617,6 +617,15 @@ impl SchedulerConfig {
                 "must be between 2 and 100000",
             ));
         }
+        // Betas outside (0, 1) make alpha_t = 1 - beta_t zero or negative: sampling would run
+        // on nonsense. linear and scaled_linear stay between beta_start and beta_end.
+        if matches!(cfg.beta_schedule, BetaSchedule::Linear | BetaSchedule::ScaledLinear) {
+            for (field, beta) in [("beta_start", cfg.beta_start), ("beta_end", cfg.beta_end)] {
+                if !(beta > 0.0 && beta < 1.0) {
+                    return Err(f_unsupported(file, field, beta, "a beta must be in (0, 1)"));
+                }
+            }
+        }
         if let BetaSchedule::Trained(b) = &cfg.beta_schedule {
             if b.len() != cfg.num_train_timesteps {
                 return Err(f_unsupported(
@@ -706,6 +715,20 @@ mod tests {
             .to_string();
         assert!(e.contains("down_block_types") && e.contains("\"KDownBlock2D\""), "{e}");
         assert!(e.contains("supported: DownBlock2D, AttnDownBlock2D"), "{e}");
+    }
+
+    #[test]
+    fn betas_outside_zero_to_one_are_refused_by_name() {
+        let e = SchedulerConfig::from_json("s.json", r#"{"beta_start": 0.5, "beta_end": 2.0}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.json") && e.contains("beta_end") && e.contains('2'), "{e}");
+        let e =
+            SchedulerConfig::from_json("s.json", r#"{"beta_start": 0, "beta_schedule": "scaled_linear"}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("beta_start"), "{e}");
+        assert!(SchedulerConfig::from_json("s.json", r#"{"beta_schedule": "squaredcos_cap_v2"}"#).is_ok());
     }
 
     #[test]

@@ -78,9 +78,39 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("/no/such/model") && !err.contains("panicked"), "{err}");
     let model = tiny_dir();
-    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "100000", "--out", "/tmp/x"]);
+    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "2000000", "--out", "/tmp/x"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("n must be between 1 and 256"), "{err}");
+    assert!(!o.status.success() && err.contains("--n must be 1 to 1000000, got 2000000"), "{err}");
+    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--batch", "300", "--out", "/tmp/x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--batch must be 1 to 256, got 300"), "{err}");
+}
+
+#[test]
+fn sample_command_in_batches_writes_the_images_of_one_batch() {
+    let model = tiny_dir();
+    let run = |batch: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["sample", "--model", model.to_str().unwrap(), "--n", "5", "--steps", "3"];
+        args.extend(["--sampler", "dpm++", "--seed", "7", "--out", dir.path().to_str().unwrap()]);
+        if !batch.is_empty() {
+            args.extend(["--batch", batch]);
+        }
+        let o = ddpm(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        let pngs: Vec<Vec<u8>> =
+            (0..5).map(|i| std::fs::read(dir.path().join(format!("{i:04}.png"))).unwrap()).collect();
+        assert!(dir.path().join("grid.png").exists());
+        (stdout, pngs)
+    };
+    let (whole, one_batch) = run("");
+    let (split, three_batches) = run("2");
+    assert!(
+        whole.contains("5 images in 1 batch ") && split.contains("5 images in 3 batches of up to 2"),
+        "{whole}{split}"
+    );
+    assert_eq!(one_batch, three_batches, "image i of a seed is the same in any batch");
 }
 
 #[test]

@@ -19,9 +19,9 @@ use {
     std::path::Path,
 };
 
-use crate::train::flat::Slices;
+use super::flat::Slices;
 #[cfg(not(target_family = "wasm"))]
-use crate::train::flat::layout;
+use super::flat::layout;
 use crate::unet::UNet2DModel;
 
 const BETA_1: f32 = 0.9;

@@ -18,9 +18,9 @@ use crate::config::Prediction;
 use crate::error::{Error, Result};
 use crate::noise::extend_normal;
 use crate::sampler::Scheduler;
-use crate::train::adam::Adam;
-use crate::train::flat::{self, Slices, layout};
 use crate::unet::UNet2DModel;
+use adam::Adam;
+use flat::{Slices, layout};
 
 /// The loss of Algorithm 1 for given t and eps: mean squared error against the target of the
 /// scheduler's prediction type (eps; x_0 for `sample`; v = sqrt(ab) eps - sqrt(1 - ab) x_0).

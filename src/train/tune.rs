@@ -6,10 +6,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::{Trainer, flat};
 use crate::error::{Error, Result};
 use crate::sampler::Scheduler;
-use crate::train::Trainer;
-use crate::train::flat;
 use crate::unet::UNet2DModel;
 
 /// Most images one fine-tuning set may hold, and the largest batch.

@@ -22,8 +22,14 @@ pub fn tiny_bin_dir() -> PathBuf {
     tiny_dir().with_file_name("tiny-bin")
 }
 
+/// The tensors of `tests/data/tiny/NAME`.
 pub fn vectors(name: &str) -> BTreeMap<String, HostTensor> {
-    let path = tiny_dir().join(name);
+    data_vectors(&format!("tiny/{name}"))
+}
+
+/// The tensors of `tests/data/PATH`.
+pub fn data_vectors(name: &str) -> BTreeMap<String, HostTensor> {
+    let path = tiny_dir().with_file_name(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     read_safetensors(name, &bytes, true).expect("parity vectors parse")
 }

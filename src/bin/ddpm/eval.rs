@@ -191,7 +191,7 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
 
     // n generated digits as 8-bit images, in batches; batch k uses seed + k. With --samples, a
     // batch kept there by an earlier run of the same model and sampling is read, not sampled.
-    let sampler = format!("{:?}-{}", args.request.sampler, args.request.steps).to_lowercase();
+    let sampler = format!("{}-{}", args.request.sampler.name(), args.request.steps);
     let store = match &args.samples {
         Some(dir) => Some(SampleStore::open(
             dir,

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use ddpm_web::images::{Pixels, grid, grid_of, to_pixels};
 use ddpm_web::native::files::{load_model, save_model};
-use ddpm_web::sampler::{MAX_BATCH, SampleRequest, SamplerKind, sample};
+use ddpm_web::sampler::{MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, sample};
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
@@ -43,17 +43,11 @@ enum Backend {
     Torch,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Sampler {
-    Ddpm,
-    Ddim,
-}
-
 /// How to sample: shared by `sample` and `eval`.
 #[derive(clap::Args)]
 struct Sampling {
-    #[arg(long, value_enum, default_value = "ddim")]
-    sampler: Sampler,
+    #[arg(long, default_value = "ddim", value_parser = sampler_names())]
+    sampler: SamplerKind,
     /// Denoising steps (DDPM: up to num_train_timesteps for the full chain).
     #[arg(long, default_value_t = 50)]
     steps: usize,
@@ -68,7 +62,7 @@ impl Sampling {
     fn request(&self, n: usize) -> SampleRequest {
         SampleRequest {
             n,
-            sampler: self.sampler.into(),
+            sampler: self.sampler,
             steps: self.steps,
             eta: self.eta,
             seed: self.seed,
@@ -97,6 +91,9 @@ enum Command {
         model: PathBuf,
         #[arg(long, default_value_t = 16)]
         n: usize,
+        /// Images per batch (default: as many as one request may hold, up to 256).
+        #[arg(long)]
+        batch: Option<usize>,
         #[command(flatten)]
         sampling: Sampling,
         #[arg(long)]
@@ -231,13 +228,11 @@ enum Command {
     },
 }
 
-impl From<Sampler> for SamplerKind {
-    fn from(s: Sampler) -> Self {
-        match s {
-            Sampler::Ddpm => SamplerKind::Ddpm,
-            Sampler::Ddim => SamplerKind::Ddim,
-        }
-    }
+/// The samplers' names, as the library spells them (`ddpm`, `ddim`, `dpm++`, `dpm++-karras`).
+fn sampler_names() -> impl clap::builder::TypedValueParser<Value = SamplerKind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(SamplerKind::ALL.map(SamplerKind::name))
+        .map(|s| s.parse::<SamplerKind>().expect("one of SamplerKind::ALL's names"))
 }
 
 fn device(backend: Backend) -> Result<Device> {
@@ -312,49 +307,73 @@ fn write_png(path: &Path, p: &Pixels) -> Result<()> {
         .map_err(|e| Error::io(path.display(), e))
 }
 
+/// Most images `ddpm sample` writes in one run, and most in its grid.png.
+const MAX_SAMPLES: usize = 1_000_000;
+const GRID_IMAGES: usize = 256;
+
 fn run_sample(
     model: &Path,
     request: SampleRequest,
+    batch: Option<usize>,
     out: &Path,
     strip: usize,
     backend: Backend,
 ) -> Result<()> {
+    let n = request.n;
+    if n == 0 || n > MAX_SAMPLES {
+        return Err(Error::Request(format!("--n must be 1 to {MAX_SAMPLES}, got {n}")));
+    }
+    if let Some(b) = batch.filter(|b| *b == 0 || *b > MAX_BATCH) {
+        return Err(Error::Request(format!("--batch must be 1 to {MAX_BATCH}, got {b}")));
+    }
     let dev = device(backend)?;
     let model = load_model(model, &dev)?;
+    let [_, h, w] = model.unet.sample_shape();
+    // The largest batch a request may be, unless --batch says otherwise.
+    let per_batch = batch.unwrap_or(MAX_BATCH.min(MAX_PIXELS / (h * w)).max(1)).min(n);
+    let batches = n.div_ceil(per_batch);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
-    let bar = ProgressBar::new(request.steps as u64).with_style(
+    let bar = ProgressBar::new((request.steps * batches) as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}")
             .expect("valid template"),
     );
-    let mut frames = Vec::new();
-    let x0 = sample(
-        &model.unet,
-        &model.scheduler,
-        request,
-        strip,
-        |p| {
-            bar.set_position(p.done as u64);
-            if let (Some(x_t), Some(pred_x0)) = (p.x_t, p.pred_x0) {
-                frames.push((x_t.clone(), pred_x0.clone()));
-            }
-        },
-        || false,
-    )?;
+    let (mut frames, mut grid_data, mut shape) = (Vec::new(), Vec::new(), [0; 4]);
+    for b in 0..batches {
+        let first = b * per_batch;
+        // Image i of the run is image `first + i` of the seed, whatever the batch size.
+        let part = SampleRequest { n: per_batch.min(n - first), first: request.first + first, ..request };
+        let x0 = sample(
+            &model.unet,
+            &model.scheduler,
+            part,
+            if b == 0 { strip } else { 0 },
+            |p| {
+                bar.set_position((b * request.steps + p.done) as u64);
+                if let (Some(x_t), Some(pred_x0)) = (p.x_t, p.pred_x0) {
+                    frames.push((x_t.clone(), pred_x0.clone()));
+                }
+            },
+            || false,
+        )?;
+        shape = x0.dims();
+        let data = to_vec(x0)?;
+        for i in 0..shape[0] {
+            write_png(&out.join(format!("{:04}.png", first + i)), &to_pixels(&data, shape, i))?;
+        }
+        let size = shape[1] * shape[2] * shape[3];
+        let keep = GRID_IMAGES.saturating_sub(first).min(shape[0]);
+        grid_data.extend_from_slice(&data[..keep * size]);
+        if b == 0 && !frames.is_empty() {
+            write_png(&out.join("strip.png"), &denoising_strip(std::mem::take(&mut frames), shape)?)?;
+        }
+    }
     bar.finish();
-    let shape = x0.dims();
-    let data = to_vec(x0)?;
-    for i in 0..shape[0] {
-        write_png(&out.join(format!("{i:04}.png")), &to_pixels(&data, shape, i))?;
-    }
-    write_png(&out.join("grid.png"), &grid(&data, shape, 2))?;
-    let with_strip = !frames.is_empty();
-    if with_strip {
-        write_png(&out.join("strip.png"), &denoising_strip(frames, shape)?)?;
-    }
+    let in_grid = n.min(GRID_IMAGES);
+    write_png(&out.join("grid.png"), &grid(&grid_data, [in_grid, shape[1], shape[2], shape[3]], 2))?;
     println!(
-        "wrote {} images, grid.png{} to {}",
-        shape[0],
-        if with_strip { " and strip.png" } else { "" },
+        "wrote {n} images in {batches} batch{} of up to {per_batch}, grid.png (the first {in_grid}){} to {}",
+        if batches == 1 { "" } else { "es" },
+        if strip > 0 { ", strip.png (the first batch)" } else { "" },
         out.display()
     );
     Ok(())
@@ -468,8 +487,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
-        Command::Sample { model, n, sampling, out, strip, backend } => {
-            run_sample(&model, sampling.request(n), &out, strip, backend)
+        Command::Sample { model, n, batch, sampling, out, strip, backend } => {
+            run_sample(&model, sampling.request(n), batch, &out, strip, backend)
         }
         Command::Eval { model, n, sampling, batch, classifier, mnist_dir, samples, backend } => {
             let request = sampling.request(batch);
