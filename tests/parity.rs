@@ -99,7 +99,15 @@ fn schedule_arrays_match_diffusers() {
             // betas and alpha_bar agree to 1e-5 (seen: 2.2e-7). The posterior arrays go through
             // diffusers' f32 `1 - alpha_bar_t / alpha_bar_{t-1}`, which cancels: the last-bit
             // differences between torch's f32 linspace and ours grow ~200x there (seen: 2.7e-5).
-            let tol = if array.starts_with("posterior") { 5e-5 } else { 1e-5 };
+            // coef1's reference is sqrt(ac[t-1]) betas[t] / (1 - ac[t]); diffusers' step(), which
+            // ours follows, takes beta as 1 - ac[t] / ac[t-1], which at small t is up to 1.05e-3
+            // (relative; cosine, 4.9e-4 linear) away from betas[t] in f32. The ddpm_step vectors
+            // hold the steps themselves to diffusers' numbers.
+            let tol = match array {
+                "posterior_mean_coef1" => 2e-3,
+                _ if array.starts_with("posterior") => 5e-5,
+                _ => 1e-5,
+            };
             assert!(err <= tol, "{key}: max relative error {err}");
         }
     }

@@ -170,9 +170,12 @@ fn dpm_solver_matches_diffusers_step_by_step() {
         let mut no_noise = || -> burn::tensor::Tensor<4> { panic!("DPM-Solver++ draws no noise") };
         for i in 0..steps {
             x = solver.step(&scheduler, i, row4(outputs, i, &dev), x, &mut no_noise).prev_sample;
-            let (ours, want) = (to_vec(x.clone()), row4(samples, i, &dev));
-            let err = max_abs_diff(&ours, &to_vec(want));
-            assert!(err <= 1e-5, "{case}: step {i} of {steps}, max abs error {err}");
+            let (ours, want) = (to_vec(x.clone()), to_vec(row4(samples, i, &dev)));
+            // Within 1e-5 of the sample's scale: random model outputs at the cosine schedule's
+            // first sigma (2e4) drive its samples to 1e4, where f32 itself is 1e-3 apart.
+            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let err = max_abs_diff(&ours, &want) / scale;
+            assert!(err <= 1e-5, "{case}: step {i} of {steps}, max error {err} of the scale {scale}");
         }
     }
 }
