@@ -98,8 +98,8 @@ TORCH_VENV ?= $(HOME)/.cache/ddpm-web/venv
 TORCH_DDPM := $(CARGO_TARGET_DIR)/release/ddpm
 # How the torch-featured CLI runs: libtorch from the venv; jemalloc that keeps freed memory, as its
 # figures in BENCHMARKS.md were measured (glibc by default returns each large tensor to the kernel,
-# and page faults took 41% of a training step). The CLI now also keeps freed memory under glibc
-# itself (src/bin/ddpm/alloc.rs); LibTorch without jemalloc is not measured. PyTorch runs under it too.
+# and page faults took 41% of a training step). The CLI also keeps freed memory under glibc itself
+# (src/bin/ddpm/alloc.rs), but LibTorch's figures are measured under jemalloc, and PyTorch's too.
 JEMALLOC := /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 KEEP_PAGES := LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1
 TORCH_LIB_PATH = LD_LIBRARY_PATH=$$($(TORCH_VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')/lib

@@ -7,6 +7,81 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
+/// An enum that config files spell as strings (diffusers' class and option names): its variants,
+/// the name of each, and parsing that refuses any other name with the supported ones listed.
+macro_rules! config_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl ConfigEnum for $name {
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+    };
+}
+
+/// What `config_enum!` gives each enum.
+pub trait ConfigEnum: Copy + 'static {
+    const ALL: &'static [Self];
+    /// The name config files use.
+    fn name(self) -> &'static str;
+    /// The variant a config file names, if any.
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.name() == s)
+    }
+    /// "supported: a, b", for errors.
+    fn supported() -> String {
+        format!("supported: {}", Self::ALL.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "))
+    }
+}
+
+config_enum! {
+    /// diffusers' down blocks (`down_block_types`).
+    DownBlockType { DownBlock2D = "DownBlock2D", AttnDownBlock2D = "AttnDownBlock2D" }
+}
+
+config_enum! {
+    /// diffusers' up blocks (`up_block_types`).
+    UpBlockType { UpBlock2D = "UpBlock2D", AttnUpBlock2D = "AttnUpBlock2D" }
+}
+
+config_enum! {
+    /// diffusers' middle block (`mid_block_type`; null for none).
+    MidBlockType { UNetMidBlock2D = "UNetMidBlock2D" }
+}
+
+config_enum! {
+    /// How a resnet adds the time embedding (`resnet_time_scale_shift`): `default` adds it,
+    /// `scale_shift` uses it as a scale and a shift after the group norm.
+    TimeScaleShift { Default = "default", ScaleShift = "scale_shift" }
+}
+
+impl DownBlockType {
+    pub fn has_attention(self) -> bool {
+        self == Self::AttnDownBlock2D
+    }
+}
+
+impl UpBlockType {
+    pub fn has_attention(self) -> bool {
+        self == Self::AttnUpBlock2D
+    }
+}
+
 /// Reads fields out of one JSON object, remembering which were used.
 struct Fields<'a> {
     file: &'a str,
@@ -45,7 +120,9 @@ impl<'a> Fields<'a> {
     fn usize(&mut self, field: &str, default: usize) -> Result<usize> {
         match self.take(field) {
             None => Ok(default),
-            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| self.wrong(field, "a non-negative integer", &v)),
+            Some(v) => {
+                v.as_u64().map(|n| n as usize).ok_or_else(|| self.wrong(field, "a non-negative integer", &v))
+            }
         }
     }
 
@@ -53,7 +130,10 @@ impl<'a> Fields<'a> {
         match self.take(field) {
             None => Ok(default),
             Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.wrong(field, "an integer or null", &v)),
+            Some(v) => v
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.wrong(field, "an integer or null", &v)),
         }
     }
 
@@ -88,6 +168,25 @@ impl<'a> Fields<'a> {
     }
 
     /// A string that must be one of `allowed`.
+    /// A string field that names one of `T`'s variants.
+    fn choose<T: ConfigEnum>(&mut self, field: &str, default: T) -> Result<T> {
+        let s = self.string(field, default.name())?;
+        T::from_name(&s).ok_or_else(|| self.unsupported(field, format!("\"{s}\""), &T::supported()))
+    }
+
+    /// A list field whose entries each name one of `T`'s variants.
+    fn names<T: ConfigEnum>(&mut self, field: &str, default: &[T]) -> Result<Vec<T>> {
+        let strings = |v: &Value| v.as_str().map(String::from);
+        let default = default.iter().map(|t| t.name().to_string()).collect();
+        let names = self.list(field, default, strings, "a list of block names")?;
+        names
+            .iter()
+            .map(|s| {
+                T::from_name(s).ok_or_else(|| self.unsupported(field, format!("\"{s}\""), &T::supported()))
+            })
+            .collect()
+    }
+
     fn choice(&mut self, field: &str, default: &str, allowed: &[&str]) -> Result<String> {
         let s = self.string(field, default)?;
         if allowed.contains(&s.as_str()) {
@@ -97,7 +196,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn list<T>(&mut self, field: &str, default: Vec<T>, item: impl Fn(&Value) -> Option<T>, want: &str) -> Result<Vec<T>> {
+    fn list<T>(
+        &mut self,
+        field: &str,
+        default: Vec<T>,
+        item: impl Fn(&Value) -> Option<T>,
+        want: &str,
+    ) -> Result<Vec<T>> {
         match self.take(field) {
             None => Ok(default),
             Some(v) => v
@@ -110,11 +215,8 @@ impl<'a> Fields<'a> {
     /// Any field left over is one we do not know: refuse it rather than ignore it.
     /// Keys starting with `_` are diffusers' metadata (`_class_name`, `_diffusers_version`).
     fn finish(self, also_ignored: &[&str]) -> Result<()> {
-        let unknown: Vec<&String> = self
-            .map
-            .keys()
-            .filter(|k| !k.starts_with('_') && !also_ignored.contains(&k.as_str()))
-            .collect();
+        let unknown: Vec<&String> =
+            self.map.keys().filter(|k| !k.starts_with('_') && !also_ignored.contains(&k.as_str())).collect();
         match unknown.first() {
             None => Ok(()),
             Some(k) => Err(Error::Unsupported {
@@ -148,9 +250,9 @@ pub struct UNetConfig {
     pub time_embedding_dim: Option<usize>,
     pub freq_shift: f64,
     pub flip_sin_to_cos: bool,
-    pub down_block_types: Vec<String>,
-    pub mid_block_type: Option<String>,
-    pub up_block_types: Vec<String>,
+    pub down_block_types: Vec<DownBlockType>,
+    pub mid_block_type: Option<MidBlockType>,
+    pub up_block_types: Vec<UpBlockType>,
     pub block_out_channels: Vec<usize>,
     pub layers_per_block: usize,
     pub mid_block_scale_factor: f64,
@@ -160,22 +262,23 @@ pub struct UNetConfig {
     pub norm_num_groups: usize,
     pub attn_norm_num_groups: Option<usize>,
     pub norm_eps: f64,
-    pub resnet_time_scale_shift: String,
+    pub resnet_time_scale_shift: TimeScaleShift,
     pub add_attention: bool,
 }
 
-pub const DOWN_BLOCKS: [&str; 2] = ["DownBlock2D", "AttnDownBlock2D"];
 /// Limits checked before anything is allocated (diffusers' largest UNet2DModel checkpoints
 /// stay far below them).
 pub const MAX_BLOCKS: usize = 8;
 pub const MAX_CHANNELS: usize = 4096;
 pub const MAX_SAMPLE_SIZE: usize = 2048;
 pub const MAX_PARAMS: u64 = 1_000_000_000;
-pub const UP_BLOCKS: [&str; 2] = ["UpBlock2D", "AttnUpBlock2D"];
 
 impl UNetConfig {
     /// Parses `config.json`; `file` names it in errors.
     pub fn from_json(file: &str, text: &str) -> Result<Self> {
+        use DownBlockType::{AttnDownBlock2D, DownBlock2D};
+        use MidBlockType::UNetMidBlock2D;
+        use UpBlockType::{AttnUpBlock2D, UpBlock2D};
         let mut f = Fields::parse(file, text)?;
         let sample_size = match f.take("sample_size") {
             None | Some(Value::Null) => [32, 32],
@@ -187,7 +290,6 @@ impl UNetConfig {
                 _ => return Err(f.wrong("sample_size", "an integer or [height, width]", &v)),
             },
         };
-        let strings = |v: &Value| v.as_str().map(String::from);
         let ints = |v: &Value| v.as_u64().map(|n| n as usize);
         let cfg = UNetConfig {
             sample_size,
@@ -197,20 +299,24 @@ impl UNetConfig {
             time_embedding_dim: f.opt_usize("time_embedding_dim", None)?,
             freq_shift: f.f64("freq_shift", 0.0)?,
             flip_sin_to_cos: f.bool("flip_sin_to_cos", true)?,
-            down_block_types: f.list(
+            down_block_types: f.names(
                 "down_block_types",
-                ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"].map(String::from).to_vec(),
-                strings,
-                "a list of block names",
+                &[DownBlock2D, AttnDownBlock2D, AttnDownBlock2D, AttnDownBlock2D],
             )?,
-            mid_block_type: f.opt_string("mid_block_type", Some("UNetMidBlock2D"))?,
-            up_block_types: f.list(
-                "up_block_types",
-                ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"].map(String::from).to_vec(),
-                strings,
-                "a list of block names",
+            mid_block_type: match f.opt_string("mid_block_type", Some(UNetMidBlock2D.name()))? {
+                None => None,
+                Some(s) => Some(MidBlockType::from_name(&s).ok_or_else(|| {
+                    f.unsupported("mid_block_type", format!("\"{s}\""), "supported: UNetMidBlock2D, null")
+                })?),
+            },
+            up_block_types: f
+                .names("up_block_types", &[AttnUpBlock2D, AttnUpBlock2D, AttnUpBlock2D, UpBlock2D])?,
+            block_out_channels: f.list(
+                "block_out_channels",
+                vec![224, 448, 672, 896],
+                ints,
+                "a list of integers",
             )?,
-            block_out_channels: f.list("block_out_channels", vec![224, 448, 672, 896], ints, "a list of integers")?,
             layers_per_block: f.usize("layers_per_block", 2)?,
             mid_block_scale_factor: f.f64("mid_block_scale_factor", 1.0)?,
             downsample_padding: f.usize("downsample_padding", 1)?,
@@ -218,11 +324,17 @@ impl UNetConfig {
             attention_head_dim: f.opt_usize("attention_head_dim", Some(8))?,
             norm_num_groups: match f.opt_usize("norm_num_groups", Some(32))? {
                 Some(g) => g,
-                None => return Err(f.unsupported("norm_num_groups", "null", "an integer number of groups is required")),
+                None => {
+                    return Err(f.unsupported(
+                        "norm_num_groups",
+                        "null",
+                        "an integer number of groups is required",
+                    ));
+                }
             },
             attn_norm_num_groups: f.opt_usize("attn_norm_num_groups", None)?,
             norm_eps: f.f64("norm_eps", 1e-5)?,
-            resnet_time_scale_shift: f.choice("resnet_time_scale_shift", "default", &["default", "scale_shift"])?,
+            resnet_time_scale_shift: f.choose("resnet_time_scale_shift", TimeScaleShift::Default)?,
             add_attention: f.bool("add_attention", true)?,
         };
         f.choice("time_embedding_type", "positional", &["positional"])?;
@@ -232,7 +344,13 @@ impl UNetConfig {
         for field in ["class_embed_type", "num_class_embeds"] {
             match f.take(field) {
                 None | Some(Value::Null) => {}
-                Some(v) => return Err(f.unsupported(field, v, "class-conditional UNets are not implemented; it must be null")),
+                Some(v) => {
+                    return Err(f.unsupported(
+                        field,
+                        v,
+                        "class-conditional UNets are not implemented; it must be null",
+                    ));
+                }
             }
         }
         // Only read by diffusers for time_embedding_type = "learned", which is refused above.
@@ -252,13 +370,21 @@ impl UNetConfig {
         }
         let channels = self.block_out_channels.iter().chain([&self.in_channels, &self.out_channels]);
         if let Some(c) = channels.chain(&self.time_embedding_dim).find(|c| **c > MAX_CHANNELS) {
-            return bad("block_out_channels / in_channels / out_channels / time_embedding_dim", c.to_string(), &format!("at most {MAX_CHANNELS}"));
+            return bad(
+                "block_out_channels / in_channels / out_channels / time_embedding_dim",
+                c.to_string(),
+                &format!("at most {MAX_CHANNELS}"),
+            );
         }
         if self.layers_per_block > 64 {
             return bad("layers_per_block", self.layers_per_block.to_string(), "at most 64");
         }
         if self.sample_size.iter().any(|s| *s > MAX_SAMPLE_SIZE) {
-            return bad("sample_size", format!("{:?}", self.sample_size), &format!("at most {MAX_SAMPLE_SIZE}"));
+            return bad(
+                "sample_size",
+                format!("{:?}", self.sample_size),
+                &format!("at most {MAX_SAMPLE_SIZE}"),
+            );
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return bad(
@@ -266,19 +392,6 @@ impl UNetConfig {
                 format!("{} / {} entries", self.down_block_types.len(), self.up_block_types.len()),
                 &format!("both must have one entry per block_out_channels ({n})"),
             );
-        }
-        for (field, types, allowed) in [
-            ("down_block_types", &self.down_block_types, &DOWN_BLOCKS),
-            ("up_block_types", &self.up_block_types, &UP_BLOCKS),
-        ] {
-            if let Some(t) = types.iter().find(|t| !allowed.contains(&t.as_str())) {
-                return bad(field, format!("\"{t}\""), &format!("supported: {}", allowed.join(", ")));
-            }
-        }
-        if let Some(t) = &self.mid_block_type
-            && t != "UNetMidBlock2D"
-        {
-            return bad("mid_block_type", format!("\"{t}\""), "supported: UNetMidBlock2D, null");
         }
         if self.layers_per_block == 0 {
             return bad("layers_per_block", "0".into(), "at least 1");
@@ -288,38 +401,70 @@ impl UNetConfig {
         }
         let groups = self.norm_num_groups;
         if let Some(c) = self.block_out_channels.iter().find(|c| groups == 0 || **c % groups != 0) {
-            return bad("norm_num_groups", groups.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+            return bad(
+                "norm_num_groups",
+                groups.to_string(),
+                &format!("must divide every block_out_channels entry ({c})"),
+            );
         }
         if let Some(g) = self.attn_norm_num_groups
             && let Some(c) = self.block_out_channels.iter().find(|c| g == 0 || **c % g != 0)
         {
-            return bad("attn_norm_num_groups", g.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+            return bad(
+                "attn_norm_num_groups",
+                g.to_string(),
+                &format!("must divide every block_out_channels entry ({c})"),
+            );
         }
         if let Some(d) = self.attention_head_dim
             && let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0)
         {
-            return bad("attention_head_dim", d.to_string(), &format!("must divide every block_out_channels entry ({c})"));
+            return bad(
+                "attention_head_dim",
+                d.to_string(),
+                &format!("must divide every block_out_channels entry ({c})"),
+            );
         }
         if self.block_out_channels[0] < 2 {
-            return bad("block_out_channels", format!("{:?}", self.block_out_channels), "the first entry must be at least 2");
+            return bad(
+                "block_out_channels",
+                format!("{:?}", self.block_out_channels),
+                "the first entry must be at least 2",
+            );
         }
         if self.in_channels == 0 || self.out_channels == 0 {
-            return bad("in_channels / out_channels", format!("{} / {}", self.in_channels, self.out_channels), "at least 1");
+            return bad(
+                "in_channels / out_channels",
+                format!("{} / {}", self.in_channels, self.out_channels),
+                "at least 1",
+            );
         }
         if self.in_channels != self.out_channels {
             let hint = "must be equal: the UNet predicts the noise eps added to x, of x's shape (learned variances are not supported)";
-            return bad("in_channels / out_channels", format!("{} / {}", self.in_channels, self.out_channels), hint);
+            return bad(
+                "in_channels / out_channels",
+                format!("{} / {}", self.in_channels, self.out_channels),
+                hint,
+            );
         }
         let down = 1usize << (n - 1);
         if self.sample_size.iter().any(|s| *s == 0 || s % down != 0) {
-            return bad("sample_size", format!("{:?}", self.sample_size), &format!("must be a positive multiple of {down} (2^(blocks-1))"));
+            return bad(
+                "sample_size",
+                format!("{:?}", self.sample_size),
+                &format!("must be a positive multiple of {down} (2^(blocks-1))"),
+            );
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad("dropout", self.dropout.to_string(), "must be in [0, 1)");
         }
         let params = self.approx_params();
         if params > MAX_PARAMS {
-            return bad("block_out_channels / layers_per_block", format!("about {params} parameters"), &format!("at most {MAX_PARAMS}"));
+            return bad(
+                "block_out_channels / layers_per_block",
+                format!("about {params} parameters"),
+                &format!("at most {MAX_PARAMS}"),
+            );
         }
         Ok(())
     }
@@ -335,9 +480,9 @@ impl UNetConfig {
         let mut total = 2 * t * t + 9 * ch[0] * (self.in_channels + self.out_channels) as u64;
         for (k, &o) in ch.iter().enumerate() {
             let prev = if k == 0 { o } else { ch[k - 1] };
-            let on = self.down_block_types[k].starts_with("Attn");
+            let on = self.down_block_types[k].has_attention();
             total += resnet(prev, o) + (layers - 1) * resnet(o, o) + layers * attn(o, on);
-            total += (layers + 1) * (resnet(2 * o, o) + attn(o, on)) + 18 * o * o;  // up path and resampling
+            total += (layers + 1) * (resnet(2 * o, o) + attn(o, on)) + 18 * o * o; // up path and resampling
         }
         if self.mid_block_type.is_some() {
             total += 2 * resnet(last, last) + attn(last, self.add_attention);
@@ -370,30 +515,24 @@ impl UNetConfig {
     }
 }
 
-/// What the network predicts (diffusers' `prediction_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Prediction {
-    Epsilon,
-    Sample,
-    VPrediction,
+config_enum! {
+    /// What the network predicts (diffusers' `prediction_type`).
+    Prediction { Epsilon = "epsilon", Sample = "sample", VPrediction = "v_prediction" }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VarianceType {
-    /// sigma_t^2 = beta~_t, the posterior variance.
-    FixedSmall,
-    /// sigma_t^2 = beta_t.
-    FixedLarge,
+config_enum! {
+    /// The reverse process's variance (`variance_type`).
+    VarianceType {
+        /// sigma_t^2 = beta~_t, the posterior variance.
+        FixedSmall = "fixed_small",
+        /// sigma_t^2 = beta_t.
+        FixedLarge = "fixed_large",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Spacing {
-    Leading,
-    Trailing,
-    Linspace,
+config_enum! {
+    /// Where the sampling timesteps fall among the training ones (`timestep_spacing`).
+    Spacing { Leading = "leading", Trailing = "trailing", Linspace = "linspace" }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -439,7 +578,8 @@ impl SchedulerConfig {
                     .ok_or_else(|| f.wrong("trained_betas", "a list of numbers or null", &v))?,
             ),
         };
-        let schedule = f.choice("beta_schedule", "linear", &["linear", "scaled_linear", "squaredcos_cap_v2"])?;
+        let schedule =
+            f.choice("beta_schedule", "linear", &["linear", "scaled_linear", "squaredcos_cap_v2"])?;
         let beta_schedule = match (trained, schedule.as_str()) {
             (Some(b), _) => BetaSchedule::Trained(b),
             (None, "linear") => BetaSchedule::Linear,
@@ -451,22 +591,11 @@ impl SchedulerConfig {
             beta_start: f.f64("beta_start", 0.0001)?,
             beta_end: f.f64("beta_end", 0.02)?,
             beta_schedule,
-            variance_type: match f.choice("variance_type", "fixed_small", &["fixed_small", "fixed_large"])?.as_str() {
-                "fixed_small" => VarianceType::FixedSmall,
-                _ => VarianceType::FixedLarge,
-            },
+            variance_type: f.choose("variance_type", VarianceType::FixedSmall)?,
             clip_sample: f.bool("clip_sample", true)?,
             clip_sample_range: f.f64("clip_sample_range", 1.0)?,
-            prediction_type: match f.choice("prediction_type", "epsilon", &["epsilon", "sample", "v_prediction"])?.as_str() {
-                "epsilon" => Prediction::Epsilon,
-                "sample" => Prediction::Sample,
-                _ => Prediction::VPrediction,
-            },
-            timestep_spacing: match f.choice("timestep_spacing", "leading", &["leading", "trailing", "linspace"])?.as_str() {
-                "leading" => Spacing::Leading,
-                "trailing" => Spacing::Trailing,
-                _ => Spacing::Linspace,
-            },
+            prediction_type: f.choose("prediction_type", Prediction::Epsilon)?,
+            timestep_spacing: f.choose("timestep_spacing", Spacing::Leading)?,
             steps_offset: f.usize("steps_offset", 0)?,
             set_alpha_to_one: f.bool("set_alpha_to_one", true)?,
         };
@@ -481,11 +610,30 @@ impl SchedulerConfig {
         // Fields of other schedulers' configs saved with a DDPM model (PNDM's, DDIM's): not used by DDPM/DDIM sampling.
         f.finish(&["skip_prk_steps"])?;
         if cfg.num_train_timesteps < 2 || cfg.num_train_timesteps > 100_000 {
-            return Err(f_unsupported(file, "num_train_timesteps", cfg.num_train_timesteps, "must be between 2 and 100000"));
+            return Err(f_unsupported(
+                file,
+                "num_train_timesteps",
+                cfg.num_train_timesteps,
+                "must be between 2 and 100000",
+            ));
+        }
+        // Betas outside (0, 1) make alpha_t = 1 - beta_t zero or negative: sampling would run
+        // on nonsense. linear and scaled_linear stay between beta_start and beta_end.
+        if matches!(cfg.beta_schedule, BetaSchedule::Linear | BetaSchedule::ScaledLinear) {
+            for (field, beta) in [("beta_start", cfg.beta_start), ("beta_end", cfg.beta_end)] {
+                if !(beta > 0.0 && beta < 1.0) {
+                    return Err(f_unsupported(file, field, beta, "a beta must be in (0, 1)"));
+                }
+            }
         }
         if let BetaSchedule::Trained(b) = &cfg.beta_schedule {
             if b.len() != cfg.num_train_timesteps {
-                return Err(f_unsupported(file, "trained_betas", format!("{} values", b.len()), &format!("must have num_train_timesteps ({}) values", cfg.num_train_timesteps)));
+                return Err(f_unsupported(
+                    file,
+                    "trained_betas",
+                    format!("{} values", b.len()),
+                    &format!("must have num_train_timesteps ({}) values", cfg.num_train_timesteps),
+                ));
             }
             if let Some(x) = b.iter().find(|x| !(**x > 0.0 && **x < 1.0)) {
                 return Err(f_unsupported(file, "trained_betas", x, "every beta must be in (0, 1)"));
@@ -501,11 +649,14 @@ impl SchedulerConfig {
     pub fn to_json(&self) -> String {
         let (schedule, trained) = match &self.beta_schedule {
             BetaSchedule::Trained(b) => ("linear", serde_json::to_value(b).expect("numbers")),
-            other => (match other {
-                BetaSchedule::Linear => "linear",
-                BetaSchedule::ScaledLinear => "scaled_linear",
-                _ => "squaredcos_cap_v2",
-            }, Value::Null),
+            other => (
+                match other {
+                    BetaSchedule::Linear => "linear",
+                    BetaSchedule::ScaledLinear => "scaled_linear",
+                    _ => "squaredcos_cap_v2",
+                },
+                Value::Null,
+            ),
         };
         let v = serde_json::json!({
             "_class_name": "DDPMScheduler",
@@ -532,4 +683,64 @@ impl SchedulerConfig {
 
 fn f_unsupported(file: &str, field: &str, value: impl std::fmt::Display, hint: &str) -> Error {
     Error::Unsupported { file: file.into(), field: field.into(), value: value.to_string(), hint: hint.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: ConfigEnum + std::fmt::Debug + PartialEq>() {
+        for v in T::ALL {
+            assert_eq!(T::from_name(v.name()), Some(*v));
+        }
+        assert_eq!(T::from_name("CrossAttnDownBlock2D"), None);
+    }
+
+    #[test]
+    fn config_enums_read_back_the_names_they_write() {
+        round_trip::<DownBlockType>();
+        round_trip::<UpBlockType>();
+        round_trip::<MidBlockType>();
+        round_trip::<TimeScaleShift>();
+        round_trip::<Prediction>();
+        round_trip::<VarianceType>();
+        round_trip::<Spacing>();
+        assert_eq!(serde_json::to_string(&Spacing::Linspace).unwrap(), "\"linspace\"");
+    }
+
+    #[test]
+    fn an_unknown_block_names_the_field_the_value_and_the_supported_ones() {
+        let e = UNetConfig::from_json("c.json", r#"{"down_block_types": ["DownBlock2D", "KDownBlock2D"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("down_block_types") && e.contains("\"KDownBlock2D\""), "{e}");
+        assert!(e.contains("supported: DownBlock2D, AttnDownBlock2D"), "{e}");
+    }
+
+    #[test]
+    fn betas_outside_zero_to_one_are_refused_by_name() {
+        let e = SchedulerConfig::from_json("s.json", r#"{"beta_start": 0.5, "beta_end": 2.0}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.json") && e.contains("beta_end") && e.contains('2'), "{e}");
+        let e =
+            SchedulerConfig::from_json("s.json", r#"{"beta_start": 0, "beta_schedule": "scaled_linear"}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("beta_start"), "{e}");
+        assert!(SchedulerConfig::from_json("s.json", r#"{"beta_schedule": "squaredcos_cap_v2"}"#).is_ok());
+    }
+
+    #[test]
+    fn a_config_written_is_read_back_the_same() {
+        let cfg = UNetConfig::from_json(
+            "c.json",
+            r#"{"block_out_channels": [32, 64], "down_block_types": ["AttnDownBlock2D", "DownBlock2D"],
+                "up_block_types": ["UpBlock2D", "AttnUpBlock2D"], "mid_block_type": null,
+                "resnet_time_scale_shift": "scale_shift"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.mid_block_type, None);
+        assert_eq!(UNetConfig::from_json("again.json", &cfg.to_json()).unwrap(), cfg);
+    }
 }

@@ -21,7 +21,11 @@ pub enum Error {
     Tensor { file: String, tensor: String, message: String },
 
     /// The weights and the model do not have the same set of tensors.
-    #[error("{file}: weights do not match the model config:{}{}", list("missing", missing), list("unexpected", unexpected))]
+    #[error(
+        "{file}: weights do not match the model config:{}{}",
+        list("missing", missing),
+        list("unexpected", unexpected)
+    )]
     Keys { file: String, missing: Vec<String>, unexpected: Vec<String> },
 
     /// A request that would need absurd resources or makes no sense.
@@ -42,11 +46,7 @@ pub enum Error {
 }
 
 fn list(what: &str, keys: &[String]) -> String {
-    if keys.is_empty() {
-        String::new()
-    } else {
-        format!("\n  {what} ({}): {}", keys.len(), keys.join(", "))
-    }
+    if keys.is_empty() { String::new() } else { format!("\n  {what} ({}): {}", keys.len(), keys.join(", ")) }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -73,15 +73,24 @@ pub fn unit(v: f32) -> f32 {
 /// gray by ITU-R 601 luma (as PIL's `convert("L")`) for C = 1, RGB for C = 3; alpha is ignored.
 pub fn from_rgba(rgba: &[u8], n: usize, [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
     if rgba.len() != n * h * w * 4 {
-        return Err(Error::Request(format!("{n} RGBA images of {h}x{w} need {} bytes, got {}", n * h * w * 4, rgba.len())));
+        return Err(Error::Request(format!(
+            "{n} RGBA images of {h}x{w} need {} bytes, got {}",
+            n * h * w * 4,
+            rgba.len()
+        )));
     }
     if c != 1 && c != 3 {
-        return Err(Error::Request(format!("images can be turned into 1 or 3 channels, the model takes {c}")));
+        return Err(Error::Request(format!(
+            "images can be turned into 1 or 3 channels, the model takes {c}"
+        )));
     }
     let mut out = Vec::with_capacity(n * c * h * w);
     for img in rgba.chunks_exact(h * w * 4) {
         if c == 1 {
-            out.extend(img.chunks_exact(4).map(|p| unit(0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)));
+            out.extend(
+                img.chunks_exact(4)
+                    .map(|p| unit(0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)),
+            );
         } else {
             for ch in 0..3 {
                 out.extend(img.chunks_exact(4).map(|p| unit(p[ch] as f32)));

@@ -35,10 +35,9 @@ impl Schedule {
         let t = cfg.num_train_timesteps;
         let beta = match &cfg.beta_schedule {
             BetaSchedule::Linear => linspace(cfg.beta_start, cfg.beta_end, t),
-            BetaSchedule::ScaledLinear => linspace(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t)
-                .into_iter()
-                .map(|b| b * b)
-                .collect(),
+            BetaSchedule::ScaledLinear => {
+                linspace(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t).into_iter().map(|b| b * b).collect()
+            }
             BetaSchedule::SquaredcosCapV2 => cosine_betas(t),
             BetaSchedule::Trained(b) => b.iter().map(|x| *x as f32).collect(),
         };
@@ -67,20 +66,27 @@ impl Schedule {
         if t < 0 { 1.0 } else { self.alpha_bar[t as usize] }
     }
 
-    /// beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t (eq. 7), clamped at 1e-20.
-    /// Scalars are f32 throughout, as diffusers computes them.
-    pub fn posterior_variance(&self, t: usize) -> f32 {
-        let (ab, ab_prev) = (self.alpha_bar[t], self.alpha_bar_or_one(t as i64 - 1));
-        let beta_t = 1.0 - ab / ab_prev;
-        ((1.0 - ab_prev) / (1.0 - ab) * beta_t).max(1e-20)
+    /// The beta of a step from `t` to `prev_t`: 1 - alpha_bar_t / alpha_bar_prev (beta_t itself when
+    /// prev_t = t - 1, up to f32 rounding; DDPM with fewer steps skips several at once).
+    pub fn step_beta(&self, t: usize, prev_t: i64) -> f32 {
+        1.0 - self.alpha_bar[t] / self.alpha_bar_or_one(prev_t)
     }
 
-    /// Coefficients of x_0 and x_t in the posterior mean mu~_t(x_t, x_0) (eq. 7).
-    pub fn posterior_mean_coefs(&self, t: usize) -> (f32, f32) {
-        let (ab, ab_prev) = (self.alpha_bar[t], self.alpha_bar_or_one(t as i64 - 1));
-        let alpha_t = ab / ab_prev;
-        let c0 = ab_prev.sqrt() * self.beta[t] / (1.0 - ab);
-        let ct = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab);
+    /// The posterior variance of a step from `t` to `prev_t`, beta~ = (1 - alpha_bar_prev) /
+    /// (1 - alpha_bar_t) * beta (eq. 7), clamped at 1e-20: diffusers' `_get_variance`. Scalars are
+    /// f32 throughout, as diffusers computes them.
+    pub fn posterior_variance(&self, t: usize, prev_t: i64) -> f32 {
+        let (ab, ab_prev) = (self.alpha_bar[t], self.alpha_bar_or_one(prev_t));
+        ((1.0 - ab_prev) / (1.0 - ab) * self.step_beta(t, prev_t)).max(1e-20)
+    }
+
+    /// Coefficients of x_0 and x_t in the posterior mean mu~(x_t, x_0) of a step from `t` to
+    /// `prev_t` (eq. 7), as diffusers' `DDPMScheduler.step` computes them.
+    pub fn posterior_mean_coefs(&self, t: usize, prev_t: i64) -> (f32, f32) {
+        let (ab, ab_prev) = (self.alpha_bar[t], self.alpha_bar_or_one(prev_t));
+        let alpha = ab / ab_prev;
+        let c0 = ab_prev.sqrt() * (1.0 - alpha) / (1.0 - ab);
+        let ct = alpha.sqrt() * (1.0 - ab_prev) / (1.0 - ab);
         (c0, ct)
     }
 

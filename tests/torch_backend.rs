@@ -55,7 +55,10 @@ fn conv2d_gradients_match_burn_flex() {
         for (what, torch, flex) in [("input", x_torch, x_flex), ("weight", w_torch, w_flex)] {
             let scale = flex.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(&torch, &flex);
-            assert!(scale > 0.0 && diff <= 1e-4 * scale, "{name}: {what} gradients differ by {diff} (largest {scale})");
+            assert!(
+                scale > 0.0 && diff <= 1e-4 * scale,
+                "{name}: {what} gradients differ by {diff} (largest {scale})"
+            );
         }
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use ddpm_web::files::load_model;
+use ddpm_web::native::files::load_model;
 use ddpm_web::train::{Trainer, loss};
 
 #[test]
@@ -26,7 +26,9 @@ fn adam_steps_lower_the_loss_on_four_images() {
     let eps = tensor4(&vectors("inputs.safetensors")["x"], &device).narrow(0, 0, 1).repeat_dim(0, 4);
     let probe_t = [50, 300, 600, 900];
     let scheduler = model.scheduler.clone();
-    let probe = |m: &ddpm_web::UNet2DModel| to_vec(loss(m, &scheduler, x0.clone(), &probe_t, eps.clone()).unwrap())[0];
+    let probe = |m: &ddpm_web::UNet2DModel| {
+        to_vec(loss(m, &scheduler, x0.clone(), &probe_t, eps.clone()).unwrap())[0]
+    };
     let before = probe(&model.unet);
     let mut trainer = Trainer::new(2e-3, 5, 0);
     for _ in 0..30 {
@@ -55,8 +57,8 @@ fn ema_decay_warms_up_as_diffusers_ema_model() {
 #[test]
 fn flat_adam_matches_burns_adam_and_shares_its_saved_state() {
     use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
-    use ddpm_web::adam::Adam;
-    use ddpm_web::flat;
+    use ddpm_web::train::adam::Adam;
+    use ddpm_web::train::flat;
 
     let device = Device::flex().autodiff();
     let model = load_model(&tiny_dir(), &device).unwrap();
@@ -90,7 +92,10 @@ fn flat_adam_matches_burns_adam_and_shares_its_saved_state() {
                 let path = dir.path().join("ours.bin");
                 adam.save(&ours, &path).unwrap();
                 theirs = ours.clone();
-                burns = AdamConfig::new().with_epsilon(1e-8).init().load_record(OptimizerRecord::load(&path).unwrap());
+                burns = AdamConfig::new()
+                    .with_epsilon(1e-8)
+                    .init()
+                    .load_record(OptimizerRecord::load(&path).unwrap());
             }
             _ => {}
         }
@@ -115,8 +120,8 @@ fn params(unet: &ddpm_web::UNet2DModel) -> Vec<f32> {
 /// tensor named, not loaded into the wrong parameters.
 #[test]
 fn adam_state_of_another_model_is_refused() {
-    use ddpm_web::adam::Adam;
-    use ddpm_web::flat;
+    use ddpm_web::train::adam::Adam;
+    use ddpm_web::train::flat;
 
     let device = Device::flex().autodiff();
     let mut model = load_model(&tiny_dir(), &device).unwrap();
@@ -133,8 +138,14 @@ fn adam_state_of_another_model_is_refused() {
     assert!(Adam::load(&model.unet, &path, &device.clone().inner()).is_ok());
     let other = load_model(&tiny_dir(), &device).unwrap();
     let err = Adam::load(&other.unet, &path, &device.clone().inner()).err().expect("refused").to_string();
-    assert!(err.contains("optimizer.bin") && err.contains("momentum.moment_1") && err.contains("another model"), "{err}");
-    let err = Adam::load(&model.unet, &dir.path().join("missing.bin"), &device.clone().inner()).err().expect("refused").to_string();
+    assert!(
+        err.contains("optimizer.bin") && err.contains("momentum.moment_1") && err.contains("another model"),
+        "{err}"
+    );
+    let err = Adam::load(&model.unet, &dir.path().join("missing.bin"), &device.clone().inner())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("missing.bin"), "{err}");
 }
 
@@ -160,7 +171,10 @@ fn ema_blends_each_weight() {
 struct Shift;
 
 impl burn::module::ModuleMapper for Shift {
-    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
         param.map(|t| t.add_scalar(1.0))
     }
 }

@@ -13,7 +13,7 @@ mod web;
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_web::images::from_rgba;
 use ddpm_web::train::loss;
-use ddpm_web::tune::Tuner;
+use ddpm_web::train::tune::Tuner;
 use ddpm_web::web::Engine;
 use ddpm_web::weights::read_safetensors;
 use drawings::drawings;
@@ -29,7 +29,8 @@ async fn tuning_lowers_the_loss(device: &Device) {
     let x0 = Tensor::<4>::from_data(TensorData::new(images.clone(), [4, 1, 16, 16]), device);
     let inputs = read_safetensors("inputs", INPUTS, true).unwrap();
     let x = &inputs["x"];
-    let eps = Tensor::<4>::from_data(TensorData::new(x.data[..256].to_vec(), [1, 1, 16, 16]), device).repeat_dim(0, 4);
+    let eps = Tensor::<4>::from_data(TensorData::new(x.data[..256].to_vec(), [1, 1, 16, 16]), device)
+        .repeat_dim(0, 4);
     let t = [50, 300, 600, 900];
     let before = read(loss(&model.unet, &model.scheduler, x0.clone(), &t, eps.clone()).unwrap()).await[0];
     let mut tuner = Tuner::new(&model.unet, images, 2e-3, 0).unwrap();
@@ -74,7 +75,8 @@ async fn exported_weights_load_back_to_identical_outputs() {
         engine.load_weights("again", "base", "exported.safetensors", &bytes).unwrap();
         let again = Uint8Array::from(wait(engine.export_weights("again")).await).to_vec();
         assert!(bytes == again, "{}: the re-exported file is byte-identical", engine.backend());
-        let (tuned, reloaded, base) = (images(&engine, "tuned").await, images(&engine, "again").await, images(&engine, "base").await);
+        let (tuned, reloaded, base) =
+            (images(&engine, "tuned").await, images(&engine, "again").await, images(&engine, "base").await);
         assert_eq!(tuned, reloaded, "{}: same outputs after export and import", engine.backend());
         assert_ne!(tuned, base, "{}: the tuned model differs from the base", engine.backend());
     }
@@ -89,7 +91,8 @@ async fn a_step_shared_by_two_engines_is_the_step_of_one() {
     }
     for step in 0..3 {
         let alone = wait(one.tune_step(4, true)).await.as_f64().unwrap();
-        let parts: Vec<Array> = vec![wait(host.tune_shard(4, 0, 2)).await.into(), wait(helper.tune_shard(4, 1, 2)).await.into()];
+        let parts: Vec<Array> =
+            vec![wait(host.tune_shard(4, 0, 2)).await.into(), wait(helper.tune_shard(4, 1, 2)).await.into()];
         let shared: f64 = parts.iter().map(|p| p.get(1).as_f64().unwrap()).sum();
         assert!((alone - shared).abs() < 1e-5 * alone, "step {step}: loss {shared} shared vs {alone} alone");
         let total = host.tune_apply(parts.iter().map(|p| p.get(0)).collect()).unwrap();
@@ -100,8 +103,10 @@ async fn a_step_shared_by_two_engines_is_the_step_of_one() {
     for (e, key) in [(&one, "one"), (&host, "host"), (&helper, "helper")] {
         e.tune_save(key).unwrap();
     }
-    let (alone, shared, other) = (images(&one, "one").await, images(&host, "host").await, images(&helper, "helper").await);
+    let (alone, shared, other) =
+        (images(&one, "one").await, images(&host, "host").await, images(&helper, "helper").await);
     assert_eq!(shared, other, "both shards' engines hold the same weights");
-    let diff = alone.iter().flatten().zip(shared.iter().flatten()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    let diff =
+        alone.iter().flatten().zip(shared.iter().flatten()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
     assert!(diff <= 2, "images of the shared and the lone steps differ by up to {diff} of 255");
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 use burn::tensor::Device;
 use common::*;
 use ddpm_web::Error;
-use ddpm_web::files::{load_model, save_model};
 use ddpm_web::model::Model;
+use ddpm_web::native::files::{load_model, save_model};
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors};
 
 fn dev() -> Device {
@@ -56,7 +56,12 @@ fn save_then_load_gives_identical_outputs() {
     assert_eq!(model.unet.config, again.unet.config, "config.json round trip");
     assert_eq!(model.scheduler.config, again.scheduler.config, "scheduler_config.json round trip");
     // The written file holds exactly the keys diffusers wrote.
-    let written = read_safetensors("written", &std::fs::read(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap(), false).unwrap();
+    let written = read_safetensors(
+        "written",
+        &std::fs::read(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap(),
+        false,
+    )
+    .unwrap();
     assert_eq!(written.keys().collect::<Vec<_>>(), tiny_weights().keys().collect::<Vec<_>>());
 }
 
@@ -72,11 +77,15 @@ fn f16_and_bf16_weights_load() {
     // bf16, written with the safetensors crate directly.
     let raws: Vec<(String, Vec<u8>, Vec<usize>)> = tiny_weights()
         .into_iter()
-        .map(|(k, t)| (k, t.data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(), t.shape))
+        .map(|(k, t)| {
+            (k, t.data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(), t.shape)
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = raws
         .iter()
-        .map(|(k, b, s)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b).unwrap()))
+        .map(|(k, b, s)| {
+            (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b).unwrap())
+        })
         .collect();
     let bytes = safetensors::serialize(views, None).unwrap();
     let bf = load_model(folder_with(&bytes).path(), &dev()).unwrap();
@@ -98,7 +107,11 @@ fn legacy_attention_names_load() {
     let renamed: BTreeMap<String, HostTensor> = tiny_weights()
         .into_iter()
         .map(|(k, t)| {
-            let k = k.replace(".to_q.", ".query.").replace(".to_k.", ".key.").replace(".to_v.", ".value.").replace(".to_out.0.", ".proj_attn.");
+            let k = k
+                .replace(".to_q.", ".query.")
+                .replace(".to_k.", ".key.")
+                .replace(".to_v.", ".value.")
+                .replace(".to_out.0.", ".proj_attn.");
             (k, t)
         })
         .collect();
@@ -143,7 +156,9 @@ fn pytorch_bin_weights_load_in_both_layouts() {
 #[test]
 fn broken_pytorch_bin_is_refused_by_name() {
     let bin = std::fs::read(tiny_bin_dir().join("diffusion_pytorch_model.bin")).unwrap();
-    for (what, bytes) in [("junk", &b"not a pickle"[..]), ("truncated", &bin[..bin.len() / 2]), ("empty", &b""[..])] {
+    for (what, bytes) in
+        [("junk", &b"not a pickle"[..]), ("truncated", &bin[..bin.len() / 2]), ("empty", &b""[..])]
+    {
         let dir = folder_with(b"");
         std::fs::remove_file(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
         std::fs::write(dir.path().join("diffusion_pytorch_model.bin"), bytes).unwrap();
@@ -157,7 +172,10 @@ fn truncated_file_is_refused_by_name() {
     let bytes = std::fs::read(tiny_dir().join("diffusion_pytorch_model.safetensors")).unwrap();
     let dir = folder_with(&bytes[..bytes.len() / 2]);
     let e = load_err(dir.path());
-    assert!(e.contains("diffusion_pytorch_model.safetensors") && e.contains("not a valid safetensors file"), "{e}");
+    assert!(
+        e.contains("diffusion_pytorch_model.safetensors") && e.contains("not a valid safetensors file"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -176,7 +194,10 @@ fn wrong_shape_names_the_tensor_and_both_shapes() {
     let mut w = tiny_weights();
     w.insert("conv_in.weight".into(), HostTensor { shape: vec![16, 1, 5, 5], data: vec![0.0; 400] });
     let e = load_err(folder_with(&to_safetensors(&w, SaveDtype::F32).unwrap()).path());
-    assert!(e.contains("`conv_in.weight`") && e.contains("[16, 1, 3, 3]") && e.contains("[16, 1, 5, 5]"), "{e}");
+    assert!(
+        e.contains("`conv_in.weight`") && e.contains("[16, 1, 3, 3]") && e.contains("[16, 1, 5, 5]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -186,7 +207,13 @@ fn missing_and_unexpected_keys_are_listed() {
     w.remove("conv_out.bias").unwrap();
     w.insert("extra.weight".into(), HostTensor { shape: vec![1], data: vec![0.0] });
     let e = load_err(folder_with(&to_safetensors(&w, SaveDtype::F32).unwrap()).path());
-    for key in ["missing (2)", "mid_block.attentions.0.to_q.weight", "conv_out.bias", "unexpected (1)", "extra.weight"] {
+    for key in [
+        "missing (2)",
+        "mid_block.attentions.0.to_q.weight",
+        "conv_out.bias",
+        "unexpected (1)",
+        "extra.weight",
+    ] {
         assert!(e.contains(key), "`{key}` not in: {e}");
     }
 }
@@ -218,7 +245,9 @@ fn malformed_or_unsupported_config_is_refused_naming_the_field() {
     assert!(e.contains("config.json") && e.contains("invalid JSON"), "{e}");
     let e = config_err(&good.replace("\"in_channels\": 1", "\"in_channels\": \"one\""));
     assert!(e.contains("`in_channels`") && e.contains("\"one\""), "{e}");
-    let e = config_err(&good.replace("\"resnet_time_scale_shift\": \"default\"", "\"resnet_time_scale_shift\": \"spatial\""));
+    let e = config_err(
+        &good.replace("\"resnet_time_scale_shift\": \"default\"", "\"resnet_time_scale_shift\": \"spatial\""),
+    );
     assert!(e.contains("`resnet_time_scale_shift`") && e.contains("spatial"), "{e}");
     let e = config_err(&good.replace("\"num_class_embeds\": null", "\"num_class_embeds\": 10"));
     assert!(e.contains("`num_class_embeds`") && e.contains("10"), "{e}");
@@ -226,10 +255,15 @@ fn malformed_or_unsupported_config_is_refused_naming_the_field() {
     assert!(e.contains("`act_fn`") && e.contains("gelu"), "{e}");
     let e = config_err(&good.replace("\"act_fn\": \"silu\"", "\"act_fn\": \"silu\", \"my_new_field\": 3"));
     assert!(e.contains("`my_new_field`"), "{e}");
-    let e = config_err(&good.replace("\"down_block_types\": [", "\"down_block_types\": [\"CrossAttnDownBlock2D\", "));
+    let e = config_err(
+        &good.replace("\"down_block_types\": [", "\"down_block_types\": [\"CrossAttnDownBlock2D\", "),
+    );
     assert!(e.contains("down_block_types"), "{e}");
     let e = config_err(&good.replace("\"out_channels\": 1", "\"out_channels\": 2"));
-    assert!(e.contains("in_channels / out_channels") && e.contains("1 / 2") && e.contains("must be equal"), "{e}");
+    assert!(
+        e.contains("in_channels / out_channels") && e.contains("1 / 2") && e.contains("must be equal"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -243,7 +277,10 @@ fn absurd_configs_are_refused_before_anything_is_allocated() {
     assert!(e.contains("65536") && e.contains("at most 4096"), "{e}");
     let e = config_err(&good.replace("\"sample_size\": 16", "\"sample_size\": 65536"));
     assert!(e.contains("sample_size") && e.contains("at most 2048"), "{e}");
-    let e = config_err(&sizes("\"block_out_channels\": [4096, 4096]").replace("\"layers_per_block\": 1", "\"layers_per_block\": 8"));
+    let e = config_err(
+        &sizes("\"block_out_channels\": [4096, 4096]")
+            .replace("\"layers_per_block\": 1", "\"layers_per_block\": 8"),
+    );
     assert!(e.contains("parameters") && e.contains("at most 1000000000"), "{e}");
 }
 

@@ -23,7 +23,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn new(channels: usize, head_dim: usize, groups: Option<usize>, eps: f64, rescale: f64, device: &Device) -> Self {
+    pub fn new(
+        channels: usize,
+        head_dim: usize,
+        groups: Option<usize>,
+        eps: f64,
+        rescale: f64,
+        device: &Device,
+    ) -> Self {
         let linear = || LinearConfig::new(channels, channels).init(device);
         Attention {
             group_norm: groups.map(|g| group_norm(g, channels, eps, device)),

@@ -29,8 +29,14 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn new(c: usize, padding: usize, device: &Device) -> Self {
-        let pad = if padding == 0 { PaddingConfig2d::Explicit(0, 0, 1, 1) } else { PaddingConfig2d::Explicit(1, 1, 1, 1) };
-        Downsample2D { conv: Conv2dConfig::new([c, c], [3, 3]).with_stride([2, 2]).with_padding(pad).init(device) }
+        let pad = if padding == 0 {
+            PaddingConfig2d::Explicit(0, 0, 1, 1)
+        } else {
+            PaddingConfig2d::Explicit(1, 1, 1, 1)
+        };
+        Downsample2D {
+            conv: Conv2dConfig::new([c, c], [3, 3]).with_stride([2, 2]).with_padding(pad).init(device),
+        }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -64,7 +70,6 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         layers: usize,
         c_in: usize,
@@ -75,8 +80,13 @@ impl DownBlock {
         device: &Device,
     ) -> Self {
         DownBlock {
-            resnets: (0..layers).map(|i| ResnetBlock2D::new(if i == 0 { c_in } else { c_out }, c_out, 1.0, r, device)).collect(),
-            attentions: attn.iter().flat_map(|a| (0..layers).map(|_| attention(c_out, a, r, 1.0, device))).collect(),
+            resnets: (0..layers)
+                .map(|i| ResnetBlock2D::new(if i == 0 { c_in } else { c_out }, c_out, 1.0, r, device))
+                .collect(),
+            attentions: attn
+                .iter()
+                .flat_map(|a| (0..layers).map(|_| attention(c_out, a, r, 1.0, device)))
+                .collect(),
             downsamplers: downsample.map(|p| Downsample2D::new(c_out, p, device)).into_iter().collect(),
         }
     }
@@ -108,7 +118,13 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub fn new(c: usize, attn: Option<AttnSettings>, scale: f64, r: &ResnetSettings, device: &Device) -> Self {
+    pub fn new(
+        c: usize,
+        attn: Option<AttnSettings>,
+        scale: f64,
+        r: &ResnetSettings,
+        device: &Device,
+    ) -> Self {
         MidBlock {
             resnets: (0..2).map(|_| ResnetBlock2D::new(c, c, scale, r, device)).collect(),
             attentions: attn.iter().map(|a| attention(c, a, r, scale, device)).collect(),
@@ -131,15 +147,20 @@ pub struct UpBlock {
     pub upsamplers: Vec<Upsample2D>,
 }
 
+/// An up block's channels: resnet j takes the previous output (`c_prev` for j = 0, else `c_out`)
+/// concatenated with a skip state (`c_in` for the last, else `c_out` channels).
+#[derive(Debug, Clone, Copy)]
+pub struct UpChannels {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub c_prev: usize,
+}
+
 impl UpBlock {
-    /// `layers` resnets; resnet j takes the previous output (`c_prev` for j = 0, else `c_out`)
-    /// concatenated with a skip state (`c_in` for the last, else `c_out` channels).
-    #[allow(clippy::too_many_arguments)]
+    /// `layers` resnets (and as many attentions where `attn` is given), then an upsampler.
     pub fn new(
         layers: usize,
-        c_in: usize,
-        c_out: usize,
-        c_prev: usize,
+        UpChannels { c_in, c_out, c_prev }: UpChannels,
         attn: Option<AttnSettings>,
         upsample: bool,
         r: &ResnetSettings,
@@ -152,7 +173,10 @@ impl UpBlock {
         };
         UpBlock {
             resnets: (0..layers).map(resnet).collect(),
-            attentions: attn.iter().flat_map(|a| (0..layers).map(|_| attention(c_out, a, r, 1.0, device))).collect(),
+            attentions: attn
+                .iter()
+                .flat_map(|a| (0..layers).map(|_| attention(c_out, a, r, 1.0, device)))
+                .collect(),
             upsamplers: upsample.then(|| Upsample2D::new(c_out, device)).into_iter().collect(),
         }
     }

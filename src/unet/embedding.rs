@@ -1,14 +1,20 @@
 //! Timestep features (diffusers' `Timesteps`) and the time-embedding MLP (`TimestepEmbedding`).
 
+use super::fused::silu;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use super::fused::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// Sinusoidal features of the timesteps (Vaswani et al. 2017; Ho et al. 2020, appendix B):
 /// freq_i = exp(-ln(10000) i / (half - freq_shift)), features [sin(t freq), cos(t freq)]
 /// ([cos, sin] with `flip_sin_to_cos`). Computed on the host in f32 as torch does.
-pub fn timestep_features(t: &[f32], dim: usize, flip_sin_to_cos: bool, freq_shift: f64, device: &Device) -> Tensor<2> {
+pub fn timestep_features(
+    t: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    device: &Device,
+) -> Tensor<2> {
     let half = dim / 2;
     let freqs: Vec<f32> = (0..half)
         .map(|i| {

@@ -6,6 +6,8 @@ mod blocks;
 mod embedding;
 mod fused;
 pub(crate) mod resnet;
+#[cfg(feature = "torch")]
+mod torch;
 
 use burn::module::Module;
 use burn::nn::GroupNorm;
@@ -16,8 +18,8 @@ pub use attention::Attention;
 pub use blocks::{DownBlock, MidBlock, UpBlock};
 pub use embedding::timestep_features;
 
-use crate::config::UNetConfig;
-use blocks::AttnSettings;
+use crate::config::{TimeScaleShift, UNetConfig};
+use blocks::{AttnSettings, UpChannels};
 use embedding::TimestepEmbedding;
 use fused::silu;
 use resnet::{ResnetSettings, conv3x3, group_norm};
@@ -46,7 +48,7 @@ impl UNet2DModel {
             groups: config.norm_num_groups,
             eps: config.norm_eps,
             dropout: config.dropout,
-            scale_shift: config.resnet_time_scale_shift == "scale_shift",
+            scale_shift: config.resnet_time_scale_shift == TimeScaleShift::ScaleShift,
         };
         // attention_head_dim = None means one head as wide as the block.
         let attn = |is_attn: bool, c: usize, groups: Option<usize>| {
@@ -57,18 +59,32 @@ impl UNet2DModel {
             .map(|i| {
                 let c_in = c_out;
                 c_out = boc[i];
-                let is_attn = config.down_block_types[i] == "AttnDownBlock2D";
+                let is_attn = config.down_block_types[i].has_attention();
                 let down = (i + 1 < n).then_some(config.downsample_padding);
-                DownBlock::new(config.layers_per_block, c_in, c_out, attn(is_attn, c_out, Some(r.groups)), down, &r, device)
+                DownBlock::new(
+                    config.layers_per_block,
+                    c_in,
+                    c_out,
+                    attn(is_attn, c_out, Some(r.groups)),
+                    down,
+                    &r,
+                    device,
+                )
             })
             .collect();
         let c_mid = boc[n - 1];
         // diffusers' UNetMidBlock2D: attn_groups defaults to resnet_groups, but to no GroupNorm at
         // all when resnet_time_scale_shift is not "default".
-        let default_shift = config.resnet_time_scale_shift == "default";
+        let default_shift = config.resnet_time_scale_shift == TimeScaleShift::Default;
         let mid_groups = config.attn_norm_num_groups.or(default_shift.then_some(r.groups));
         let mid_block = config.mid_block_type.as_ref().map(|_| {
-            MidBlock::new(c_mid, attn(config.add_attention, c_mid, mid_groups), config.mid_block_scale_factor, &r, device)
+            MidBlock::new(
+                c_mid,
+                attn(config.add_attention, c_mid, mid_groups),
+                config.mid_block_scale_factor,
+                &r,
+                device,
+            )
         });
         let rev: Vec<usize> = boc.iter().rev().copied().collect();
         let mut c_out = rev[0];
@@ -77,9 +93,10 @@ impl UNet2DModel {
                 let c_prev = c_out;
                 c_out = rev[i];
                 let c_in = rev[(i + 1).min(n - 1)];
-                let is_attn = config.up_block_types[i] == "AttnUpBlock2D";
+                let is_attn = config.up_block_types[i].has_attention();
                 let a = attn(is_attn, c_out, Some(r.groups));
-                UpBlock::new(config.layers_per_block + 1, c_in, c_out, c_prev, a, i + 1 < n, &r, device)
+                let channels = UpChannels { c_in, c_out, c_prev };
+                UpBlock::new(config.layers_per_block + 1, channels, a, i + 1 < n, &r, device)
             })
             .collect();
         UNet2DModel {
@@ -124,12 +141,18 @@ impl UNet2DModel {
 
     /// `forward`, handing each block's output to `trace` under diffusers' module name
     /// (`time_proj` and `time_embedding` as [N, D, 1, 1]).
-    pub fn forward_traced(&self, x: Tensor<4>, t: &[f32], trace: &mut dyn FnMut(&str, &Tensor<4>)) -> Tensor<4> {
+    pub fn forward_traced(
+        &self,
+        x: Tensor<4>,
+        t: &[f32],
+        trace: &mut dyn FnMut(&str, &Tensor<4>),
+    ) -> Tensor<4> {
         let c = &self.config;
         let n = x.dims()[0];
         assert_eq!(t.len(), n, "one timestep per batch item");
         let x = if c.center_input_sample { x.mul_scalar(2.0).sub_scalar(1.0) } else { x };
-        let features = timestep_features(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, &x.device());
+        let features =
+            timestep_features(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, &x.device());
         let as4 = |e: &Tensor<2>| e.clone().unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
         trace("time_proj", &as4(&features));
         let temb = self.time_embedding.forward(features);

@@ -1,15 +1,13 @@
 //! ResnetBlock2D: GroupNorm -> SiLU -> conv, plus the projected time embedding, twice; then the skip.
 
+use super::fused::{self, silu};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use super::fused::{self, silu};
 use burn::tensor::{Device, Tensor};
 
 pub fn conv3x3(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([c_in, c_out], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
+    Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
 }
 
 pub fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> GroupNorm {
@@ -42,7 +40,13 @@ pub struct ResnetBlock2D {
 }
 
 impl ResnetBlock2D {
-    pub fn new(c_in: usize, c_out: usize, output_scale_factor: f64, s: &ResnetSettings, device: &Device) -> Self {
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        output_scale_factor: f64,
+        s: &ResnetSettings,
+        device: &Device,
+    ) -> Self {
         let temb_out = if s.scale_shift { 2 * c_out } else { c_out };
         ResnetBlock2D {
             norm1: group_norm(s.groups, c_in, s.eps, device),

@@ -89,7 +89,7 @@ struct Inner {
     /// The sampling run in progress, with its model's key and its previews' layout.
     run: Option<(String, Denoiser, Band)>,
     /// Fine-tuning in progress, with its base model's key.
-    tuner: Option<(String, crate::tune::Tuner)>,
+    tuner: Option<(String, crate::train::tune::Tuner)>,
 }
 
 impl Inner {

@@ -1,5 +1,5 @@
 //! Fine-tuning in the browser and moving weights in and out: the engine side of the page's
-//! "Fine-tune" panel. The math is `crate::tune`; this file only converts and awaits.
+//! "Fine-tune" panel. The math is `crate::train::tune`; this file only converts and awaits.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use super::{Engine, Inner, js_err, read};
 use crate::images::from_rgba;
 use crate::model::Model;
 use crate::sampler::Scheduler;
-use crate::tune::Tuner;
+use crate::train::tune::Tuner;
 use crate::unet::UNet2DModel;
 use crate::weights::{self, HostTensor, SaveDtype, named_tensors, to_safetensors};
 

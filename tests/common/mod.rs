@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use ddpm_web::files::load_model;
+use ddpm_web::native::files::load_model;
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, read_safetensors};
 
-/// The tiny parity model and vectors from diffusers (a copy of `shared/parity/tiny`).
+/// The tiny parity model and vectors from diffusers (`tests/data/tiny`, its README says how they were made).
 pub fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny")
 }
@@ -22,8 +22,14 @@ pub fn tiny_bin_dir() -> PathBuf {
     tiny_dir().with_file_name("tiny-bin")
 }
 
+/// The tensors of `tests/data/tiny/NAME`.
 pub fn vectors(name: &str) -> BTreeMap<String, HostTensor> {
-    let path = tiny_dir().join(name);
+    data_vectors(&format!("tiny/{name}"))
+}
+
+/// The tensors of `tests/data/PATH`.
+pub fn data_vectors(name: &str) -> BTreeMap<String, HostTensor> {
+    let path = tiny_dir().with_file_name(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     read_safetensors(name, &bytes, true).expect("parity vectors parse")
 }
@@ -79,5 +85,8 @@ pub fn assert_matches_diffusers_and_trains_like_flex(device: &Device, name: &str
     let moved = max_abs_diff(&on_flex, &untrained);
     let apart = max_abs_diff(&on_device, &on_flex);
     assert!(moved > 1e-3, "5 Adam steps barely changed the output ({moved})");
-    assert!(apart < 1e-2 * moved, "after 5 Adam steps {name} is {apart} from flex; the steps moved the output by {moved}");
+    assert!(
+        apart < 1e-2 * moved,
+        "after 5 Adam steps {name} is {apart} from flex; the steps moved the output by {moved}"
+    );
 }

@@ -32,7 +32,11 @@ pub async fn webgpu() -> Option<Device> {
 }
 
 pub fn load(device: &Device) -> Model {
-    let src = ModelSource { config: ("config.json", CONFIG), scheduler: Some(("scheduler_config.json", SCHEDULER)), weights: ("weights", WEIGHTS) };
+    let src = ModelSource {
+        config: ("config.json", CONFIG),
+        scheduler: Some(("scheduler_config.json", SCHEDULER)),
+        weights: ("weights", WEIGHTS),
+    };
     Model::load(src, device).expect("tiny model loads")
 }
 
@@ -43,7 +47,15 @@ pub async fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 pub async fn engine(prefer_gpu: bool) -> Engine {
     let engine = Engine::create(prefer_gpu).await;
     engine
-        .load_model("base", "config.json", CONFIG, "scheduler_config.json", Some(SCHEDULER.into()), "weights", WEIGHTS)
+        .load_model(
+            "base",
+            "config.json",
+            CONFIG,
+            "scheduler_config.json",
+            Some(SCHEDULER.into()),
+            "weights",
+            WEIGHTS,
+        )
         .unwrap();
     engine
 }

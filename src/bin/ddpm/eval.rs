@@ -14,12 +14,12 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use ddpm_web::classifier::{CLASSES, Classifier, FEATURES};
-use ddpm_web::dataset::{Dataset, mnist};
-use ddpm_web::fid::frechet_distance;
+use ddpm_web::eval::classifier::{CLASSES, Classifier, FEATURES};
+use ddpm_web::eval::dataset::{Dataset, mnist};
+use ddpm_web::eval::fid::frechet_distance;
+use ddpm_web::eval::nearest::nearest_distances;
 use ddpm_web::images::{to_pixels, unit};
-use ddpm_web::files::load_model;
-use ddpm_web::nearest::nearest_distances;
+use ddpm_web::native::files::load_model;
 use ddpm_web::sampler::{SampleRequest, sample};
 use ddpm_web::weights::{self, SaveDtype, to_host, to_safetensors, to_vec};
 use ddpm_web::{Error, Result};
@@ -33,7 +33,10 @@ const CHUNK: usize = 500;
 
 fn bar(len: usize, what: &str) -> ProgressBar {
     ProgressBar::new(len as u64).with_style(
-        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}}  {{per_sec}}  ETA {{eta}}  {{msg}}")).expect("valid template"),
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}}  {{per_sec}}  ETA {{eta}}  {{msg}}"
+        ))
+        .expect("valid template"),
     )
 }
 
@@ -64,7 +67,8 @@ pub fn train_classifier(args: ClassifierArgs, device: Device) -> Result<()> {
     for step in 0..args.steps {
         let idx: Vec<usize> = (0..args.batch).map(|_| rng.random_range(0..train.len())).collect();
         let x = train.batch(&idx, &train_device);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels(&train, &idx), [idx.len()]), &train_device);
+        let y =
+            Tensor::<1, Int>::from_data(TensorData::new(labels(&train, &idx), [idx.len()]), &train_device);
         let loss = loss_fn.forward(model.logits(model.features(x)), y);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(args.lr, model, grads);
@@ -76,25 +80,35 @@ pub fn train_classifier(args: ClassifierArgs, device: Device) -> Result<()> {
     progress.finish();
     let model = model.valid();
     let (_, predicted, _) = classify(&model, &held_out, &device)?;
-    let correct = predicted.iter().enumerate().filter(|(i, p)| held_out.labels[*i] == Some(**p as u8)).count();
+    let correct =
+        predicted.iter().enumerate().filter(|(i, p)| held_out.labels[*i] == Some(**p as u8)).count();
     let accuracy = correct as f64 / held_out.len() as f64;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(args.out.display(), e))?;
     let path = args.out.join(WEIGHTS);
-    std::fs::write(&path, to_safetensors(&to_host(&model)?, SaveDtype::F32)?).map_err(|e| Error::io(path.display(), e))?;
+    std::fs::write(&path, to_safetensors(&to_host(&model)?, SaveDtype::F32)?)
+        .map_err(|e| Error::io(path.display(), e))?;
     let card = serde_json::json!({
         "held_out_accuracy": accuracy, "held_out": held_out.len(), "train_digits": train.len(),
         "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
         "command": format!("ddpm classifier --out {} --steps {} --batch {} --lr {} --seed {}", args.out.display(), args.steps, args.batch, args.lr, args.seed),
     });
     let path = args.out.join(CARD);
-    std::fs::write(&path, serde_json::to_string_pretty(&card).expect("json") + "\n").map_err(|e| Error::io(path.display(), e))?;
-    println!("held-out accuracy {:.2}% ({correct}/{}); wrote {}", 100.0 * accuracy, held_out.len(), args.out.display());
+    std::fs::write(&path, serde_json::to_string_pretty(&card).expect("json") + "\n")
+        .map_err(|e| Error::io(path.display(), e))?;
+    println!(
+        "held-out accuracy {:.2}% ({correct}/{}); wrote {}",
+        100.0 * accuracy,
+        held_out.len(),
+        args.out.display()
+    );
     Ok(())
 }
 
 fn load_classifier(dir: &Path, device: &Device) -> Result<Classifier> {
     let path = dir.join(WEIGHTS);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display(), format!("{e} (train one with `ddpm classifier --out {}`)", dir.display())))?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        Error::io(path.display(), format!("{e} (train one with `ddpm classifier --out {}`)", dir.display()))
+    })?;
     weights::load(Classifier::new(device), &path.display().to_string(), &bytes)
 }
 
@@ -107,7 +121,10 @@ fn classify(model: &Classifier, data: &Dataset, device: &Device) -> Result<(Vec<
         let p = to_vec(softmax(model.logits(f.clone()), 1))?;
         features.extend(to_vec(f)?);
         for row in p.chunks_exact(CLASSES) {
-            let (best, prob) = row.iter().enumerate().fold((0, 0.0f32), |acc, (i, v)| if *v > acc.1 { (i, *v) } else { acc });
+            let (best, prob) = row
+                .iter()
+                .enumerate()
+                .fold((0, 0.0f32), |acc, (i, v)| if *v > acc.1 { (i, *v) } else { acc });
             classes.push(best);
             confidence.push(prob);
         }
@@ -136,11 +153,18 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
         )));
     }
     if args.batch == 0 || args.batch > ddpm_web::sampler::MAX_BATCH {
-        return Err(Error::Request(format!("--batch must be 1 to {}, got {}", ddpm_web::sampler::MAX_BATCH, args.batch)));
+        return Err(Error::Request(format!(
+            "--batch must be 1 to {}, got {}",
+            ddpm_web::sampler::MAX_BATCH,
+            args.batch
+        )));
     }
     let model = load_model(&args.model, &device)?;
     if model.unet.sample_shape() != [1, 32, 32] {
-        return Err(Error::Request(format!("ddpm eval compares with MNIST: the model must make 1x32x32 images, it makes {:?}", model.unet.sample_shape())));
+        return Err(Error::Request(format!(
+            "ddpm eval compares with MNIST: the model must make 1x32x32 images, it makes {:?}",
+            model.unet.sample_shape()
+        )));
     }
     let classifier = load_classifier(&args.classifier, &device)?;
 
@@ -167,21 +191,29 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
 
     // n generated digits as 8-bit images, in batches; batch k uses seed + k. With --samples, a
     // batch kept there by an earlier run of the same model and sampling is read, not sampled.
-    let sampler = format!("{:?}-{}", args.request.sampler, args.request.steps).to_lowercase();
+    let sampler = format!("{}-{}", args.request.sampler.name(), args.request.steps);
     let store = match &args.samples {
-        Some(dir) => Some(SampleStore::open(dir, &Run::new(&args.model, sampler.clone(), args.request.eta, args.request.seed, args.batch)?)?),
+        Some(dir) => Some(SampleStore::open(
+            dir,
+            &Run::new(&args.model, sampler.clone(), args.request.eta, args.request.seed, args.batch)?,
+        )?),
         None => None,
     };
     let progress = bar(args.n, "sampling");
-    let mut generated = Dataset { shape: [1, 32, 32], images: Vec::with_capacity(args.n * 1024), labels: vec![] };
+    let mut generated =
+        Dataset { shape: [1, 32, 32], images: Vec::with_capacity(args.n * 1024), labels: vec![] };
     for (k, start) in (0..args.n).step_by(args.batch).enumerate() {
         let n = args.batch.min(args.n - start);
         let images = match store.as_ref().map(|s| s.get(k, n)).transpose()?.flatten() {
             Some(images) => images,
             None => {
-                let request = SampleRequest { n, seed: args.request.seed.wrapping_add(k as u64), ..args.request };
+                let request =
+                    SampleRequest { n, seed: args.request.seed.wrapping_add(k as u64), ..args.request };
                 let x0 = to_vec(sample(&model.unet, &model.scheduler, request, 0, |_| {}, || false)?)?;
-                let images: Vec<f32> = (0..n).flat_map(|i| to_pixels(&x0, [n, 1, 32, 32], i).data).map(|p| unit(p as f32)).collect();
+                let images: Vec<f32> = (0..n)
+                    .flat_map(|i| to_pixels(&x0, [n, 1, 32, 32], i).data)
+                    .map(|p| unit(p as f32))
+                    .collect();
                 if let Some(store) = &store {
                     store.put(k, &images, n)?;
                 }
@@ -213,10 +245,19 @@ pub fn eval(args: EvalArgs, device: Device) -> Result<()> {
     for c in &classes {
         histogram[*c] += 1;
     }
-    println!("model {} · {} samples · {sampler} (eta {}) · seed {}", args.model.display(), args.n, args.request.eta, args.request.seed);
+    println!(
+        "model {} · {} samples · {sampler} (eta {}) · seed {}",
+        args.model.display(),
+        args.n,
+        args.request.eta,
+        args.request.seed
+    );
     println!("FID (classifier features) {fid:.2}   real vs real at n = {}: {fid_real:.2}", args.n);
     println!("mean classifier confidence {:.3}   (real digits: {:.3})", mean(&conf), mean(&conf_real));
-    println!("classes {}", histogram.iter().enumerate().map(|(c, k)| format!("{c}:{k}")).collect::<Vec<_>>().join(" "));
+    println!(
+        "classes {}",
+        histogram.iter().enumerate().map(|(c, k)| format!("{c}:{k}")).collect::<Vec<_>>().join(" ")
+    );
     println!(
         "nearest training digit (pixel L2 in [-1, 1]): median {:.2} for the samples, {:.2} for the {} held-out digits; near copies (closer than the closest 1% of held-out digits, {p1_held:.2}): {:.1}%",
         median(&nn_gen),

@@ -14,15 +14,19 @@ use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use ddpm_web::files::{load_model, save_model};
 use ddpm_web::images::{Pixels, grid, grid_of, to_pixels};
-use ddpm_web::sampler::{MAX_BATCH, SampleRequest, SamplerKind, sample};
+use ddpm_web::native::files::{load_model, save_model};
+use ddpm_web::sampler::{MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, sample};
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
 #[derive(Parser)]
-#[command(name = "ddpm", version, about = "Denoising diffusion (Ho et al. 2020) with diffusers-compatible models")]
+#[command(
+    name = "ddpm",
+    version,
+    about = "Denoising diffusion (Ho et al. 2020) with diffusers-compatible models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,17 +43,11 @@ enum Backend {
     Torch,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Sampler {
-    Ddpm,
-    Ddim,
-}
-
 /// How to sample: shared by `sample` and `eval`.
 #[derive(clap::Args)]
 struct Sampling {
-    #[arg(long, value_enum, default_value = "ddim")]
-    sampler: Sampler,
+    #[arg(long, default_value = "ddim", value_parser = sampler_names())]
+    sampler: SamplerKind,
     /// Denoising steps (DDPM: up to num_train_timesteps for the full chain).
     #[arg(long, default_value_t = 50)]
     steps: usize,
@@ -62,7 +60,14 @@ struct Sampling {
 
 impl Sampling {
     fn request(&self, n: usize) -> SampleRequest {
-        SampleRequest { n, sampler: self.sampler.into(), steps: self.steps, eta: self.eta, seed: self.seed, first: 0 }
+        SampleRequest {
+            n,
+            sampler: self.sampler,
+            steps: self.steps,
+            eta: self.eta,
+            seed: self.seed,
+            first: 0,
+        }
     }
 }
 
@@ -86,6 +91,9 @@ enum Command {
         model: PathBuf,
         #[arg(long, default_value_t = 16)]
         n: usize,
+        /// Images per batch (default: as many as one request may hold, up to 256).
+        #[arg(long)]
+        batch: Option<usize>,
         #[command(flatten)]
         sampling: Sampling,
         #[arg(long)]
@@ -220,13 +228,11 @@ enum Command {
     },
 }
 
-impl From<Sampler> for SamplerKind {
-    fn from(s: Sampler) -> Self {
-        match s {
-            Sampler::Ddpm => SamplerKind::Ddpm,
-            Sampler::Ddim => SamplerKind::Ddim,
-        }
-    }
+/// The samplers' names, as the library spells them (`ddpm`, `ddim`, `dpm++`, `dpm++-karras`).
+fn sampler_names() -> impl clap::builder::TypedValueParser<Value = SamplerKind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(SamplerKind::ALL.map(SamplerKind::name))
+        .map(|s| s.parse::<SamplerKind>().expect("one of SamplerKind::ALL's names"))
 }
 
 fn device(backend: Backend) -> Result<Device> {
@@ -239,7 +245,9 @@ fn device(backend: Backend) -> Result<Device> {
             let info = setup.adapter.get_info();
             eprintln!("wgpu adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
             if info.device_type == wgpu::DeviceType::Cpu {
-                eprintln!("warning: this adapter is the CPU emulating a GPU: expect it to be far slower than --backend cpu");
+                eprintln!(
+                    "warning: this adapter is the CPU emulating a GPU: expect it to be far slower than --backend cpu"
+                );
             }
             Ok(device)
         }
@@ -265,13 +273,25 @@ fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<
     let name = input.display().to_string();
     let tensors = read_safetensors(&name, &read(input)?, true)?;
     let get = |key: &str| {
-        tensors.get(key).ok_or_else(|| Error::Tensor { file: name.clone(), tensor: key.into(), message: "not found".into() })
+        tensors.get(key).ok_or_else(|| Error::Tensor {
+            file: name.clone(),
+            tensor: key.into(),
+            message: "not found".into(),
+        })
     };
     let (x, t) = (get("x")?, get("t")?);
-    model.unet.check_input(&x.shape).map_err(|message| Error::Tensor { file: name.clone(), tensor: "x".into(), message })?;
+    model.unet.check_input(&x.shape).map_err(|message| Error::Tensor {
+        file: name.clone(),
+        tensor: "x".into(),
+        message,
+    })?;
     let n = x.shape[0];
     if t.shape != [n] {
-        return Err(Error::Tensor { file: name, tensor: "t".into(), message: format!("expected shape [{n}], found {:?}", t.shape) });
+        return Err(Error::Tensor {
+            file: name,
+            tensor: "t".into(),
+            message: format!("expected shape [{n}], found {:?}", t.shape),
+        });
     }
     let xt = Tensor::<4>::from_data(TensorData::new(x.data.clone(), x.shape.clone()), &dev);
     let y = model.unet.forward(xt, &t.data);
@@ -283,49 +303,87 @@ fn run_unet(model: &Path, input: &Path, out: &Path, backend: Backend) -> Result<
 
 fn write_png(path: &Path, p: &Pixels) -> Result<()> {
     let color = if p.channels == 3 { image::ExtendedColorType::Rgb8 } else { image::ExtendedColorType::L8 };
-    image::save_buffer(path, &p.data, p.width as u32, p.height as u32, color).map_err(|e| Error::io(path.display(), e))
+    image::save_buffer(path, &p.data, p.width as u32, p.height as u32, color)
+        .map_err(|e| Error::io(path.display(), e))
 }
 
-fn run_sample(model: &Path, request: SampleRequest, out: &Path, strip: usize, backend: Backend) -> Result<()> {
+/// Most images `ddpm sample` writes in one run, and most in its grid.png.
+const MAX_SAMPLES: usize = 1_000_000;
+const GRID_IMAGES: usize = 256;
+
+fn run_sample(
+    model: &Path,
+    request: SampleRequest,
+    batch: Option<usize>,
+    out: &Path,
+    strip: usize,
+    backend: Backend,
+) -> Result<()> {
+    let n = request.n;
+    if n == 0 || n > MAX_SAMPLES {
+        return Err(Error::Request(format!("--n must be 1 to {MAX_SAMPLES}, got {n}")));
+    }
+    if let Some(b) = batch.filter(|b| *b == 0 || *b > MAX_BATCH) {
+        return Err(Error::Request(format!("--batch must be 1 to {MAX_BATCH}, got {b}")));
+    }
     let dev = device(backend)?;
     let model = load_model(model, &dev)?;
+    let [_, h, w] = model.unet.sample_shape();
+    // The largest batch a request may be, unless --batch says otherwise.
+    let per_batch = batch.unwrap_or(MAX_BATCH.min(MAX_PIXELS / (h * w)).max(1)).min(n);
+    let batches = n.div_ceil(per_batch);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
-    let bar = ProgressBar::new(request.steps as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}").expect("valid template"),
+    let bar = ProgressBar::new((request.steps * batches) as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}")
+            .expect("valid template"),
     );
-    let mut frames = Vec::new();
-    let x0 = sample(
-        &model.unet,
-        &model.scheduler,
-        request,
-        strip,
-        |p| {
-            bar.set_position(p.done as u64);
-            if let (Some(x_t), Some(pred_x0)) = (p.x_t, p.pred_x0) {
-                frames.push((x_t.clone(), pred_x0.clone()));
-            }
-        },
-        || false,
-    )?;
+    let (mut frames, mut grid_data, mut shape) = (Vec::new(), Vec::new(), [0; 4]);
+    for b in 0..batches {
+        let first = b * per_batch;
+        // Image i of the run is image `first + i` of the seed, whatever the batch size.
+        let part = SampleRequest { n: per_batch.min(n - first), first: request.first + first, ..request };
+        let x0 = sample(
+            &model.unet,
+            &model.scheduler,
+            part,
+            if b == 0 { strip } else { 0 },
+            |p| {
+                bar.set_position((b * request.steps + p.done) as u64);
+                if let (Some(x_t), Some(pred_x0)) = (p.x_t, p.pred_x0) {
+                    frames.push((x_t.clone(), pred_x0.clone()));
+                }
+            },
+            || false,
+        )?;
+        shape = x0.dims();
+        let data = to_vec(x0)?;
+        for i in 0..shape[0] {
+            write_png(&out.join(format!("{:04}.png", first + i)), &to_pixels(&data, shape, i))?;
+        }
+        let size = shape[1] * shape[2] * shape[3];
+        let keep = GRID_IMAGES.saturating_sub(first).min(shape[0]);
+        grid_data.extend_from_slice(&data[..keep * size]);
+        if b == 0 && !frames.is_empty() {
+            write_png(&out.join("strip.png"), &denoising_strip(std::mem::take(&mut frames), shape)?)?;
+        }
+    }
     bar.finish();
-    let shape = x0.dims();
-    let data = to_vec(x0)?;
-    for i in 0..shape[0] {
-        write_png(&out.join(format!("{i:04}.png")), &to_pixels(&data, shape, i))?;
-    }
-    write_png(&out.join("grid.png"), &grid(&data, shape, 2))?;
-    let with_strip = !frames.is_empty();
-    if with_strip {
-        write_png(&out.join("strip.png"), &denoising_strip(frames, shape)?)?;
-    }
-    println!("wrote {} images, grid.png{} to {}", shape[0], if with_strip { " and strip.png" } else { "" }, out.display());
+    let in_grid = n.min(GRID_IMAGES);
+    write_png(&out.join("grid.png"), &grid(&grid_data, [in_grid, shape[1], shape[2], shape[3]], 2))?;
+    println!(
+        "wrote {n} images in {batches} batch{} of up to {per_batch}, grid.png (the first {in_grid}){} to {}",
+        if batches == 1 { "" } else { "es" },
+        if strip > 0 { ", strip.png (the first batch)" } else { "" },
+        out.display()
+    );
     Ok(())
 }
 
 /// One column per frame; per image a row of x_t and below it a row of the predicted x_0.
 fn denoising_strip(frames: Vec<(Tensor<4>, Tensor<4>)>, [n, c, h, w]: [usize; 4]) -> Result<Pixels> {
     let size = c * h * w;
-    let frames = frames.into_iter().map(|(x_t, x0)| Ok((to_vec(x_t)?, to_vec(x0)?))).collect::<Result<Vec<_>>>()?;
+    let frames =
+        frames.into_iter().map(|(x_t, x0)| Ok((to_vec(x_t)?, to_vec(x0)?))).collect::<Result<Vec<_>>>()?;
     let mut cells = Vec::with_capacity(2 * n * frames.len() * size);
     for i in 0..n {
         for row in [0, 1] {
@@ -364,7 +422,9 @@ fn run_bench(model: &Path, batches: &[usize], runs: usize, sample_n: usize, back
     let sync = |y: Tensor<1>| to_vec(y).map(|_| ());
     for &batch in batches {
         let shape = [batch, c, h, w];
-        let x = |dev: &Device| Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), dev);
+        let x = |dev: &Device| {
+            Tensor::<4>::from_data(TensorData::new(vec![0.5f32; batch * c * h * w], shape), dev)
+        };
         let t = vec![500.0f32; batch];
         let forward_ms = median_ms(runs, || sync(m.unet.forward(x(&dev), &t).sum()))?;
         let x_train = x(&train_dev);
@@ -373,12 +433,22 @@ fn run_bench(model: &Path, batches: &[usize], runs: usize, sample_n: usize, back
             unet = Some(next);
             sync(loss)
         })?;
-        println!("{}", serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms}));
+        println!(
+            "{}",
+            serde_json::json!({"backend": name, "batch": batch, "forward_ms": forward_ms, "train_step_ms": train_step_ms})
+        );
     }
     if sample_n > 0 {
         let ddim50 = || {
             for first in (0..sample_n).step_by(MAX_BATCH) {
-                let request = SampleRequest { n: MAX_BATCH.min(sample_n - first), sampler: SamplerKind::Ddim, steps: 50, eta: 0.0, seed: 0, first };
+                let request = SampleRequest {
+                    n: MAX_BATCH.min(sample_n - first),
+                    sampler: SamplerKind::Ddim,
+                    steps: 50,
+                    eta: 0.0,
+                    seed: 0,
+                    first,
+                };
                 sync(sample(&m.unet, &m.scheduler, request, 0, |_| {}, || false)?.sum())?;
             }
             Ok(())
@@ -396,7 +466,10 @@ fn run_init(config: &Path, scheduler: Option<&Path>, out: &Path) -> Result<()> {
         Some(p) => SchedulerConfig::from_json(&p.display().to_string(), &text(p)?)?,
         None => SchedulerConfig::default(),
     };
-    let model = Model { unet: UNet2DModel::new(&unet_config, &Device::flex()), scheduler: Scheduler::new(sched_config) };
+    let model = Model {
+        unet: UNet2DModel::new(&unet_config, &Device::flex()),
+        scheduler: Scheduler::new(sched_config),
+    };
     save_model(&model, out, SaveDtype::F32)?;
     println!("wrote an untrained model to {}", out.display());
     Ok(())
@@ -414,21 +487,60 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
-        Command::Sample { model, n, sampling, out, strip, backend } => run_sample(&model, sampling.request(n), &out, strip, backend),
+        Command::Sample { model, n, batch, sampling, out, strip, backend } => {
+            run_sample(&model, sampling.request(n), batch, &out, strip, backend)
+        }
         Command::Eval { model, n, sampling, batch, classifier, mnist_dir, samples, backend } => {
             let request = sampling.request(batch);
-            device(backend).and_then(|d| eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir, samples }, d))
+            device(backend).and_then(|d| {
+                eval::eval(eval::EvalArgs { model, n, request, batch, classifier, mnist_dir, samples }, d)
+            })
         }
         Command::Classifier { out, steps, batch, lr, seed, mnist_dir, backend } => {
-            device(backend).and_then(|d| eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d))
+            device(backend).and_then(|d| {
+                eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d)
+            })
         }
-        Command::Train { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, init, checkpoint_every, backend } => {
-            let args = train::TrainArgs { data, mnist_dir, config, scheduler, out, steps, batch, lr, warmup, ema, seed, resume, init, checkpoint_every };
+        Command::Train {
+            data,
+            mnist_dir,
+            config,
+            scheduler,
+            out,
+            steps,
+            batch,
+            lr,
+            warmup,
+            ema,
+            seed,
+            resume,
+            init,
+            checkpoint_every,
+            backend,
+        } => {
+            let args = train::TrainArgs {
+                data,
+                mnist_dir,
+                config,
+                scheduler,
+                out,
+                steps,
+                batch,
+                lr,
+                warmup,
+                ema,
+                seed,
+                resume,
+                init,
+                checkpoint_every,
+            };
             device(backend).and_then(|d| train::run(args, d))
         }
         Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),
         Command::Convert { model, out, dtype } => run_convert(&model, &out, dtype),
-        Command::Bench { model, batch, runs, sample, backend } => run_bench(&model, &batch, runs, sample, backend),
+        Command::Bench { model, batch, runs, sample, backend } => {
+            run_bench(&model, &batch, runs, sample, backend)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

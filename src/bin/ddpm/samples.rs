@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use ddpm_web::files::{layout, weights_path};
 use ddpm_web::images::{grid, grid_cols, unit};
+use ddpm_web::native::files::{layout, weights_path};
 use ddpm_web::{Error, Result};
 
 /// What makes two runs' samples interchangeable.
@@ -83,7 +83,16 @@ impl SampleStore {
         let (cols, s) = (grid_cols(n), 32);
         let want = (cols as u32 * s, n.div_ceil(cols) as u32 * s);
         if img.dimensions() != want {
-            return Err(Error::io(path.display(), format!("a grid of {n} digits is {}x{} pixels, this is {}x{}", want.0, want.1, img.width(), img.height())));
+            return Err(Error::io(
+                path.display(),
+                format!(
+                    "a grid of {n} digits is {}x{} pixels, this is {}x{}",
+                    want.0,
+                    want.1,
+                    img.width(),
+                    img.height()
+                ),
+            ));
         }
         let mut out = Vec::with_capacity(n * 1024);
         for i in 0..n {
@@ -99,7 +108,8 @@ impl SampleStore {
     pub fn put(&self, k: usize, batch: &[f32], n: usize) -> Result<()> {
         let p = grid(batch, [n, 1, 32, 32], 0);
         let (tmp, path) = (self.dir.join(format!("{k:04}.partial.png")), self.path(k));
-        image::save_buffer(&tmp, &p.data, p.width as u32, p.height as u32, image::ExtendedColorType::L8).map_err(|e| Error::io(tmp.display(), e))?;
+        image::save_buffer(&tmp, &p.data, p.width as u32, p.height as u32, image::ExtendedColorType::L8)
+            .map_err(|e| Error::io(tmp.display(), e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(path.display(), e))
     }
 }

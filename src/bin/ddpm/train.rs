@@ -12,10 +12,10 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use ddpm_web::adam::Adam;
-use ddpm_web::dataset::{Dataset, image_folder, mnist};
-use ddpm_web::files::{load_model, save_model};
+use ddpm_web::eval::dataset::{Dataset, image_folder, mnist};
 use ddpm_web::model::WEIGHTS;
+use ddpm_web::native::files::{load_model, save_model};
+use ddpm_web::train::adam::Adam;
 use ddpm_web::train::{Ema, Trainer, ema_decay, param_ids, with_param_ids};
 use ddpm_web::weights::{SaveDtype, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
@@ -58,7 +58,9 @@ const MAX_TRAIN_BATCH: usize = 1024;
 
 /// The flags' ranges, checked before anything is loaded or written.
 fn check_args(args: &TrainArgs) -> Result<()> {
-    let bad = |flag: &str, want: &str, got: String| Err(Error::Request(format!("--{flag} must be {want}, got {got}")));
+    let bad = |flag: &str, want: &str, got: String| {
+        Err(Error::Request(format!("--{flag} must be {want}, got {got}")))
+    };
     if args.steps == 0 {
         return bad("steps", "at least 1", "0".into());
     }
@@ -100,8 +102,10 @@ fn text(p: &Path) -> Result<String> {
 /// any folder.
 const MNIST_CONFIG: (&str, &str) =
     ("configs/mnist/config.json (built in)", include_str!("../../../configs/mnist/config.json"));
-const MNIST_SCHEDULER: (&str, &str) =
-    ("configs/mnist/scheduler_config.json (built in)", include_str!("../../../configs/mnist/scheduler_config.json"));
+const MNIST_SCHEDULER: (&str, &str) = (
+    "configs/mnist/scheduler_config.json (built in)",
+    include_str!("../../../configs/mnist/scheduler_config.json"),
+);
 
 /// A config's name (for errors) and text: the file given, or the built-in one.
 fn config_text(path: Option<&Path>, (name, json): (&str, &str)) -> Result<(String, String)> {
@@ -114,7 +118,9 @@ fn config_text(path: Option<&Path>, (name, json): (&str, &str)) -> Result<(Strin
 fn load_data(args: &TrainArgs, shape: [usize; 3]) -> Result<Dataset> {
     if args.data == "mnist" {
         if shape != [1, 32, 32] {
-            return Err(Error::Request(format!("--data mnist needs a model of 1x32x32 images, this config makes {shape:?}")));
+            return Err(Error::Request(format!(
+                "--data mnist needs a model of 1x32x32 images, this config makes {shape:?}"
+            )));
         }
         let (train, held_out) = mnist(&args.mnist_dir, 100, args.seed)?;
         eprintln!("MNIST: {} training digits, {} held out for evaluation", train.len(), held_out.len());
@@ -132,7 +138,13 @@ fn load_data(args: &TrainArgs, shape: [usize; 3]) -> Result<Dataset> {
 /// The EMA weights go to `out` file by file; the training state is written whole to PARTIAL_DIR,
 /// then swapped in by renames, so at every moment one complete state is on disk (a crash in the
 /// middle costs at most the steps since the last checkpoint; the EMA may then be that one newer).
-fn checkpoint(args: &TrainArgs, raw: &Model, ema: &Model, trainer: &Trainer, data_rng: &ChaCha8Rng) -> Result<()> {
+fn checkpoint(
+    args: &TrainArgs,
+    raw: &Model,
+    ema: &Model,
+    trainer: &Trainer,
+    data_rng: &ChaCha8Rng,
+) -> Result<()> {
     save_model(ema, &args.out, SaveDtype::F32)?;
     let (dir, partial, old) = (args.out.join(STATE_DIR), args.out.join(PARTIAL_DIR), args.out.join(OLD_DIR));
     remove_dir(&partial)?;
@@ -147,7 +159,8 @@ fn checkpoint(args: &TrainArgs, raw: &Model, ema: &Model, trainer: &Trainer, dat
         param_ids: param_ids(&raw.unet),
     };
     let path = partial.join("state.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&state).expect("state serializes")).map_err(|e| Error::io(path.display(), e))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&state).expect("state serializes"))
+        .map_err(|e| Error::io(path.display(), e))?;
     if dir.exists() {
         remove_dir(&old)?;
         std::fs::rename(&dir, &old).map_err(|e| Error::io(old.display(), e))?;
@@ -193,7 +206,12 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
             )));
         }
         if state.step >= args.steps {
-            eprintln!("{} is already at step {} (--steps {}): nothing to train; raise --steps to go on", args.out.display(), state.step, args.steps);
+            eprintln!(
+                "{} is already at step {} (--steps {}): nothing to train; raise --steps to go on",
+                args.out.display(),
+                state.step,
+                args.steps
+            );
             return Ok(());
         }
         let mut raw = load_model(&dir, &train_device)?;
@@ -218,7 +236,11 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
             }
             ema
         } else {
-            eprintln!("no EMA weights in {}: the EMA restarts from the training weights at step {}", args.out.display(), state.step);
+            eprintln!(
+                "no EMA weights in {}: the EMA restarts from the training weights at step {}",
+                args.out.display(),
+                state.step
+            );
             load_model(&dir, &device)?
         };
         (raw, ema)
@@ -241,13 +263,15 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     let data = load_data(&args, raw.unet.sample_shape())?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| Error::Backend(format!("Ctrl-C handler: {e}")))?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| Error::Backend(format!("Ctrl-C handler: {e}")))?;
 
     let (started, first) = (std::time::Instant::now(), trainer.step);
     // The bar counts this session's steps (so steps/s and ETA hold from the first one after a
     // --resume); the prefix shows the run's step.
     let bar = ProgressBar::new((args.steps - first) as u64).with_style(
-        ProgressStyle::with_template("{bar:30} {prefix} loss {msg}  {per_sec}  ETA {eta}").expect("valid template"),
+        ProgressStyle::with_template("{bar:30} {prefix} loss {msg}  {per_sec}  ETA {eta}")
+            .expect("valid template"),
     );
     bar.set_prefix(format!("{first}/{}", args.steps));
     // Without a terminal (a log file) the bar is hidden: about 20 lines a run instead (at most
@@ -260,7 +284,8 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         let (unet, loss) = trainer.step(raw.unet, &raw.scheduler, x0)?;
         raw.unet = unet;
         average.update(&raw.unet, ema_decay(args.ema, trainer.step));
-        let log_line = bar.is_hidden() && ((trainer.step - first).is_multiple_of(log_every) || trainer.step == args.steps);
+        let log_line = bar.is_hidden()
+            && ((trainer.step - first).is_multiple_of(log_every) || trainer.step == args.steps);
         if trainer.step.is_multiple_of(10) || trainer.step == args.steps || log_line {
             let l = to_vec(loss)?[0];
             if !l.is_finite() {
@@ -287,6 +312,10 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
         }
     }
     bar.finish();
-    eprintln!("EMA weights in {} (diffusers layout); training state in {}/{STATE_DIR}", args.out.display(), args.out.display());
+    eprintln!(
+        "EMA weights in {} (diffusers layout); training state in {}/{STATE_DIR}",
+        args.out.display(),
+        args.out.display()
+    );
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! A model's float parameters as one flat vector, in visit order: their gradients (for Adam over
-//! all of them at once, `crate::adam`, and for workers that share a batch, the browser's
+//! all of them at once, `crate::train::adam`, and for workers that share a batch, the browser's
 //! fine-tuning on several CPU workers, to exchange and sum), their values (the EMA), and slices
 //! of such a vector back in the parameters' shapes.
 
@@ -88,7 +88,10 @@ impl Slices {
 pub fn sum(unet: &UNet2DModel, parts: &[Vec<f32>]) -> Result<(Tensor<1>, Vec<f32>)> {
     let want = unet.num_params();
     if let Some((i, part)) = parts.iter().enumerate().find(|(_, p)| p.len() != want) {
-        return Err(Error::Request(format!("gradient part {i} has {} values, the model {want} parameters", part.len())));
+        return Err(Error::Request(format!(
+            "gradient part {i} has {} values, the model {want} parameters",
+            part.len()
+        )));
     }
     let Some((first, rest)) = parts.split_first() else {
         return Err(Error::Request("no gradients to sum".into()));

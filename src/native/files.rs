@@ -6,7 +6,7 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 use crate::model::{CONFIG, Layout, MODEL_INDEX, Model, ModelSource, SCHEDULER_CONFIG, WEIGHTS};
-use crate::pickle;
+use crate::native::pickle;
 use crate::weights::{self, SaveDtype};
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -28,7 +28,9 @@ pub fn layout(dir: &Path) -> Result<Layout> {
     } else {
         Err(Error::io(
             dir.display(),
-            format!("not a diffusers model folder: no {CONFIG} (flat layout) and no {MODEL_INDEX} with unet/ (pipeline layout)"),
+            format!(
+                "not a diffusers model folder: no {CONFIG} (flat layout) and no {MODEL_INDEX} with unet/ (pipeline layout)"
+            ),
         ))
     }
 }

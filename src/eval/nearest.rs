@@ -4,8 +4,8 @@
 
 use burn::tensor::{Device, Tensor};
 
-use crate::dataset::Dataset;
 use crate::error::{Error, Result};
+use crate::eval::dataset::Dataset;
 use crate::weights::to_vec;
 
 /// Queries compared per matmul ([CHUNK, reference] distances at a time).

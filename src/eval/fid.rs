@@ -21,7 +21,13 @@ fn sqrt_psd(m: DMatrix<f64>) -> DMatrix<f64> {
 
 /// FID of two sets of `dim`-d features, each a row-major [n, dim] slice (n >= 2 each).
 pub fn frechet_distance(a: &[f32], b: &[f32], dim: usize) -> f64 {
-    assert!(a.len().is_multiple_of(dim) && b.len().is_multiple_of(dim) && a.len() >= 2 * dim && b.len() >= 2 * dim, "two sets of at least 2 feature vectors");
+    assert!(
+        a.len().is_multiple_of(dim)
+            && b.len().is_multiple_of(dim)
+            && a.len() >= 2 * dim
+            && b.len() >= 2 * dim,
+        "two sets of at least 2 feature vectors"
+    );
     let (mu_a, cov_a) = mean_cov(a, dim);
     let (mu_b, cov_b) = mean_cov(b, dim);
     let root_a = sqrt_psd(cov_a.clone());

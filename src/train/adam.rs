@@ -1,6 +1,6 @@
 //! Adam (Kingma & Ba 2015, as PyTorch and burn's `Adam`: betas 0.9 / 0.999, eps 1e-8) over all of
 //! a model's float parameters at once. The gradient, the moments and the update are flat vectors
-//! in the parameters' visit order (`crate::flat`), so a step is a dozen element-wise ops in all
+//! in the parameters' visit order (`crate::train::flat`), so a step is a dozen element-wise ops in all
 //! instead of a dozen per parameter tensor: on a GPU, each op is a kernel launch, and burn's
 //! per-tensor `Adam` launched ~3,500 a step for the UNet's 270 tensors (BENCHMARKS.md, "Native
 //! GPU"). Each element goes through burn's `Adam`'s ops in its order, so the numbers are the same
@@ -19,9 +19,9 @@ use {
     std::path::Path,
 };
 
-use crate::flat::Slices;
+use super::flat::Slices;
 #[cfg(not(target_family = "wasm"))]
-use crate::flat::layout;
+use super::flat::layout;
 use crate::unet::UNet2DModel;
 
 const BETA_1: f32 = 0.9;
@@ -52,7 +52,11 @@ impl Adam {
         let t = self.time as i32;
         let correction_2 = (1.0 - BETA_2.powi(t)).sqrt();
         let factor = correction_2 / (1.0 - BETA_1.powi(t));
-        let delta = m.clone().mul_scalar(factor).div(v.clone().sqrt().add_scalar(EPSILON * correction_2)).mul_scalar(lr);
+        let delta = m
+            .clone()
+            .mul_scalar(factor)
+            .div(v.clone().sqrt().add_scalar(EPSILON * correction_2))
+            .mul_scalar(lr);
         self.moments = Some((m, v));
         unet.map(&mut Descend(Slices::new(delta)))
     }
@@ -70,8 +74,15 @@ impl Adam {
             for (id, shape) in layout(unet) {
                 let n: usize = shape.iter().product();
                 for (name, flat) in [("moment_1", &m), ("moment_2", &v)] {
-                    let (bytes, shape, dtype) = TensorData::new(flat[at..at + n].to_vec(), shape.clone()).into_parts();
-                    tensors.push(burn_pack::Tensor::new(format!("{id}.momentum.{name}"), dtype, shape, Some(id), bytes));
+                    let (bytes, shape, dtype) =
+                        TensorData::new(flat[at..at + n].to_vec(), shape.clone()).into_parts();
+                    tensors.push(burn_pack::Tensor::new(
+                        format!("{id}.momentum.{name}"),
+                        dtype,
+                        shape,
+                        Some(id),
+                        bytes,
+                    ));
                 }
                 scalars.push((format!("{id}.momentum.time"), Scalar::from(self.time)));
                 scalars.push((format!("{id}.__rank"), Scalar::from(shape.len())));
@@ -101,16 +112,27 @@ impl Adam {
         for (id, shape) in layout(unet) {
             for (name, flat) in [("moment_1", &mut m), ("moment_2", &mut v)] {
                 let key = format!("{id}.momentum.{name}");
-                let data = named.remove(&key).ok_or_else(|| fail(format!("no tensor {key}: the state is of another model")))?;
+                let data = named
+                    .remove(&key)
+                    .ok_or_else(|| fail(format!("no tensor {key}: the state is of another model")))?;
                 if data.shape().to_vec() != shape {
-                    return Err(fail(format!("{key} has shape {:?}, the model's parameter {:?}", data.shape(), shape)));
+                    return Err(fail(format!(
+                        "{key} has shape {:?}, the model's parameter {:?}",
+                        data.shape(),
+                        shape
+                    )));
                 }
                 flat.extend(data.try_into_vec::<f32>().map_err(|e| fail(format!("{key}: {e:?}")))?);
             }
             let key = format!("{id}.momentum.time");
-            let t = scalars.get(&key).and_then(|s| usize::try_from(*s).ok()).ok_or_else(|| fail(format!("no step count {key}")))?;
+            let t = scalars
+                .get(&key)
+                .and_then(|s| usize::try_from(*s).ok())
+                .ok_or_else(|| fail(format!("no step count {key}")))?;
             match time {
-                Some(first) if first != t => return Err(fail(format!("{key} is {t}, other parameters' {first}"))),
+                Some(first) if first != t => {
+                    return Err(fail(format!("{key} is {t}, other parameters' {first}")));
+                }
                 _ => time = Some(t),
             }
         }

@@ -2,6 +2,10 @@
 //! a gradient step on || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2.
 //! The same `Trainer::step` serves the CLI and the browser's fine-tuning.
 
+pub mod adam;
+pub mod flat;
+pub mod tune;
+
 use std::ops::Range;
 
 use burn::module::{Module, ModuleMapper, Param, ParamId};
@@ -10,17 +14,23 @@ use burn::tensor::{Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::adam::Adam;
 use crate::config::Prediction;
 use crate::error::{Error, Result};
-use crate::flat::{self, Slices, layout};
 use crate::noise::extend_normal;
 use crate::sampler::Scheduler;
 use crate::unet::UNet2DModel;
+use adam::Adam;
+use flat::{Slices, layout};
 
 /// The loss of Algorithm 1 for given t and eps: mean squared error against the target of the
 /// scheduler's prediction type (eps; x_0 for `sample`; v = sqrt(ab) eps - sqrt(1 - ab) x_0).
-pub fn loss(unet: &UNet2DModel, scheduler: &Scheduler, x0: Tensor<4>, t: &[usize], eps: Tensor<4>) -> Result<Tensor<1>> {
+pub fn loss(
+    unet: &UNet2DModel,
+    scheduler: &Scheduler,
+    x0: Tensor<4>,
+    t: &[usize],
+    eps: Tensor<4>,
+) -> Result<Tensor<1>> {
     let x_t = scheduler.schedule.add_noise(x0.clone(), eps.clone(), t)?;
     let t_f: Vec<f32> = t.iter().map(|t| *t as f32).collect();
     let pred = unet.forward(x_t, &t_f);
@@ -36,7 +46,7 @@ pub fn loss(unet: &UNet2DModel, scheduler: &Scheduler, x0: Tensor<4>, t: &[usize
     Ok((pred - target).square().mean())
 }
 
-/// Adam (`crate::adam`) with linear warm-up, and the host-side random stream that draws t and eps.
+/// Adam (`crate::train::adam`) with linear warm-up, and the host-side random stream that draws t and eps.
 pub struct Trainer {
     pub adam: Adam,
     rng: ChaCha8Rng,
@@ -59,30 +69,33 @@ impl Trainer {
     }
 
     pub fn new(lr: f64, warmup: usize, seed: u64) -> Self {
-        Trainer {
-            adam: Adam::default(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            lr,
-            warmup,
-            step: 0,
-        }
+        Trainer { adam: Adam::default(), rng: ChaCha8Rng::seed_from_u64(seed), lr, warmup, step: 0 }
     }
 
     /// The learning rate of the next step: lr * min(1, (step + 1) / warmup).
     pub fn current_lr(&self) -> f64 {
-        if self.warmup == 0 { self.lr } else { self.lr * ((self.step + 1) as f64 / self.warmup as f64).min(1.0) }
+        if self.warmup == 0 {
+            self.lr
+        } else {
+            self.lr * ((self.step + 1) as f64 / self.warmup as f64).min(1.0)
+        }
     }
 
     /// One step of Algorithm 1 on the batch `x0` ([N, C, H, W] in [-1, 1]). The model must live
     /// on an autodiff device. Returns the updated model and the loss (not read back).
-    pub fn step(&mut self, unet: UNet2DModel, scheduler: &Scheduler, x0: Tensor<4>) -> Result<(UNet2DModel, Tensor<1>)> {
+    pub fn step(
+        &mut self,
+        unet: UNet2DModel,
+        scheduler: &Scheduler,
+        x0: Tensor<4>,
+    ) -> Result<(UNet2DModel, Tensor<1>)> {
         let n = x0.dims()[0];
         let (grad, loss) = self.gradients(&unet, scheduler, x0, 0..n)?;
         Ok((self.apply(unet, grad), loss))
     }
 
     /// The gradient of Algorithm 1's loss on the rows `rows` of the batch `x0`, flat
-    /// (`crate::flat`), weighted by their share of it, so that the gradients of a batch's shards
+    /// (`crate::train::flat`), weighted by their share of it, so that the gradients of a batch's shards
     /// sum to the batch's. t and eps are drawn for the whole batch: every shard of one batch draws
     /// the same.
     pub fn gradients(
@@ -186,7 +199,10 @@ pub fn param_ids(model: &UNet2DModel) -> Vec<u64> {
 pub fn with_param_ids(model: UNet2DModel, ids: Vec<u64>) -> Result<UNet2DModel> {
     let have = param_ids(&model).len();
     if have != ids.len() {
-        return Err(Error::Request(format!("the saved training state has {} parameters, the model {have}", ids.len())));
+        return Err(Error::Request(format!(
+            "the saved training state has {} parameters, the model {have}",
+            ids.len()
+        )));
     }
     Ok(model.map(&mut SetIds(ids.into_iter())))
 }

@@ -6,10 +6,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::{Trainer, flat};
 use crate::error::{Error, Result};
-use crate::flat;
 use crate::sampler::Scheduler;
-use crate::train::Trainer;
 use crate::unet::UNet2DModel;
 
 /// Most images one fine-tuning set may hold, and the largest batch.
@@ -39,7 +38,9 @@ impl Tuner {
             )));
         }
         if count > MAX_IMAGES {
-            return Err(Error::Request(format!("fine-tuning takes at most {MAX_IMAGES} images, got {count}")));
+            return Err(Error::Request(format!(
+                "fine-tuning takes at most {MAX_IMAGES} images, got {count}"
+            )));
         }
         if !(lr > 0.0 && lr <= 1e-2) {
             return Err(Error::Request(format!("learning rate must be in (0, 0.01], got {lr}")));
@@ -70,11 +71,19 @@ impl Tuner {
     /// Shard `shard` of `shards` of the next step on `batch` images, for workers that share
     /// the step: the same images, t and eps as `step` draws (every worker's Tuner was seeded
     /// alike), this shard's rows of them. Returns the flat gradient weighted by the shard's
-    /// share (`crate::flat`) and the loss so weighted, neither read back; then every worker
+    /// share (`crate::train::flat`) and the loss so weighted, neither read back; then every worker
     /// calls `apply` with all the shards' gradients.
-    pub fn shard_gradients(&mut self, scheduler: &Scheduler, batch: usize, shard: usize, shards: usize) -> Result<(Tensor<1>, Tensor<1>)> {
+    pub fn shard_gradients(
+        &mut self,
+        scheduler: &Scheduler,
+        batch: usize,
+        shard: usize,
+        shards: usize,
+    ) -> Result<(Tensor<1>, Tensor<1>)> {
         if shard >= shards || shards > batch {
-            return Err(Error::Request(format!("shard {shard} of {shards} of a batch of {batch}: each shard needs at least one image")));
+            return Err(Error::Request(format!(
+                "shard {shard} of {shards} of a batch of {batch}: each shard needs at least one image"
+            )));
         }
         let x0 = self.draw(batch)?;
         let unet = self.unet.as_ref().ok_or_else(failed)?;

@@ -69,13 +69,19 @@ pub fn mnist(dir: &Path, per_class: usize, seed: u64) -> Result<(Dataset, Datase
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.display(), e))?;
         let digits: Digits = serde_json::from_str(&text).map_err(|e| Error::io(path.display(), e))?;
         if !digits.data.len().is_multiple_of(784) {
-            return Err(Error::io(path.display(), format!("{} values is not a whole number of 28x28 digits", digits.data.len())));
+            return Err(Error::io(
+                path.display(),
+                format!("{} values is not a whole number of 28x28 digits", digits.data.len()),
+            ));
         }
         if digits.data.len() / 784 <= per_class {
-            return Err(Error::io(path.display(), format!(
-                "{} digits of class {class}: more than {per_class} are needed ({per_class} are held out)",
-                digits.data.len() / 784
-            )));
+            return Err(Error::io(
+                path.display(),
+                format!(
+                    "{} digits of class {class}: more than {per_class} are needed ({per_class} are held out)",
+                    digits.data.len() / 784
+                ),
+            ));
         }
         for digit in digits.data.chunks_exact(784) {
             by_class[class as usize].push(all.labels.len());
@@ -126,12 +132,18 @@ fn open_image(path: &Path) -> image::ImageResult<image::DynamicImage> {
 pub fn image_folder(dir: &Path, shape: [usize; 3]) -> Result<(Dataset, Vec<String>)> {
     let [c, h, w] = shape;
     if c != 1 && c != 3 {
-        return Err(Error::Request(format!("training on images needs in_channels 1 or 3, the model has {c}")));
+        return Err(Error::Request(format!(
+            "training on images needs in_channels 1 or 3, the model has {c}"
+        )));
     }
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir.display(), e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_ascii_lowercase().to_str().unwrap_or(""))))
+        .filter(|p| {
+            p.extension().is_some_and(|x| {
+                ["png", "jpg", "jpeg"].contains(&x.to_ascii_lowercase().to_str().unwrap_or(""))
+            })
+        })
         .collect();
     entries.sort();
     let mut data = Dataset { shape, images: vec![], labels: vec![] };

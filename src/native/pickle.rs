@@ -13,8 +13,9 @@ use crate::weights::Raw;
 /// The tensors of a `torch.save`d state dict, serialized as safetensors.
 pub fn to_safetensors(path: &Path) -> Result<Vec<u8>> {
     let file = path.display();
-    let reader = PytorchReader::new(path)
-        .map_err(|e| Error::io(&file, format!("not a PyTorch weights file (torch.save) that can be read: {e}")))?;
+    let reader = PytorchReader::new(path).map_err(|e| {
+        Error::io(&file, format!("not a PyTorch weights file (torch.save) that can be read: {e}"))
+    })?;
     let mut raws: Vec<(String, Raw)> = Vec::with_capacity(reader.len());
     for (name, t) in reader.tensors() {
         // pytorch-reader gives row-major bytes in the host's byte order: little-endian on every

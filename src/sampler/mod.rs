@@ -1,10 +1,19 @@
-//! The reverse process: diffusers' DDPMScheduler.step (Algorithm 2) and DDIMScheduler.step
-//! (Song et al. 2021, eq. 12), and one sampling loop over either.
+//! The reverse process: a `Scheduler` (the model's schedule and prediction type), one file per
+//! sampler behind the `Solver` trait (DDPM, Algorithm 2; DDIM; DPM-Solver++), and one sampling
+//! loop over any of them, with progress, previews and cancel between steps.
 //! Scalars are computed on the host; tensors stay on the device (no read back inside a step).
+
+mod ddim;
+mod ddpm;
+mod dpm;
 
 use burn::tensor::Tensor;
 
-use crate::config::{Prediction, SchedulerConfig, Spacing, VarianceType};
+pub use ddim::Ddim;
+pub use ddpm::Ddpm;
+pub use dpm::DpmSolver;
+
+use crate::config::{Prediction, SchedulerConfig, Spacing};
 use crate::error::{Error, Result};
 use crate::noise::Noise;
 use crate::schedule::Schedule;
@@ -21,17 +30,65 @@ pub enum SamplerKind {
     Ddpm,
     /// Deterministic at eta = 0; any number of steps.
     Ddim,
+    /// DPM-Solver++(2M): good images in 10-20 steps.
+    DpmSolver,
+    /// DPM-Solver++(2M) on Karras et al.'s sigmas.
+    DpmSolverKarras,
+}
+
+impl SamplerKind {
+    pub const ALL: [SamplerKind; 4] =
+        [SamplerKind::Ddpm, SamplerKind::Ddim, SamplerKind::DpmSolver, SamplerKind::DpmSolverKarras];
+
+    /// The name the CLI, the page and the JS API use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::DpmSolver => "dpm++",
+            SamplerKind::DpmSolverKarras => "dpm++-karras",
+        }
+    }
+
+    /// The sampler of a request, walking `steps` of the scheduler's timesteps.
+    fn solver(self, scheduler: &Scheduler, steps: usize, eta: f64) -> Result<Box<dyn Solver>> {
+        // DDPM's and DDIM's timesteps; the limits on `steps` they check hold for every sampler.
+        let timesteps = scheduler.timesteps(steps)?;
+        Ok(match self {
+            SamplerKind::Ddpm => Box::new(Ddpm { timesteps }),
+            SamplerKind::Ddim => Box::new(Ddim { timesteps, eta }),
+            SamplerKind::DpmSolver => Box::new(DpmSolver::new(scheduler, steps, false)),
+            SamplerKind::DpmSolverKarras => Box::new(DpmSolver::new(scheduler, steps, true)),
+        })
+    }
 }
 
 impl std::str::FromStr for SamplerKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "ddpm" => Ok(SamplerKind::Ddpm),
-            "ddim" => Ok(SamplerKind::Ddim),
-            _ => Err(Error::Request(format!("unknown sampler \"{s}\" (expected ddpm or ddim)"))),
-        }
+        let s = s.to_ascii_lowercase();
+        SamplerKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
+            Error::Request(format!("unknown sampler \"{s}\" (expected {})", names.join(", ")))
+        })
     }
+}
+
+/// One way of walking the reverse process, in its own file: the timesteps the UNet is called at,
+/// and the update from one to the next. The loop, previews and cancel are `Denoiser`'s.
+pub trait Solver {
+    fn timesteps(&self) -> &[usize];
+
+    /// x at step `index + 1` and the predicted x_0, from the model's output at step `index`;
+    /// `noise` draws fresh N(0, I) noise for samplers that add it.
+    fn step(
+        &mut self,
+        scheduler: &Scheduler,
+        index: usize,
+        model_output: Tensor<4>,
+        x_t: Tensor<4>,
+        noise: &mut dyn FnMut() -> Tensor<4>,
+    ) -> StepOutput;
 }
 
 /// The output of one `step()`: x_{t-1} and the predicted x_0 it went through.
@@ -60,23 +117,32 @@ impl Scheduler {
     pub fn timesteps(&self, n: usize) -> Result<Vec<usize>> {
         let t_max = self.t_max();
         if n == 0 || n > t_max {
-            return Err(Error::Request(format!("steps must be between 1 and num_train_timesteps ({t_max}), got {n}")));
+            return Err(Error::Request(format!(
+                "steps must be between 1 and num_train_timesteps ({t_max}), got {n}"
+            )));
         }
         let offset = self.config.steps_offset;
-        let ts: Vec<i64> = match self.config.timestep_spacing {
-            Spacing::Leading => {
-                let ratio = t_max / n;
-                (0..n).rev().map(|i| (i * ratio + offset) as i64).collect()
-            }
-            Spacing::Trailing => {
-                let ratio = t_max as f64 / n as f64;
-                (0..n).map(|i| (t_max as f64 - i as f64 * ratio).round() as i64 - 1).collect()
-            }
-            Spacing::Linspace => (0..n)
-                .rev()
-                .map(|i| if n == 1 { 0 } else { (i as f64 * (t_max - 1) as f64 / (n - 1) as f64).round() as i64 })
-                .collect(),
-        };
+        let ts: Vec<i64> =
+            match self.config.timestep_spacing {
+                Spacing::Leading => {
+                    let ratio = t_max / n;
+                    (0..n).rev().map(|i| (i * ratio + offset) as i64).collect()
+                }
+                Spacing::Trailing => {
+                    let ratio = t_max as f64 / n as f64;
+                    (0..n).map(|i| (t_max as f64 - i as f64 * ratio).round() as i64 - 1).collect()
+                }
+                Spacing::Linspace => (0..n)
+                    .rev()
+                    .map(|i| {
+                        if n == 1 {
+                            0
+                        } else {
+                            (i as f64 * (t_max - 1) as f64 / (n - 1) as f64).round() as i64
+                        }
+                    })
+                    .collect(),
+            };
         ts.into_iter()
             .map(|t| {
                 usize::try_from(t).ok().filter(|t| *t < t_max).ok_or_else(|| {
@@ -88,8 +154,26 @@ impl Scheduler {
 
     /// x_0 and eps from the model output, by prediction type; x_0 clipped when `clip_sample`.
     fn predict(&self, model_output: Tensor<4>, x_t: Tensor<4>, alpha_bar: f32) -> (Tensor<4>, Tensor<4>) {
-        let (a, b) = (alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
-        let (x0, eps) = match self.config.prediction_type {
+        let (x0, eps) = self.predict_from(model_output, x_t, alpha_bar.sqrt(), (1.0 - alpha_bar).sqrt());
+        let x0 = if self.config.clip_sample {
+            let r = self.config.clip_sample_range;
+            x0.clamp(-r, r)
+        } else {
+            x0
+        };
+        (x0, eps)
+    }
+
+    /// x_0 and eps from the model output for x_t = a x_0 + b eps (a = sqrt(alpha_bar),
+    /// b = sqrt(1 - alpha_bar)), by prediction type, unclipped.
+    fn predict_from(
+        &self,
+        model_output: Tensor<4>,
+        x_t: Tensor<4>,
+        a: f32,
+        b: f32,
+    ) -> (Tensor<4>, Tensor<4>) {
+        match self.config.prediction_type {
             // x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar), eq. (*) solved for x_0
             Prediction::Epsilon => {
                 let x0 = (x_t - model_output.clone().mul_scalar(b)).div_scalar(a);
@@ -105,54 +189,7 @@ impl Scheduler {
                 let eps = model_output.mul_scalar(a) + x_t.mul_scalar(b);
                 (x0, eps)
             }
-        };
-        let x0 = if self.config.clip_sample {
-            let r = self.config.clip_sample_range;
-            x0.clamp(-r, r)
-        } else {
-            x0
-        };
-        (x0, eps)
-    }
-
-    /// DDPMScheduler.step: x_{t-1} = mu~_t(x_t, x_0) + sigma_t z, z = 0 at t = 0 (Algorithm 2, eq. 7).
-    /// `prev_t` is the next timestep of the run (t - 1 for the full chain, -1 at the end).
-    pub fn ddpm_step(&self, model_output: Tensor<4>, t: usize, prev_t: i64, x_t: Tensor<4>, z: Option<Tensor<4>>) -> StepOutput {
-        let s = &self.schedule;
-        let ab_t = s.alpha_bar[t];
-        let ab_prev = s.alpha_bar_or_one(prev_t);
-        let alpha_t = ab_t / ab_prev;
-        let beta_t = 1.0 - alpha_t;
-        let (x0, _) = self.predict(model_output, x_t.clone(), ab_t);
-        let c0 = ab_prev.sqrt() * beta_t / (1.0 - ab_t);
-        let ct = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab_t);
-        let mut prev = x0.clone().mul_scalar(c0) + x_t.mul_scalar(ct);
-        if let (true, Some(z)) = (t > 0, z) {
-            let variance = match self.config.variance_type {
-                VarianceType::FixedSmall => ((1.0 - ab_prev) / (1.0 - ab_t) * beta_t).max(1e-20),
-                VarianceType::FixedLarge => beta_t,
-            };
-            prev = prev + z.mul_scalar(variance.sqrt());
         }
-        StepOutput { prev_sample: prev, pred_x0: x0 }
-    }
-
-    /// DDIMScheduler.step with `prev_t = t - T / n`:
-    /// x_prev = sqrt(alpha_bar_prev) x_0 + sqrt(1 - alpha_bar_prev - sigma^2) eps + sigma z (Song et al., eq. 12).
-    pub fn ddim_step(&self, model_output: Tensor<4>, t: usize, prev_t: i64, x_t: Tensor<4>, eta: f64, z: Option<Tensor<4>>) -> StepOutput {
-        let s = &self.schedule;
-        let ab_t = s.alpha_bar[t];
-        let ab_prev = if prev_t >= 0 || self.config.set_alpha_to_one { s.alpha_bar_or_one(prev_t) } else { s.alpha_bar[0] };
-        let (x0, eps) = self.predict(model_output, x_t, ab_t);
-        // sigma_t(eta) = eta sqrt((1 - alpha_bar_prev)/(1 - alpha_bar_t)) sqrt(1 - alpha_bar_t/alpha_bar_prev), eq. 16
-        let variance = (1.0 - ab_prev) / (1.0 - ab_t) * (1.0 - ab_t / ab_prev);
-        let sigma = eta as f32 * variance.sqrt();
-        let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
-        let mut prev = x0.clone().mul_scalar(ab_prev.sqrt()) + eps.mul_scalar(dir);
-        if let (true, Some(z)) = (eta > 0.0, z) {
-            prev = prev + z.mul_scalar(sigma);
-        }
-        StepOutput { prev_sample: prev, pred_x0: x0 }
     }
 }
 
@@ -192,7 +229,7 @@ impl SampleRequest {
 /// progress, read previews (async on the web) and cancel between steps.
 pub struct Denoiser {
     request: SampleRequest,
-    timesteps: Vec<usize>,
+    solver: Box<dyn Solver>,
     index: usize,
     noise: Noise,
     x: Tensor<4>,
@@ -202,14 +239,14 @@ impl Denoiser {
     /// Draws x_T ~ N(0, I) and prepares the timesteps.
     pub fn new(unet: &UNet2DModel, scheduler: &Scheduler, request: SampleRequest) -> Result<Self> {
         request.check(unet.sample_shape())?;
-        let timesteps = scheduler.timesteps(request.steps)?;
+        let solver = request.sampler.solver(scheduler, request.steps, request.eta)?;
         let mut noise = Noise::new(request.seed, request.first, request.n);
         let x = noise.draw(unet.sample_shape(), &unet.device());
-        Ok(Denoiser { request, timesteps, index: 0, noise, x })
+        Ok(Denoiser { request, solver, index: 0, noise, x })
     }
 
     pub fn total_steps(&self) -> usize {
-        self.timesteps.len()
+        self.solver.timesteps().len()
     }
 
     pub fn steps_done(&self) -> usize {
@@ -217,7 +254,7 @@ impl Denoiser {
     }
 
     pub fn is_done(&self) -> bool {
-        self.index >= self.timesteps.len()
+        self.index >= self.total_steps()
     }
 
     /// The current x_t (x_0 once done).
@@ -228,23 +265,12 @@ impl Denoiser {
     /// One denoising step with the model the chain was made for; returns the predicted x_0
     /// of this step, or None when done.
     pub fn step(&mut self, unet: &UNet2DModel, scheduler: &Scheduler) -> Option<Tensor<4>> {
-        let t = *self.timesteps.get(self.index)?;
-        let t_max = scheduler.config.num_train_timesteps;
-        let eps = unet.forward(self.x.clone(), &vec![t as f32; self.request.n]);
-        let shape = unet.sample_shape();
-        let device = self.x.device();
-        let out = match self.request.sampler {
-            SamplerKind::Ddpm => {
-                let prev_t = self.timesteps.get(self.index + 1).map_or(-1, |p| *p as i64);
-                let z = (t > 0).then(|| self.noise.draw(shape, &device));
-                scheduler.ddpm_step(eps, t, prev_t, self.x.clone(), z)
-            }
-            SamplerKind::Ddim => {
-                let prev_t = t as i64 - (t_max / self.timesteps.len()) as i64;
-                let z = (self.request.eta > 0.0).then(|| self.noise.draw(shape, &device));
-                scheduler.ddim_step(eps, t, prev_t, self.x.clone(), self.request.eta, z)
-            }
-        };
+        let t = *self.solver.timesteps().get(self.index)?;
+        let model_output = unet.forward(self.x.clone(), &vec![t as f32; self.request.n]);
+        let (shape, device) = (unet.sample_shape(), self.x.device());
+        let noise = &mut self.noise;
+        let mut draw = || noise.draw(shape, &device);
+        let out = self.solver.step(scheduler, self.index, model_output, self.x.clone(), &mut draw);
         self.x = out.prev_sample;
         self.index += 1;
         Some(out.pred_x0)
@@ -275,12 +301,7 @@ pub fn sample(
         let done = chain.steps_done();
         let show = preview_every > 0 && (done % preview_every == 0 || done == total);
         let x_t = chain.sample();
-        progress(Progress {
-            done,
-            total,
-            x_t: show.then_some(&x_t),
-            pred_x0: show.then_some(&pred_x0),
-        });
+        progress(Progress { done, total, x_t: show.then_some(&x_t), pred_x0: show.then_some(&pred_x0) });
         if cancel() && !chain.is_done() {
             return Err(Error::Cancelled);
         }
