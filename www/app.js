@@ -1,7 +1,7 @@
 // The page: reads the controls, talks to the engine host (client.js: a worker that owns the
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
-import { connect } from './client.js';
+import { connect } from './engine/client.js';
 import { defaultSteps, wholeNumber } from './fields.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
@@ -224,7 +224,8 @@ function startEngine() {
   setStepsDone(0);
   setState('loading');
   el.modelText.textContent = 'starting the engine (loading the WebAssembly module)…';
-  hub.post({ type: 'init', preferGpu: params.get('backend') !== 'cpu' });
+  // ?test-hooks: the engine answers the tests' 'stats' and 'lose-device' (engine/host.js)
+  hub.post({ type: 'init', preferGpu: params.get('backend') !== 'cpu', testHooks: params.has('test-hooks') });
   const raw = params.get('model') || DEFAULT_MODEL;
   el.modelUrl.value = raw;
   let url;

@@ -8,7 +8,7 @@
 //   const result = await run.result;                   // {images: RGBA Uint8Array[], width, height, ms}, null if cancelled
 //   run.cancel();
 
-import { connect as connectHub } from './client.js';
+import { connect as connectHub } from './engine/client.js';
 import { defaultSteps } from './fields.js';
 
 let nextId = 0;

@@ -11,7 +11,7 @@
 // ready | generating | done | error. All elements of a page share one engine (one worker) and
 // download each model once; an element starts when it scrolls into view.
 
-import { connect } from './client.js';
+import { connect } from './engine/client.js';
 import { defaultSteps } from './fields.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;

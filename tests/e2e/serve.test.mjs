@@ -125,7 +125,7 @@ describe('the local server', { timeout: 10 * MINUTE }, () => {
   });
 
   test('sends CORS headers only on what an embed fetches', async () => {
-    for (const p of ['/www/embed.js', '/www/engine-host.js', '/www/worker.js', '/pkg/ddpm_web.js', '/pkg/ddpm_web_bg.wasm',
+    for (const p of ['/www/embed.js', '/www/engine/host.js', '/www/engine/worker.js', '/pkg/ddpm_web.js', '/pkg/ddpm_web_bg.wasm',
       '/www/models/mnist/config.json', '/www/models/mnist/diffusion_pytorch_model.safetensors']) {
       const r = await get(demo.url, p, { Origin: 'https://evil.example' }, 'HEAD');
       assert.equal(r.headers['access-control-allow-origin'], '*', `${p} is readable by embeds`);

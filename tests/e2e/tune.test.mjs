@@ -44,7 +44,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       await tuneState(['done', 'error'], 15 * MINUTE);
       const status = await page.getByTestId('tune-status').innerText();
       assert.equal(await page.evaluate(() => document.getElementById('tune').dataset.tuneState), 'done', await page.getByTestId('tune-error').innerText());
-      // batch 4 on the CPU: shared by one worker per core, up to 4 (www/cpu-pool.js)
+      // batch 4 on the CPU: shared by one worker per core, up to 4 (www/engine/cpu-pool.js)
       const workers = Math.min(4, os.availableParallelism());
       const split = workers > 1 ? ` on ${workers} CPU workers` : '';
       assert.match(status, new RegExp(`Done after 20 step\\(s\\)${split}; loss [\\d.]+ → [\\d.]+\\. Before / after: DDIM-50, seed \\d+\\.`));

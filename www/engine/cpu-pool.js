@@ -1,5 +1,5 @@
 // A generation on the CPU split across helper workers. burn's CPU backend runs one thread per
-// wasm instance, so the engine host (engine-host.js) hands the rows of a batch's grid to
+// wasm instance, so the engine host (host.js) hands the rows of a batch's grid to
 // helpers, each one more engine host in its own worker, generating images first..first+m of
 // the same seed: the images are the ones a single engine makes (src/noise.rs), only sooner on
 // a machine with several cores. Each helper previews its band of the whole grid; the bands

@@ -1,10 +1,10 @@
-// Connects a page to the engine host (engine-host.js): in a Web Worker when the page may start
+// Connects a page to the engine host (host.js): in a Web Worker when the page may start
 // one (the worker file itself on the same origin; from another origin, a blob: worker that
 // imports it), else, where a Content-Security-Policy forbids both, on the page's own thread.
 // Every page has one connection, shared by the app and all <ddpm-demo> elements.
 
 const WORKER = new URL('./worker.js', import.meta.url);
-const HOST = new URL('./engine-host.js', import.meta.url);
+const HOST = new URL('./host.js', import.meta.url);
 
 let hub = null;
 
@@ -81,7 +81,7 @@ function makeHub() {
   return h;
 }
 
-/** A new engine-host worker: the worker file itself on the same origin; from another origin,
+/** A new engine host worker: the worker file itself on the same origin; from another origin,
  *  a blob: worker that imports it. Throws where the context may not start it. */
 export function startWorker() {
   return sameOrigin(WORKER)
