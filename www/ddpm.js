@@ -9,7 +9,7 @@
 //   run.cancel();
 
 import { connect as connectHub } from './engine/client.js';
-import { defaultSteps } from './fields.js';
+import { defaultSteps, folderUrl } from './util.js';
 
 let nextId = 0;
 const uniqueId = () => `api-${Date.now().toString(36)}-${nextId++}`;  // apart from the page's own ids
@@ -46,9 +46,7 @@ class Client {
 
   /** Loads a diffusers folder (flat or pipeline layout) from a URL prefix, from Cache Storage when kept. */
   async load(url, { sha256, onDownload } = {}) {
-    const prefix = new URL(url, globalThis.document?.baseURI ?? globalThis.location.href);
-    if (!prefix.pathname.endsWith('/')) prefix.pathname += '/';
-    const key = prefix.href;
+    const key = folderUrl(url, globalThis.document?.baseURI ?? globalThis.location.href);
     const stop = onDownload ? this.hub.listen((msg) => {
       if (msg.type === 'download' && msg.url === key) onDownload({ file: msg.file, loaded: msg.loaded, total: msg.total, cached: msg.cached });
     }) : () => {};

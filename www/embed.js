@@ -12,7 +12,7 @@
 // download each model once; an element starts when it scrolls into view.
 
 import { connect } from './engine/client.js';
-import { defaultSteps } from './fields.js';
+import { defaultSteps, drawRgba, folderUrl, stepsPerSecText, wholeNumber } from './util.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
@@ -92,14 +92,6 @@ class DdpmDemo extends HTMLElement {
     return v;
   }
 
-  #int(name, fallback, lo, hi) {
-    const raw = this.getAttribute(name);
-    if (raw === null || raw.trim() === '') return fallback;
-    const v = Number(raw);
-    if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`attribute ${name}="${raw}" must be a whole number from ${lo} to ${hi}`);
-    return v;
-  }
-
   // ---- lifecycle ---------------------------------------------------------------------------
 
   connectedCallback() {
@@ -176,9 +168,7 @@ class DdpmDemo extends HTMLElement {
     this.#setState('loading');
     this.ui.status.textContent = 'Loading the model…';
     try {
-      const url = new URL(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI);
-      if (!url.pathname.endsWith('/')) url.pathname += '/';
-      this.modelUrl = url.href;
+      this.modelUrl = folderUrl(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI);
     } catch {
       return this.#fail(`model="${this.getAttribute('model')}" is not a valid URL`);
     }
@@ -214,7 +204,7 @@ class DdpmDemo extends HTMLElement {
         this.ui.progress.max = msg.total;
         this.ui.progress.value = msg.done;
         this.ui.status.textContent = `step ${msg.done}/${msg.total}` +
-          (msg.stepsPerSec > 0 ? ` · ${msg.stepsPerSec.toFixed(1)} steps/s` : '');
+          (msg.stepsPerSec > 0 ? ` · ${stepsPerSecText(msg.stepsPerSec)}` : '');
         this.dispatchEvent(new CustomEvent('progress', { detail: { done: msg.done, total: msg.total } }));
         break;
       case 'preview':
@@ -273,12 +263,11 @@ class DdpmDemo extends HTMLElement {
   #settings() {
     const T = this.info.num_train_timesteps;
     const ui = this.ui;
+    // a control when there is one, else the attribute
     const read = (input, name, fallback, lo, hi) => {
-      if (!input) return this.#int(name, fallback, lo, hi);
-      const v = input.value.trim();
-      if (v === '') return fallback;
-      if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${name} must be a whole number from ${lo} to ${hi} (got "${v}")`);
-      return Number(v);
+      const raw = input ? input.value : this.getAttribute(name);
+      if (raw === null || raw.trim() === '') return fallback;
+      return wholeNumber(raw, lo, hi, input ? name : `attribute ${name}`);
     };
     const sampler = ui.sampler ? ui.sampler.value : this.#sampler;
     const steps = read(ui.steps, 'steps', defaultSteps(sampler, T), 1, T);
@@ -287,10 +276,8 @@ class DdpmDemo extends HTMLElement {
     return { sampler, steps, n, seed, eta: sampler === 'ddim' ? this.#eta : 0 };
   }
 
-  #canvas({ width, height, rgba }) {
-    const c = make('canvas', { width, height });
-    c.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
-    return c;
+  #canvas(frame) {
+    return drawRgba(document.createElement('canvas'), frame);
   }
 
   #showLive(frame) {

@@ -5,7 +5,7 @@
 
 import { saveBlob as save } from './download.js';
 import { createPad } from './draw.js';
-import { wholeNumber } from './fields.js';
+import { drawRgba, etaText, stepsPerSecText, wholeNumber } from './util.js';
 import * as store from './store.js';
 
 const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -135,7 +135,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   const readSettings = () => {
     const lr = Number(el.lr.value);
     if (el.lr.value.trim() === '' || !(lr > 0 && lr <= 0.01)) throw new Error(`Learning rate must be a number above 0 and at most 0.01 (got "${el.lr.value}").`);
-    return { steps: wholeNumber(el.steps, 1, 5000, 'Steps'), batch: wholeNumber(el.batch, 1, 64, 'Batch size'), lr };
+    return { steps: wholeNumber(el.steps.value, 1, 5000, 'Steps'), batch: wholeNumber(el.batch.value, 1, 64, 'Batch size'), lr };
   };
 
   el.start.addEventListener('click', async () => {
@@ -251,10 +251,8 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     if (msg.type === 'tune-progress' && msg.id === job?.id) {
       job.losses.push([msg.step, msg.loss]);
       drawLoss();
-      const speed = msg.stepsPerSec > 0 ? `${msg.stepsPerSec.toFixed(msg.stepsPerSec < 10 ? 1 : 0)} steps/s` : '… steps/s';
-      const eta = msg.etaSec === null ? '…' : `${Math.ceil(msg.etaSec)}s`;
-      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${speed}` +
-        (where(msg) ? ` · ${where(msg)}` : '') + ` · ETA ${eta}`;
+      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${stepsPerSecText(msg.stepsPerSec)}` +
+        (where(msg) ? ` · ${where(msg)}` : '') + ` · ETA ${etaText(msg.etaSec)}`;
     } else if (msg.type === 'tuned' && msg.id === job?.id) {
       el.status.textContent = `${msg.stopped ? 'Stopped' : 'Done'} after ${msg.steps} step(s)` +
         (where(msg) ? ` ${where(msg)}` : '') +
@@ -404,13 +402,7 @@ async function modelPixels(items, info) {
 }
 
 function showGrid(holder, { images, width, height }) {
-  holder.replaceChildren(...images.map((rgba) => {
-    const c = document.createElement('canvas');
-    c.width = width;
-    c.height = height;
-    c.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
-    return c;
-  }));
+  holder.replaceChildren(...images.map((rgba) => drawRgba(document.createElement('canvas'), { width, height, rgba })));
 }
 
 /** Where a fine-tuning run ran, when not simply on the page's backend. */

@@ -53,40 +53,47 @@ function makeHub() {
       dispatch({ type: 'error', where: 'init', message: `${HOST.href}: the engine could not start (${err.message || err})` });
     }
   };
-  let worker;
   try {
-    worker = startWorker();
+    const worker = startWorker({
+      onHello: () => flush((msg, transfer) => worker.postMessage(msg, transfer), 'worker'),
+      onMessage: dispatch,
+      onError: (why, started) => {
+        if (started) {
+          dispatch({ type: 'error', where: 'init', message: `${WORKER.href}: ${why || 'the worker failed (see the browser console)'}` });
+          return;
+        }
+        worker.terminate();  // the page may not start it (CSP): run the engine here instead
+        onPage();
+      },
+    });
   } catch {
     onPage();
-    return h;
   }
-  let alive = false;
-  worker.onmessage = (event) => {
-    if (event.data?.type === 'hello') {
-      alive = true;
-      flush((msg, transfer) => worker.postMessage(msg, transfer), 'worker');
-      return;
-    }
-    dispatch(event.data);
-  };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    if (alive) {
-      dispatch({ type: 'error', where: 'init', message: `${WORKER.href}: ${event.message || 'the worker failed (see the browser console)'}` });
-      return;
-    }
-    worker.terminate();  // the page may not start it (CSP): run the engine here instead
-    onPage();
-  };
   return h;
 }
 
 /** A new engine host worker: the worker file itself on the same origin; from another origin,
- *  a blob: worker that imports it. Throws where the context may not start it. */
-export function startWorker() {
-  return sameOrigin(WORKER)
+ *  a blob: worker that imports it. Calls onHello() when its host is up, onMessage(msg) for each
+ *  message after that, and onError(why, started) when it fails (before or after its hello).
+ *  Throws where the context may not start a worker. */
+export function startWorker({ onHello, onMessage, onError }) {
+  const worker = sameOrigin(WORKER)
     ? new Worker(WORKER, { type: 'module' })
     : new Worker(URL.createObjectURL(new Blob([`import ${JSON.stringify(WORKER.href)};`], { type: 'text/javascript' })), { type: 'module' });
+  let started = false;
+  worker.onmessage = (event) => {
+    if (!started && event.data?.type === 'hello') {
+      started = true;
+      onHello();
+    } else {
+      onMessage(event.data);
+    }
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    onError(event.message, started);
+  };
+  return worker;
 }
 
 const sameOrigin = (url) => url.origin === location.origin;

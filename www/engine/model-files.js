@@ -2,6 +2,7 @@
 // weights checked against a SHA-256 when one is given, and kept in Cache Storage so that a second
 // visit needs no network. Nothing here knows the engine: `load` takes the files.
 
+import { concatBytes, folderUrl } from '../util.js';
 import { describeError } from './state.js';
 
 /**
@@ -63,7 +64,7 @@ const STATUS_TEXT = {
  * absolute URL. A missing scheduler config is allowed (bytes: null).
  */
 async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
-  const prefix = new URL(prefixIn.endsWith('/') ? prefixIn : `${prefixIn}/`, import.meta.url).href;
+  const prefix = folderUrl(prefixIn, import.meta.url);
   const cache = useCache ? await openCache() : null;
   const list = [];
   const get = async (name, allow404) => {
@@ -171,14 +172,7 @@ async function readBody(url, resp, report) {
     throw new Error(`${url}: download incomplete: got ${loaded} of ${expected} bytes`);
   }
   report(loaded, loaded);
-  if (chunks.length === 1) return chunks[0];
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  return bytes;
+  return concatBytes(chunks);
 }
 
 async function openCache() {
