@@ -131,7 +131,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
     await withPage(t, env, `?backend=cpu&model=${TINY}`, 'e2e-tune-unusable.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       const kept = (op) => page.evaluate(async ([model, op]) => {
-        const store = await import('/www/store.js');
+        const store = await import('/www/ui/store.js');
         const url = new URL(model, location.href).href;
         if (op === 'put') return store.putTuned(url, { weights: new Uint8Array(16), steps: 3, saved: Date.now() });
         return (await store.getTuned(url))?.weights?.length ?? null;

@@ -1,12 +1,12 @@
 // The page: reads the controls, talks to the engine host (client.js: a worker that owns the
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
-import { connect } from './engine/client.js';
-import { defaultSteps, drawRgba, etaText, folderUrl, stepsPerSecText, wholeNumber } from './util.js';
+import { connect } from '../engine/client.js';
+import { defaultSteps, drawRgba, etaText, folderUrl, stepsPerSecText, wholeNumber } from '../util.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
 
-const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
+const DEFAULT_MODEL = new URL('../models/mnist/', import.meta.url).href;
 const MAX_IMAGES = 64;
 const $ = (id) => document.getElementById(id);
 const el = {

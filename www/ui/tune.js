@@ -5,7 +5,7 @@
 
 import { saveBlob as save } from './download.js';
 import { createPad } from './draw.js';
-import { drawRgba, etaText, stepsPerSecText, wholeNumber } from './util.js';
+import { drawRgba, etaText, stepsPerSecText, wholeNumber } from '../util.js';
 import * as store from './store.js';
 
 const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
