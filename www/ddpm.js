@@ -11,9 +11,6 @@
 import { connect as connectHub } from './engine/client.js';
 import { defaultSteps, folderUrl } from './util.js';
 
-let nextId = 0;
-const uniqueId = () => `api-${Date.now().toString(36)}-${nextId++}`;  // apart from the page's own ids
-
 /** Waits for the first message `pick` answers for: {value} resolves, {error} rejects. */
 function answer(hub, pick) {
   return new Promise((resolve, reject) => {
@@ -65,7 +62,7 @@ class Client {
    *  x_t and the predicted x_0 (RGBA). */
   generate(model, { n = 1, sampler = 'ddim', steps, eta = 0, seed = 0, previewEvery = 0, workers, onProgress, onPreview } = {}) {
     const T = model.info.num_train_timesteps;
-    const id = uniqueId();
+    const id = this.hub.newId();
     const stop = this.hub.listen((msg) => {
       if (msg.id !== id) return;
       if (msg.type === 'progress') onProgress?.({ done: msg.done, total: msg.total, stepsPerSec: msg.stepsPerSec, etaSec: msg.etaSec });

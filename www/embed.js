@@ -38,7 +38,6 @@ progress { width: 100%; height: 8px; }
 [hidden] { display: none !important; }
 `;
 
-let nextId = 1;
 let initSent = false;
 
 function styles(root) {
@@ -246,7 +245,7 @@ class DdpmDemo extends HTMLElement {
       return this.#fail(err.message);
     }
     this.ui.error.hidden = true;
-    this.run = { id: nextId++, ...settings, strip: this.hasAttribute('show-steps') };
+    this.run = { id: this.hub.newId(), ...settings, strip: this.hasAttribute('show-steps') };
     this.ui.grid.replaceChildren();
     this.ui.strip.replaceChildren();
     this.ui.progress.max = settings.steps;

@@ -8,7 +8,9 @@ const HOST = new URL('./host.js', import.meta.url);
 
 let hub = null;
 
-/** The page's connection: {post(msg, transfer), listen(fn) -> unlisten, mode}. */
+/** The page's connection: {post(msg, transfer), listen(fn) -> unlisten, newId(), mode}. Every
+ *  job's id comes from newId(), so that the app, its fine-tuning panel, <ddpm-demo> elements and
+ *  the JS API never answer each other's messages. */
 export function connect() {
   if (!hub) hub = makeHub();
   return hub;
@@ -27,8 +29,10 @@ function makeHub() {
   };
   let pending = [];   // messages posted before the host is up
   let send = null;
+  let ids = 0;
   const h = {
     mode: 'starting',
+    newId: () => ++ids,
     post(msg, transfer = []) {
       if (send) send(msg, transfer);
       else pending.push([msg, transfer]);

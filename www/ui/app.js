@@ -29,7 +29,6 @@ let engineFailed = false;
 let samplerShown = el.sampler.value;
 let run = null;            // the settings of the current / last run
 let modelUrl = null;       // the absolute URL prefix of the model, its key in the engine
-let nextId = 1;
 let tuning = null;         // the fine-tuning panel (tune.js)
 let tuningBusy = false;    // fine-tuning (or its before/after) holds the engine
 
@@ -277,7 +276,7 @@ function readSettings() {
   }
   if (el.seedRandom.checked) el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
   const seed = wholeNumber(el.seed.value, 0, 2 ** 32 - 1, 'Seed');
-  return { n, sampler, steps, eta, seed, model: tuning.sampleKey() ?? modelUrl, id: nextId++ };
+  return { n, sampler, steps, eta, seed, model: tuning.sampleKey() ?? modelUrl, id: hub.newId() };
 }
 
 function generate() {

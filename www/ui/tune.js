@@ -33,7 +33,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   let tuned = null;          // {weights: Uint8Array, steps} when a tuned model is loaded
   let unusable = null;       // {weights, steps}: kept in this browser, but the engine refused them
   let job = null;            // {id, losses: [[step, loss]], total}
-  let nextId = 1_000_000;    // ids apart from the app's generate ids
+  let tuneSeed = 1_000_000;  // each fine-tuning run's seed
   let state = 'idle';
 
   const setState = (s) => {
@@ -152,12 +152,12 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     setState('tuning');
     try {
       const rgba = await modelPixels(items, info);
-      job = { id: nextId++, losses: [], total: settings.steps };
+      job = { id: hub.newId(), losses: [], total: settings.steps };
       drawLoss();
       el.status.textContent = `fine-tuning: step 0/${settings.steps}…`;
       hub.post({
         type: 'tune', id: job.id, base: tuned ? TUNED : baseUrl, key: TUNED, rgba, n: items.length,
-        lr: settings.lr, seed: job.id, steps: settings.steps, batch: settings.batch,
+        lr: settings.lr, seed: tuneSeed++, steps: settings.steps, batch: settings.batch,
         readEvery: Math.max(1, Math.min(10, Math.round(settings.steps / 50))),
         workers: Number(params.get('workers')) || undefined,  // ?workers=1: one CPU worker
         onGpu,
@@ -208,7 +208,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   // ---- before / after ----------------------------------------------------------------------
 
   // Always DDIM, at most 50 steps: the page's DDPM-1000 would make the reader wait 20x longer.
-  let compare = null;  // {seed, label, prefix, cancelling, pending: Map(id -> {holder, name})}
+  let compare = null;  // {seed, label, prefix, cancelling, pending: Map(id -> {holder, name, model})}
   const runCompare = () => {
     const seed = Math.floor(Math.random() * 2 ** 31);
     const { sampler, steps, eta } = sampleSettings();
@@ -219,13 +219,12 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     };
     compare = {
       seed, label: `DDIM-${ddimSteps}, seed ${seed}`, prefix: el.status.textContent,
-      pending: new Map([[nextId, { holder: el.before, name: 'base' }], [nextId + 1, { holder: el.after, name: 'tuned' }]]),
+      pending: new Map([[hub.newId(), { holder: el.before, name: 'base', model: baseUrl }], [hub.newId(), { holder: el.after, name: 'tuned', model: TUNED }]]),
     };
     setState('comparing');
     el.before.replaceChildren();
     el.after.replaceChildren();
-    hub.post({ ...base, id: nextId++, model: baseUrl });
-    hub.post({ ...base, id: nextId++, model: TUNED });
+    for (const [id, { model }] of compare.pending) hub.post({ ...base, id, model });
     el.status.textContent = `${compare.prefix} Generating before / after (${compare.label})… (Stop cancels it)`;
   };
   const endCompare = (id, outcome) => {
@@ -291,7 +290,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
 
   let pendingLoad = null;  // {id, name, bytes, steps, fromStore}
   const loadTuned = (name, bytes, steps, fromStore) => {
-    pendingLoad = { id: nextId++, name, bytes, steps, fromStore };
+    pendingLoad = { id: hub.newId(), name, bytes, steps, fromStore };
     const copy = bytes.slice();  // the panel keeps `bytes` for downloads
     hub.post({ type: 'load-weights', id: pendingLoad.id, key: TUNED, base: baseUrl, name, bytes: copy }, [copy.buffer]);
   };
