@@ -5,7 +5,8 @@
 // a machine with several cores. Each helper previews its band of the whole grid; the bands
 // stack into it. Fine-tuning shares each step's batch the same way (tuneTeam): every worker
 // takes a shard, and all apply the sum of the shards' gradients. Where no helper can start (no
-// nested workers, a Content-Security-Policy), the host runs it on its own engine as before.
+// nested workers, a Content-Security-Policy), the host runs the whole batch on its own engine:
+// the same images, on one core.
 
 import { concatBytes } from '../util.js';
 import { startWorker } from './client.js';
