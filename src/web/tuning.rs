@@ -17,6 +17,13 @@ use crate::tune::Tuner;
 use crate::unet::UNet2DModel;
 use crate::weights::{self, HostTensor, SaveDtype, named_tensors, to_safetensors};
 
+/// What fine-tuning accepts (`crate::tune`), so that the page can say so before it asks:
+/// `[most images, largest batch]`.
+#[wasm_bindgen]
+pub fn tune_limits() -> Vec<u32> {
+    [crate::tune::MAX_IMAGES, crate::tune::MAX_BATCH].map(|v| v as u32).to_vec()
+}
+
 #[wasm_bindgen]
 impl Engine {
     /// Starts fine-tuning a copy of the model under `base_key` on `n` RGBA images at the

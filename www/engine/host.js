@@ -13,7 +13,7 @@
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would): test hooks,
 //      answered only after an 'init' with testHooks: true (which also counts the GPU buffers in 'stats')
-// Out: {type:'backend', name, isGpu, software, note} {type:'download', url, file, loaded, total, cached}
+// Out: {type:'backend', name, isGpu, software, note, limits: {maxImages, maxBatch} (fine-tuning's)} {type:'download', url, file, loaded, total, cached}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
 //      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers, cpu}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
@@ -170,8 +170,9 @@ async function initEngine(preferGpu, note = null) {
 
 function postBackend() {
   const { engine } = host;
+  const [maxImages, maxBatch] = host.glue.tune_limits();  // the page checks them before it asks
   host.post({ type: 'backend', name: backendName, isGpu: Boolean(engine.is_gpu), software: host.softwareAdapter,
-    note: backendNote ?? engine.gpu_note ?? null });
+    note: backendNote ?? engine.gpu_note ?? null, limits: { maxImages, maxBatch } });
 }
 
 /** Replaces the engine by one on the CPU with the same models and fine-tuned weights; reruns

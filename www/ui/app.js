@@ -82,8 +82,9 @@ function setStepsDone(done) {
 }
 
 const handlers = {
-  backend({ name, isGpu: gpu, software, note }) {
+  backend({ name, isGpu: gpu, software, note, limits }) {
     isGpu = gpu;
+    tuning?.engineStarted(limits);
     softwareGpu = gpu && software;
     el.backend.textContent = name || '(unknown backend)';
     if (!gpu) {

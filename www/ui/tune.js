@@ -9,7 +9,6 @@ import { drawRgba, etaText, stepsPerSecText, wholeNumber } from '../util.js';
 import * as store from './store.js';
 
 const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
-const MAX_IMAGES = 256;       // the engine's limit (src/tune.rs)
 const THUMB = 112;            // stored images are THUMB x THUMB PNGs
 const TUNED = 'tuned';        // the engine's key for the fine-tuned model
 const $ = (id) => document.getElementById(id);
@@ -33,6 +32,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   let tuned = null;          // {weights: Uint8Array, steps} when a tuned model is loaded
   let unusable = null;       // {weights, steps}: kept in this browser, but the engine refused them
   let job = null;            // {id, losses: [[step, loss]], total}
+  let limits = null;         // what the engine's fine-tuning takes: {maxImages, maxBatch}
   let tuneSeed = 1_000_000;  // each fine-tuning run's seed
   let state = 'idle';
 
@@ -86,7 +86,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   };
 
   const addItem = async (blob, name) => {
-    if (items.length >= MAX_IMAGES) throw new Error(`the dataset holds at most ${MAX_IMAGES} images`);
+    if (limits && items.length >= limits.maxImages) throw new Error(`the dataset holds at most ${limits.maxImages} images`);
     let id;
     try {
       id = await store.addDrawing(blob, name);
@@ -135,7 +135,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   const readSettings = () => {
     const lr = Number(el.lr.value);
     if (el.lr.value.trim() === '' || !(lr > 0 && lr <= 0.01)) throw new Error(`Learning rate must be a number above 0 and at most 0.01 (got "${el.lr.value}").`);
-    return { steps: wholeNumber(el.steps.value, 1, 5000, 'Steps'), batch: wholeNumber(el.batch.value, 1, 64, 'Batch size'), lr };
+    return { steps: wholeNumber(el.steps.value, 1, 5000, 'Steps'), batch: wholeNumber(el.batch.value, 1, limits.maxBatch, 'Batch size'), lr };
   };
 
   el.start.addEventListener('click', async () => {
@@ -345,6 +345,11 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   setState('idle');
 
   return {
+    /** The engine started: `engineLimits` is what its fine-tuning takes, {maxImages, maxBatch}. */
+    engineStarted(engineLimits) {
+      limits = engineLimits;
+      el.batch.max = String(limits.maxBatch);
+    },
     /** The base model is loaded: fine-tuning can start, kept weights are restored. */
     async modelReady(ready) {
       info = ready.info;
