@@ -53,7 +53,7 @@ impl Engine {
     }
 
     /// Shard `shard` of `shards` of the next step on `batch` images, when several workers share
-    /// each step (www/cpu-pool.js): resolves to [Float32Array gradient, loss], both weighted by
+    /// each step (www/engine/cpu-pool.js): resolves to [Float32Array gradient, loss], both weighted by
     /// the shard's share of the batch. Every worker then calls `tune_apply` with all the parts.
     pub fn tune_shard(&self, batch: usize, shard: usize, shards: usize) -> Promise {
         let inner = self.inner.clone();
