@@ -13,7 +13,8 @@
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would): test hooks,
 //      answered only after an 'init' with testHooks: true (which also counts the GPU buffers in 'stats')
-// Out: {type:'backend', name, isGpu, software, note, limits: {maxImages, maxBatch} (fine-tuning's)} {type:'download', url, file, loaded, total, cached}
+// Out: {type:'backend', name, isGpu, software, note, limits} (limits: fine-tuning's {maxImages, maxBatch})
+//      {type:'download', url, file, loaded, total, cached}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
 //      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers, cpu}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
