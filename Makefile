@@ -64,12 +64,13 @@ test-wasm: setup-web
 # A self-contained folder for any static host: the page, embed.js, the engine and the models.
 dist: build-web
 	rm -rf dist && mkdir -p dist/pkg dist/models
-	cp www/*.js www/*.d.ts www/*.css www/embed-example.html dist/
+	cp www/*.js www/*.d.ts www/embed-example.html dist/
+	cp -R www/engine www/ui dist/
 	cp pkg/ddpm_web.js pkg/ddpm_web.d.ts pkg/ddpm_web_bg.wasm dist/pkg/
 	cp -RL www/models/. dist/models/
 	sed 's#www/##g' index.html > dist/index.html
-	sed -i "s#^const PKG = '../pkg/';#const PKG = './pkg/';#" dist/engine-host.js
-	grep -q "^const PKG = './pkg/';" dist/engine-host.js
+	sed -i "s#^const PKG = '../../pkg/';#const PKG = '../pkg/';#" dist/engine/host.js
+	grep -q "^const PKG = '../pkg/';" dist/engine/host.js
 	@echo "dist/ is ready ($$(du -sh dist | cut -f1)): copy it to any static host; README: Embed in your blog"
 	@node scripts/sri.mjs dist/embed.js
 

@@ -1,7 +1,7 @@
 // Browser benchmark: the page in headless Chromium generates N images with DDIM-S on the CPU
 // backend (wasm) and on WebGPU, after a warm-up run; prints one JSON line per backend.
 //   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,cpu-1,gpu,ort]
-// `cpu` splits the images across one CPU worker per core (www/cpu-pool.js); `cpu-1` keeps them on one.
+// `cpu` splits the images across one CPU worker per core (www/engine/cpu-pool.js); `cpu-1` keeps them on one.
 // `ort-2`: onnxruntime-web with 2 threads of its own; `ort-gpu`: its WebGPU execution provider.
 // The time is the user's: from the click on Generate to the finished images on the page.
 // `ort` is the anchor: the same model as ONNX (MODEL/unet.onnx, from benches/export_onnx.py) on

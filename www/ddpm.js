@@ -8,11 +8,8 @@
 //   const result = await run.result;                   // {images: RGBA Uint8Array[], width, height, ms}, null if cancelled
 //   run.cancel();
 
-import { connect as connectHub } from './client.js';
-import { defaultSteps } from './fields.js';
-
-let nextId = 0;
-const uniqueId = () => `api-${Date.now().toString(36)}-${nextId++}`;  // apart from the page's own ids
+import { connect as connectHub } from './engine/client.js';
+import { defaultSteps, folderUrl } from './util.js';
 
 /** Waits for the first message `pick` answers for: {value} resolves, {error} rejects. */
 function answer(hub, pick) {
@@ -46,9 +43,7 @@ class Client {
 
   /** Loads a diffusers folder (flat or pipeline layout) from a URL prefix, from Cache Storage when kept. */
   async load(url, { sha256, onDownload } = {}) {
-    const prefix = new URL(url, globalThis.document?.baseURI ?? globalThis.location.href);
-    if (!prefix.pathname.endsWith('/')) prefix.pathname += '/';
-    const key = prefix.href;
+    const key = folderUrl(url, globalThis.document?.baseURI ?? globalThis.location.href);
     const stop = onDownload ? this.hub.listen((msg) => {
       if (msg.type === 'download' && msg.url === key) onDownload({ file: msg.file, loaded: msg.loaded, total: msg.total, cached: msg.cached });
     }) : () => {};
@@ -67,7 +62,7 @@ class Client {
    *  x_t and the predicted x_0 (RGBA). */
   generate(model, { n = 1, sampler = 'ddim', steps, eta = 0, seed = 0, previewEvery = 0, workers, onProgress, onPreview } = {}) {
     const T = model.info.num_train_timesteps;
-    const id = uniqueId();
+    const id = this.hub.newId();
     const stop = this.hub.listen((msg) => {
       if (msg.id !== id) return;
       if (msg.type === 'progress') onProgress?.({ done: msg.done, total: msg.total, stepsPerSec: msg.stepsPerSec, etaSec: msg.etaSec });

@@ -9,10 +9,11 @@
 // strip), backend (cpu to skip WebGPU), sha256 (the weights file's digest: any other file is
 // refused). Events: progress {done, total}, done {images, width, height, ms, seed}, error {message}. The state is reflected on data-state: idle | loading |
 // ready | generating | done | error. All elements of a page share one engine (one worker) and
-// download each model once; an element starts when it scrolls into view.
+// download each model once; an element starts when it scrolls into view. It is built on the JS
+// API (ddpm.js), as a page of one's own would be.
 
-import { connect } from './client.js';
-import { defaultSteps } from './fields.js';
+import { connect } from './ddpm.js';
+import { defaultSteps, drawRgba, folderUrl, stepsPerSecText, wholeNumber } from './util.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
@@ -38,8 +39,6 @@ progress { width: 100%; height: 8px; }
 [hidden] { display: none !important; }
 `;
 
-let nextId = 1;
-let initSent = false;
 
 function styles(root) {
   try {
@@ -69,12 +68,11 @@ class DdpmDemo extends HTMLElement {
 
   constructor() {
     super();
-    this.hub = null;
-    this.unlisten = null;
-    this.run = null;       // {id, seed, steps}
+    this.client = null;    // ddpm.js's connection
+    this.model = null;     // the loaded model (ddpm.js's load)
     this.info = null;
+    this.run = null;       // {seed, steps, strip, done, total, cancel}
     this.started = false;
-    this.modelUrl = null;
   }
 
   // ---- attributes --------------------------------------------------------------------------
@@ -89,14 +87,6 @@ class DdpmDemo extends HTMLElement {
     if (raw === null || raw.trim() === '') return 0;
     const v = Number(raw);
     if (!(v >= 0 && v <= 1)) throw new Error(`attribute eta="${raw}" must be a number from 0 to 1`);
-    return v;
-  }
-
-  #int(name, fallback, lo, hi) {
-    const raw = this.getAttribute(name);
-    if (raw === null || raw.trim() === '') return fallback;
-    const v = Number(raw);
-    if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`attribute ${name}="${raw}" must be a whole number from ${lo} to ${hi}`);
     return v;
   }
 
@@ -118,7 +108,7 @@ class DdpmDemo extends HTMLElement {
 
   disconnectedCallback() {
     this.observer?.disconnect();
-    if (this.run && this.dataset.state === 'generating') this.hub?.post({ type: 'cancel', id: this.run.id });
+    if (this.run && this.dataset.state === 'generating') this.run.cancel();
   }
 
   attributeChangedCallback() {
@@ -171,77 +161,34 @@ class DdpmDemo extends HTMLElement {
     this.dispatchEvent(new CustomEvent('error', { detail: { message } }));
   }
 
-  #start() {
+  async #start() {
     this.started = true;
     this.#setState('loading');
     this.ui.status.textContent = 'Loading the model…';
+    let url;
     try {
-      const url = new URL(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI);
-      if (!url.pathname.endsWith('/')) url.pathname += '/';
-      this.modelUrl = url.href;
+      url = folderUrl(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI);
     } catch {
       return this.#fail(`model="${this.getAttribute('model')}" is not a valid URL`);
     }
-    this.hub = connect();
-    this.unlisten = this.hub.listen((msg) => this.#onMessage(msg));
-    if (!initSent) {
-      initSent = true;
-      this.hub.post({ type: 'init', preferGpu: this.getAttribute('backend') !== 'cpu' });
+    try {
+      // each element asks for the engine; it starts once, on the first element's backend
+      this.client = await connect({ backend: this.getAttribute('backend') === 'cpu' ? 'cpu' : 'auto' });
+      this.model = await this.client.load(url, {
+        sha256: this.getAttribute('sha256') || undefined,
+        onDownload: ({ file, loaded, total }) => {
+          if (this.model) return;
+          this.ui.status.textContent = `Downloading ${file}: ${(loaded / 1e6).toFixed(1)} MB` +
+            (total ? ` of ${(total / 1e6).toFixed(1)} MB` : '');
+        },
+      });
+    } catch (err) {
+      return this.#fail(err.message);
     }
-    this.hub.post({ type: 'load', url: this.modelUrl, sha256: this.getAttribute('sha256') || undefined });
-  }
-
-  // ---- the engine's answers ----------------------------------------------------------------
-
-  #onMessage(msg) {
-    const mine = msg.id !== undefined && msg.id === this.run?.id;
-    switch (msg.type) {
-      case 'download':
-        if (msg.url === this.modelUrl && !this.info) {
-          this.ui.status.textContent = `Downloading ${msg.file}: ${(msg.loaded / 1e6).toFixed(1)} MB` +
-            (msg.total ? ` of ${(msg.total / 1e6).toFixed(1)} MB` : '');
-        }
-        break;
-      case 'ready':
-        if (msg.url !== this.modelUrl || this.info) break;
-        this.info = msg.info;
-        this.#setState('ready');
-        this.ui.status.textContent = 'Ready.';
-        if (this.hasAttribute('autoplay')) this.generate();
-        break;
-      case 'progress':
-        if (!mine) break;
-        this.ui.progress.max = msg.total;
-        this.ui.progress.value = msg.done;
-        this.ui.status.textContent = `step ${msg.done}/${msg.total}` +
-          (msg.stepsPerSec > 0 ? ` · ${msg.stepsPerSec.toFixed(1)} steps/s` : '');
-        this.dispatchEvent(new CustomEvent('progress', { detail: { done: msg.done, total: msg.total } }));
-        break;
-      case 'preview':
-        if (!mine) break;
-        if (msg.xt) this.#showLive(msg.xt);
-        if (this.run.strip && msg.xt) this.#addToStrip(msg);
-        break;
-      case 'done':
-        if (!mine) break;
-        this.#showImages(msg);
-        this.ui.progress.value = this.ui.progress.max;
-        this.ui.status.textContent = `${msg.images.length} image(s) in ${(msg.ms / 1000).toFixed(1)} s · seed ${this.run.seed}`;
-        this.#setState('done');
-        this.dispatchEvent(new CustomEvent('done', { detail: { images: msg.images.length, width: msg.width, height: msg.height, ms: msg.ms, seed: this.run.seed, workers: msg.workers } }));
-        break;
-      case 'cancelled':
-        if (!mine) break;
-        this.ui.status.textContent = `Cancelled at step ${msg.done}/${msg.total}.`;
-        this.#setState('ready');
-        break;
-      case 'error':
-        if (msg.where === 'init' || (msg.where === 'load' && msg.url === this.modelUrl) || (msg.where === 'generate' && mine)) {
-          this.#fail(msg.message);
-        }
-        break;
-      default:
-    }
+    this.info = this.model.info;
+    this.#setState('ready');
+    this.ui.status.textContent = 'Ready.';
+    if (this.hasAttribute('autoplay')) this.generate();
   }
 
   // ---- sampling ----------------------------------------------------------------------------
@@ -256,29 +203,65 @@ class DdpmDemo extends HTMLElement {
       return this.#fail(err.message);
     }
     this.ui.error.hidden = true;
-    this.run = { id: nextId++, ...settings, strip: this.hasAttribute('show-steps') };
+    const run = this.run = { ...settings, strip: this.hasAttribute('show-steps'), done: 0, total: settings.steps };
     this.ui.grid.replaceChildren();
     this.ui.strip.replaceChildren();
     this.ui.progress.max = settings.steps;
     this.ui.progress.value = 0;
     this.#setState('generating');
-    const every = Math.max(1, Math.round(settings.steps / (this.run.strip ? STRIP_FRAMES : 20)));
-    this.hub.post({ type: 'generate', id: this.run.id, model: this.modelUrl, previewEvery: every, ...settings });
+    const every = Math.max(1, Math.round(settings.steps / (run.strip ? STRIP_FRAMES : 20)));
+    const job = this.client.generate(this.model, {
+      ...settings,
+      previewEvery: every,
+      onProgress: (p) => this.run === run && this.#progress(run, p),
+      onPreview: (p) => this.run === run && this.#preview(run, p),
+    });
+    run.cancel = job.cancel;
+    job.result.then((result) => this.run === run && this.#finish(run, result),
+      (err) => this.run === run && this.#fail(err.message));
   }
 
   cancel() {
-    if (this.run) this.hub?.post({ type: 'cancel', id: this.run.id });
+    this.run?.cancel();
+  }
+
+  #progress(run, { done, total, stepsPerSec }) {
+    run.done = done;
+    run.total = total;
+    this.ui.progress.max = total;
+    this.ui.progress.value = done;
+    this.ui.status.textContent = `step ${done}/${total}` + (stepsPerSec > 0 ? ` · ${stepsPerSecText(stepsPerSec)}` : '');
+    this.dispatchEvent(new CustomEvent('progress', { detail: { done, total } }));
+  }
+
+  #preview(run, msg) {
+    if (!msg.xt) return;
+    this.#showLive(msg.xt);
+    if (run.strip) this.#addToStrip(msg);
+  }
+
+  /** The run's images, or (`result` null) that it was cancelled. */
+  #finish(run, result) {
+    if (!result) {
+      this.ui.status.textContent = `Cancelled at step ${run.done}/${run.total}.`;
+      return this.#setState('ready');
+    }
+    const { images, width, height, ms, workers } = result;
+    this.#showImages(result);
+    this.ui.progress.value = this.ui.progress.max;
+    this.ui.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s · seed ${run.seed}`;
+    this.#setState('done');
+    this.dispatchEvent(new CustomEvent('done', { detail: { images: images.length, width, height, ms, seed: run.seed, workers } }));
   }
 
   #settings() {
     const T = this.info.num_train_timesteps;
     const ui = this.ui;
+    // a control when there is one, else the attribute
     const read = (input, name, fallback, lo, hi) => {
-      if (!input) return this.#int(name, fallback, lo, hi);
-      const v = input.value.trim();
-      if (v === '') return fallback;
-      if (!/^\d+$/.test(v) || Number(v) < lo || Number(v) > hi) throw new Error(`${name} must be a whole number from ${lo} to ${hi} (got "${v}")`);
-      return Number(v);
+      const raw = input ? input.value : this.getAttribute(name);
+      if (raw === null || raw.trim() === '') return fallback;
+      return wholeNumber(raw, lo, hi, input ? name : `attribute ${name}`);
     };
     const sampler = ui.sampler ? ui.sampler.value : this.#sampler;
     const steps = read(ui.steps, 'steps', defaultSteps(sampler, T), 1, T);
@@ -287,10 +270,8 @@ class DdpmDemo extends HTMLElement {
     return { sampler, steps, n, seed, eta: sampler === 'ddim' ? this.#eta : 0 };
   }
 
-  #canvas({ width, height, rgba }) {
-    const c = make('canvas', { width, height });
-    c.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
-    return c;
+  #canvas(frame) {
+    return drawRgba(document.createElement('canvas'), frame);
   }
 
   #showLive(frame) {

@@ -17,6 +17,13 @@ use crate::train::tune::Tuner;
 use crate::unet::UNet2DModel;
 use crate::weights::{self, HostTensor, SaveDtype, named_tensors, to_safetensors};
 
+/// What fine-tuning accepts (`crate::tune`), so that the page can say so before it asks:
+/// `[most images, largest batch]`.
+#[wasm_bindgen]
+pub fn tune_limits() -> Vec<u32> {
+    [crate::tune::MAX_IMAGES, crate::tune::MAX_BATCH].map(|v| v as u32).to_vec()
+}
+
 #[wasm_bindgen]
 impl Engine {
     /// Starts fine-tuning a copy of the model under `base_key` on `n` RGBA images at the
@@ -46,7 +53,7 @@ impl Engine {
     }
 
     /// Shard `shard` of `shards` of the next step on `batch` images, when several workers share
-    /// each step (www/cpu-pool.js): resolves to [Float32Array gradient, loss], both weighted by
+    /// each step (www/engine/cpu-pool.js): resolves to [Float32Array gradient, loss], both weighted by
     /// the shard's share of the batch. Every worker then calls `tune_apply` with all the parts.
     pub fn tune_shard(&self, batch: usize, shard: usize, shards: usize) -> Promise {
         let inner = self.inner.clone();

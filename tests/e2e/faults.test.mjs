@@ -209,7 +209,7 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('a lost WebGPU device: a message, the CPU backend, drawings and tuned weights kept', { timeout: 15 * MINUTE }, async (t) => {
-    await withPage(t, env, `?model=${TINY_URL}`, 'e2e-device-lost.png', async (s) => {
+    await withPage(t, env, `?model=${TINY_URL}&test-hooks`, 'e2e-device-lost.png', async (s) => {
       const { page, waitForState } = s;
       await waitForState('ready', 5 * MINUTE);
       const backend = await page.getByTestId('backend').innerText();
@@ -235,7 +235,7 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
       await page.getByTestId('n').fill('2');
       await page.getByTestId('generate').click();
       await s.waitFor(() => Number(document.body.dataset.stepsDone) >= 1, null, 5 * MINUTE);
-      await page.evaluate(async () => (await import('/www/client.js')).connect().post({ type: 'lose-device' }));
+      await page.evaluate(async () => (await import('/www/engine/client.js')).connect().post({ type: 'lose-device' }));
 
       await page.waitForFunction(() => /CPU/.test(document.querySelector('[data-testid=backend]').textContent), null, { timeout: 2 * MINUTE });
       assert.match(await page.getByTestId('status').innerText(), /WebGPU device was lost/);
@@ -254,10 +254,10 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
   });
 
   test('100 generations in a row leave memory flat', { timeout: 25 * MINUTE }, async (t) => {
-    await withPage(t, env, `?model=${TINY_URL}`, 'e2e-100-generations.png', async ({ page, waitForState }) => {
+    await withPage(t, env, `?model=${TINY_URL}&test-hooks`, 'e2e-100-generations.png', async ({ page, waitForState }) => {
       const cdp = await page.context().newCDPSession(page);
       const stats = () => page.evaluate(async () => {
-        const hub = (await import('/www/client.js')).connect();
+        const hub = (await import('/www/engine/client.js')).connect();
         return new Promise((resolve) => {
           const stop = hub.listen((msg) => {
             if (msg.type !== 'stats') return;

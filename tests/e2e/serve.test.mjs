@@ -86,7 +86,7 @@ describe('the local server', { timeout: 10 * MINUTE }, () => {
   });
 
   test('serves the page and what an embed loads', async () => {
-    for (const p of ['/', '/?model=x', '/index.html', '/www/app.js', '/www/embed.js', '/www/style.css',
+    for (const p of ['/', '/?model=x', '/index.html', '/www/ui/app.js', '/www/embed.js', '/www/ui/style.css',
       '/pkg/ddpm_web.js', '/pkg/ddpm_web_bg.wasm', '/www/models/mnist/config.json', '/www/models/e2e-inside.js']) {
       const r = await get(demo.url, p);
       assert.equal(r.status, 200, `${p}: ${r.body.slice(0, 200)}`);
@@ -142,12 +142,12 @@ describe('the local server', { timeout: 10 * MINUTE }, () => {
   });
 
   test('sends CORS headers only on what an embed fetches', async () => {
-    for (const p of ['/www/embed.js', '/www/engine-host.js', '/www/worker.js', '/pkg/ddpm_web.js', '/pkg/ddpm_web_bg.wasm',
+    for (const p of ['/www/embed.js', '/www/engine/host.js', '/www/engine/worker.js', '/pkg/ddpm_web.js', '/pkg/ddpm_web_bg.wasm',
       '/www/models/mnist/config.json', '/www/models/mnist/diffusion_pytorch_model.safetensors']) {
       const r = await get(demo.url, p, { Origin: 'https://evil.example' }, 'HEAD');
       assert.equal(r.headers['access-control-allow-origin'], '*', `${p} is readable by embeds`);
     }
-    for (const p of ['/', '/index.html', '/www/style.css', '/www/embed-example.html']) {
+    for (const p of ['/', '/index.html', '/www/ui/style.css', '/www/embed-example.html']) {
       const r = await get(demo.url, p, { Origin: 'https://evil.example' });
       assert.equal(r.status, 200, p);
       assert.equal(r.headers['access-control-allow-origin'], undefined, `${p}: no CORS header`);
@@ -199,7 +199,7 @@ describe('the local server', { timeout: 10 * MINUTE }, () => {
         for (const p of ['/www/embed.js', '/pkg/ddpm_web.js', '/pkg/ddpm_web_bg.wasm', '/www/models/mnist/config.json']) {
           assert.match(await read(p), /^200 [1-9]/, `${p} is readable from another origin`);
         }
-        for (const p of ['/', '/index.html', '/www/style.css', '/Cargo.toml', '/src/lib.rs', '/.git/config', '/.env']) {
+        for (const p of ['/', '/index.html', '/www/ui/style.css', '/Cargo.toml', '/src/lib.rs', '/.git/config', '/.env']) {
           assert.match(await read(p), /^refused/, `${p} is not readable from another origin`);
         }
       } finally {

@@ -44,7 +44,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       await tuneState(['done', 'error'], 15 * MINUTE);
       const status = await page.getByTestId('tune-status').innerText();
       assert.equal(await page.evaluate(() => document.getElementById('tune').dataset.tuneState), 'done', await page.getByTestId('tune-error').innerText());
-      // batch 4 on the CPU: shared by one worker per core, up to 4 (www/cpu-pool.js)
+      // batch 4 on the CPU: shared by one worker per core, up to 4 (www/engine/cpu-pool.js)
       const workers = Math.min(4, os.availableParallelism());
       const split = workers > 1 ? ` on ${workers} CPU workers` : '';
       assert.match(status, new RegExp(`Done after 20 step\\(s\\)${split}; loss [\\d.]+ → [\\d.]+\\. Before / after: DDIM-50, seed \\d+\\.`));
@@ -131,7 +131,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
     await withPage(t, env, `?backend=cpu&model=${TINY}`, 'e2e-tune-unusable.png', async ({ page, waitForState }) => {
       await waitForState('ready', 5 * MINUTE);
       const kept = (op) => page.evaluate(async ([model, op]) => {
-        const store = await import('/www/store.js');
+        const store = await import('/www/ui/store.js');
         const url = new URL(model, location.href).href;
         if (op === 'put') return store.putTuned(url, { weights: new Uint8Array(16), steps: 3, saved: Date.now() });
         return (await store.getTuned(url))?.weights?.length ?? null;

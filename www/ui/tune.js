@@ -5,11 +5,10 @@
 
 import { saveBlob as save } from './download.js';
 import { createPad } from './draw.js';
-import { wholeNumber } from './fields.js';
+import { drawRgba, etaText, stepsPerSecText, wholeNumber } from '../util.js';
 import * as store from './store.js';
 
 const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
-const MAX_IMAGES = 256;       // the engine's limit (src/tune.rs)
 const THUMB = 112;            // stored images are THUMB x THUMB PNGs
 const TUNED = 'tuned';        // the engine's key for the fine-tuned model
 const $ = (id) => document.getElementById(id);
@@ -33,7 +32,8 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   let tuned = null;          // {weights: Uint8Array, steps} when a tuned model is loaded
   let unusable = null;       // {weights, steps}: kept in this browser, but the engine refused them
   let job = null;            // {id, losses: [[step, loss]], total}
-  let nextId = 1_000_000;    // ids apart from the app's generate ids
+  let limits = null;         // what the engine's fine-tuning takes: {maxImages, maxBatch}
+  let tuneSeed = 1_000_000;  // each fine-tuning run's seed
   let state = 'idle';
 
   const setState = (s) => {
@@ -86,7 +86,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   };
 
   const addItem = async (blob, name) => {
-    if (items.length >= MAX_IMAGES) throw new Error(`the dataset holds at most ${MAX_IMAGES} images`);
+    if (limits && items.length >= limits.maxImages) throw new Error(`the dataset holds at most ${limits.maxImages} images`);
     let id;
     try {
       id = await store.addDrawing(blob, name);
@@ -135,7 +135,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   const readSettings = () => {
     const lr = Number(el.lr.value);
     if (el.lr.value.trim() === '' || !(lr > 0 && lr <= 0.01)) throw new Error(`Learning rate must be a number above 0 and at most 0.01 (got "${el.lr.value}").`);
-    return { steps: wholeNumber(el.steps, 1, 5000, 'Steps'), batch: wholeNumber(el.batch, 1, 64, 'Batch size'), lr };
+    return { steps: wholeNumber(el.steps.value, 1, 5000, 'Steps'), batch: wholeNumber(el.batch.value, 1, limits.maxBatch, 'Batch size'), lr };
   };
 
   el.start.addEventListener('click', async () => {
@@ -152,12 +152,12 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     setState('tuning');
     try {
       const rgba = await modelPixels(items, info);
-      job = { id: nextId++, losses: [], total: settings.steps };
+      job = { id: hub.newId(), losses: [], total: settings.steps };
       drawLoss();
       el.status.textContent = `fine-tuning: step 0/${settings.steps}…`;
       hub.post({
         type: 'tune', id: job.id, base: tuned ? TUNED : baseUrl, key: TUNED, rgba, n: items.length,
-        lr: settings.lr, seed: job.id, steps: settings.steps, batch: settings.batch,
+        lr: settings.lr, seed: tuneSeed++, steps: settings.steps, batch: settings.batch,
         readEvery: Math.max(1, Math.min(10, Math.round(settings.steps / 50))),
         workers: Number(params.get('workers')) || undefined,  // ?workers=1: one CPU worker
         onGpu,
@@ -208,7 +208,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   // ---- before / after ----------------------------------------------------------------------
 
   // Always DDIM, at most 50 steps: the page's DDPM-1000 would make the reader wait 20x longer.
-  let compare = null;  // {seed, label, prefix, cancelling, pending: Map(id -> {holder, name})}
+  let compare = null;  // {seed, label, prefix, cancelling, pending: Map(id -> {holder, name, model})}
   const runCompare = () => {
     const seed = Math.floor(Math.random() * 2 ** 31);
     const { sampler, steps, eta } = sampleSettings();
@@ -219,13 +219,12 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     };
     compare = {
       seed, label: `DDIM-${ddimSteps}, seed ${seed}`, prefix: el.status.textContent,
-      pending: new Map([[nextId, { holder: el.before, name: 'base' }], [nextId + 1, { holder: el.after, name: 'tuned' }]]),
+      pending: new Map([[hub.newId(), { holder: el.before, name: 'base', model: baseUrl }], [hub.newId(), { holder: el.after, name: 'tuned', model: TUNED }]]),
     };
     setState('comparing');
     el.before.replaceChildren();
     el.after.replaceChildren();
-    hub.post({ ...base, id: nextId++, model: baseUrl });
-    hub.post({ ...base, id: nextId++, model: TUNED });
+    for (const [id, { model }] of compare.pending) hub.post({ ...base, id, model });
     el.status.textContent = `${compare.prefix} Generating before / after (${compare.label})… (Stop cancels it)`;
   };
   const endCompare = (id, outcome) => {
@@ -251,10 +250,8 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
     if (msg.type === 'tune-progress' && msg.id === job?.id) {
       job.losses.push([msg.step, msg.loss]);
       drawLoss();
-      const speed = msg.stepsPerSec > 0 ? `${msg.stepsPerSec.toFixed(msg.stepsPerSec < 10 ? 1 : 0)} steps/s` : '… steps/s';
-      const eta = msg.etaSec === null ? '…' : `${Math.ceil(msg.etaSec)}s`;
-      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${speed}` +
-        (where(msg) ? ` · ${where(msg)}` : '') + ` · ETA ${eta}`;
+      el.status.textContent = `fine-tuning: step ${msg.step}/${msg.total} · loss ${msg.loss.toFixed(4)} · ${stepsPerSecText(msg.stepsPerSec)}` +
+        (where(msg) ? ` · ${where(msg)}` : '') + ` · ETA ${etaText(msg.etaSec)}`;
     } else if (msg.type === 'tuned' && msg.id === job?.id) {
       el.status.textContent = `${msg.stopped ? 'Stopped' : 'Done'} after ${msg.steps} step(s)` +
         (where(msg) ? ` ${where(msg)}` : '') +
@@ -293,7 +290,7 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
 
   let pendingLoad = null;  // {id, name, bytes, steps, fromStore}
   const loadTuned = (name, bytes, steps, fromStore) => {
-    pendingLoad = { id: nextId++, name, bytes, steps, fromStore };
+    pendingLoad = { id: hub.newId(), name, bytes, steps, fromStore };
     const copy = bytes.slice();  // the panel keeps `bytes` for downloads
     hub.post({ type: 'load-weights', id: pendingLoad.id, key: TUNED, base: baseUrl, name, bytes: copy }, [copy.buffer]);
   };
@@ -348,6 +345,11 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
   setState('idle');
 
   return {
+    /** The engine started: `engineLimits` is what its fine-tuning takes, {maxImages, maxBatch}. */
+    engineStarted(engineLimits) {
+      limits = engineLimits;
+      el.batch.max = String(limits.maxBatch);
+    },
     /** The base model is loaded: fine-tuning can start, kept weights are restored. */
     async modelReady(ready) {
       info = ready.info;
@@ -404,13 +406,7 @@ async function modelPixels(items, info) {
 }
 
 function showGrid(holder, { images, width, height }) {
-  holder.replaceChildren(...images.map((rgba) => {
-    const c = document.createElement('canvas');
-    c.width = width;
-    c.height = height;
-    c.getContext('2d').putImageData(new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height), 0, 0);
-    return c;
-  }));
+  holder.replaceChildren(...images.map((rgba) => drawRgba(document.createElement('canvas'), { width, height, rgba })));
 }
 
 /** Where a fine-tuning run ran, when not simply on the page's backend. */

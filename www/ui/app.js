@@ -1,12 +1,12 @@
 // The page: reads the controls, talks to the engine host (client.js: a worker that owns the
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
-import { connect } from './client.js';
-import { defaultSteps, wholeNumber } from './fields.js';
+import { connect } from '../engine/client.js';
+import { defaultSteps, drawRgba, etaText, folderUrl, stepsPerSecText, wholeNumber } from '../util.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
 
-const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
+const DEFAULT_MODEL = new URL('../models/mnist/', import.meta.url).href;
 const MAX_IMAGES = 64;
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -29,7 +29,6 @@ let engineFailed = false;
 let samplerShown = el.sampler.value;
 let run = null;            // the settings of the current / last run
 let modelUrl = null;       // the absolute URL prefix of the model, its key in the engine
-let nextId = 1;
 let tuning = null;         // the fine-tuning panel (tune.js)
 let tuningBusy = false;    // fine-tuning (or its before/after) holds the engine
 
@@ -83,8 +82,9 @@ function setStepsDone(done) {
 }
 
 const handlers = {
-  backend({ name, isGpu: gpu, software, note }) {
+  backend({ name, isGpu: gpu, software, note, limits }) {
     isGpu = gpu;
+    tuning?.engineStarted(limits);
     softwareGpu = gpu && software;
     el.backend.textContent = name || '(unknown backend)';
     if (!gpu) {
@@ -151,15 +151,13 @@ const handlers = {
     el.progress.max = total;
     el.progress.value = done;
     setStepsDone(done);
-    const speed = stepsPerSec > 0 ? `${stepsPerSec.toFixed(stepsPerSec < 10 ? 1 : 0)} steps/s` : '… steps/s';
-    const eta = etaSec === null || etaSec === undefined ? '…' : `${Math.ceil(etaSec)}s`;
-    el.progressText.textContent = `step ${done}/${total} · ${speed} · ETA ${eta}`;
+    el.progressText.textContent = `step ${done}/${total} · ${stepsPerSecText(stepsPerSec)} · ETA ${etaText(etaSec)}`;
   },
 
   preview({ id, xt, x0 }) {
     if (id !== run?.id) return;
-    if (xt) drawFrame(el.xt, xt);
-    if (x0) drawFrame(el.x0, x0);
+    if (xt) drawRgba(el.xt, xt);
+    if (x0) drawRgba(el.x0, x0);
   },
 
   done({ id, images, width, height, ms, workers }) {
@@ -224,18 +222,16 @@ function startEngine() {
   setStepsDone(0);
   setState('loading');
   el.modelText.textContent = 'starting the engine (loading the WebAssembly module)…';
-  hub.post({ type: 'init', preferGpu: params.get('backend') !== 'cpu' });
+  // ?test-hooks: the engine answers the tests' 'stats' and 'lose-device' (engine/host.js)
+  hub.post({ type: 'init', preferGpu: params.get('backend') !== 'cpu', testHooks: params.has('test-hooks') });
   const raw = params.get('model') || DEFAULT_MODEL;
   el.modelUrl.value = raw;
-  let url;
   try {
-    url = new URL(raw, location.href);
-    if (!url.pathname.endsWith('/')) url.pathname += '/';
+    modelUrl = folderUrl(raw, location.href);
   } catch {
     handlers.error({ where: 'load', message: `?model=${raw} is not a valid URL.` });
     return;
   }
-  modelUrl = url.href;
   tuning = initTuning({
     hub,
     baseUrl: modelUrl,
@@ -272,16 +268,16 @@ function updateHint() {
 function readSettings() {
   const T = info?.num_train_timesteps ?? 1000;
   const sampler = el.sampler.value;
-  const steps = wholeNumber(el.steps, 1, T, 'Steps');
-  const n = wholeNumber(el.n, 1, MAX_IMAGES, 'Images');
+  const steps = wholeNumber(el.steps.value, 1, T, 'Steps');
+  const n = wholeNumber(el.n.value, 1, MAX_IMAGES, 'Images');
   let eta = 0;
   if (sampler === 'ddim') {
     eta = Number(el.eta.value);
     if (el.eta.value.trim() === '' || !(eta >= 0 && eta <= 1)) throw new Error(`eta must be a number from 0 to 1 (got "${el.eta.value}").`);
   }
   if (el.seedRandom.checked) el.seed.value = String(crypto.getRandomValues(new Uint32Array(1))[0]);
-  const seed = wholeNumber(el.seed, 0, 2 ** 32 - 1, 'Seed');
-  return { n, sampler, steps, eta, seed, model: tuning.sampleKey() ?? modelUrl, id: nextId++ };
+  const seed = wholeNumber(el.seed.value, 0, 2 ** 32 - 1, 'Seed');
+  return { n, sampler, steps, eta, seed, model: tuning.sampleKey() ?? modelUrl, id: hub.newId() };
 }
 
 function generate() {
@@ -339,21 +335,10 @@ el.downloadGrid.addEventListener('click', () => {
 
 // ---- pixels --------------------------------------------------------------------------------
 
-function drawFrame(canvas, { width, height, rgba }) {
-  if (rgba.length !== width * height * 4) {
-    throw new Error(`frame of ${width}×${height} has ${rgba.length} bytes, not ${width * height * 4}`);
-  }
-  canvas.width = width;
-  canvas.height = height;
-  const pixels = new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length);
-  canvas.getContext('2d').putImageData(new ImageData(pixels, width, height), 0, 0);
-}
-
 function showResults(images, width, height) {
   const figures = images.map((rgba, i) => {
     const figure = document.createElement('figure');
-    const canvas = document.createElement('canvas');
-    drawFrame(canvas, { width, height, rgba });
+    const canvas = drawRgba(document.createElement('canvas'), { width, height, rgba });
     canvas.title = `image ${i + 1}, seed ${run.seed}`;
     const save = document.createElement('button');
     save.type = 'button';

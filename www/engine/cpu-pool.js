@@ -1,12 +1,14 @@
 // A generation on the CPU split across helper workers. burn's CPU backend runs one thread per
-// wasm instance, so the engine host (engine-host.js) hands the rows of a batch's grid to
+// wasm instance, so the engine host (host.js) hands the rows of a batch's grid to
 // helpers, each one more engine host in its own worker, generating images first..first+m of
 // the same seed: the images are the ones a single engine makes (src/noise.rs), only sooner on
 // a machine with several cores. Each helper previews its band of the whole grid; the bands
 // stack into it. Fine-tuning shares each step's batch the same way (tuneTeam): every worker
 // takes a shard, and all apply the sum of the shards' gradients. Where no helper can start (no
-// nested workers, a Content-Security-Policy), the host runs it on its own engine as before.
+// nested workers, a Content-Security-Policy), the host runs the whole batch on its own engine:
+// the same images, on one core.
 
+import { concatBytes } from '../util.js';
 import { startWorker } from './client.js';
 
 // Each helper holds its own wasm instance and copy of the model: ~35 MB for the MNIST model
@@ -236,31 +238,30 @@ function helper(j) {
   const listeners = new Set();
   const h = { listeners, models: new Set(), post: () => {} };
   h.ready = new Promise((resolve, reject) => {
+    let silent;
     let worker;
     try {
-      worker = startWorker();
+      worker = startWorker({
+        onHello: () => {
+          clearTimeout(silent);
+          h.post({ type: 'init', preferGpu: false });
+          resolve();
+        },
+        onMessage: (msg) => { for (const fn of [...listeners]) fn(msg); },
+        onError: (why) => {
+          const message = `a CPU helper worker failed: ${why || 'see the browser console'}`;
+          reject(new Error(message));
+          for (const fn of [...listeners]) fn({ type: 'error', message });
+        },
+      });
     } catch (err) {
       return reject(err);
     }
     h.post = (msg) => worker.postMessage(msg);
-    const silent = setTimeout(() => {  // e.g. a policy that blocks its script without an error event
+    silent = setTimeout(() => {  // e.g. a policy that blocks its script without an error event
       worker.terminate();
       reject(new Error(`a CPU helper worker did not start within ${START_MS / 1000} s`));
     }, START_MS);
-    worker.onmessage = (event) => {
-      if (event.data?.type === 'hello') {
-        clearTimeout(silent);
-        h.post({ type: 'init', preferGpu: false });
-        return resolve();
-      }
-      for (const fn of [...listeners]) fn(event.data);
-    };
-    worker.onerror = (event) => {
-      event.preventDefault();
-      const message = `a CPU helper worker failed: ${event.message || 'see the browser console'}`;
-      reject(new Error(message));
-      for (const fn of [...listeners]) fn({ type: 'error', message });
-    };
   });
   helpers[j] = h;
   return h;
@@ -274,11 +275,5 @@ function listen(h, fn) {
 /** Bands of one grid (same width, in order) as one frame. */
 function stack(frames) {
   if (frames.some((f) => !f)) return null;
-  const rgba = new Uint8Array(frames.reduce((sum, f) => sum + f.rgba.length, 0));
-  let at = 0;
-  for (const f of frames) {
-    rgba.set(f.rgba, at);
-    at += f.rgba.length;
-  }
-  return { width: frames[0].width, height: frames.reduce((sum, f) => sum + f.height, 0), rgba };
+  return { width: frames[0].width, height: frames.reduce((sum, f) => sum + f.height, 0), rgba: concatBytes(frames.map((f) => f.rgba)) };
 }

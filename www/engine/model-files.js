@@ -1,0 +1,215 @@
+// A model's files: a diffusers folder (flat or pipeline layout) downloaded with progress, its
+// weights checked against a SHA-256 when one is given, and kept in Cache Storage so that a second
+// visit needs no network. Nothing here knows the engine: `load` takes the files.
+
+import { concatBytes, folderUrl } from '../util.js';
+import { describeError } from './state.js';
+
+/**
+ * Fetches the model folder `url` (from Cache Storage where kept) and hands its files to
+ * `load(args)` (engine.load_model's arguments after the key); a kept file that does not load is
+ * dropped and fetched afresh once. Resolves to {args, layout, cached, texts} once loaded.
+ */
+export async function loadModelFiles(url, { sha256, onProgress, load }) {
+  const take = async (files) => {
+    if (sha256) await checkSha256(files.weights, sha256);
+    const args = loadArgs(files);
+    await load(args);
+    return args;
+  };
+  let files = await fetchModelFiles(url, { onProgress, useCache: true });
+  let args;
+  try {
+    args = await take(files);
+  } catch (err) {
+    if (!files.list.some((f) => f.cached)) throw err;
+    // Something read from Cache Storage did not load: drop it and fetch afresh once.
+    await forgetInCache(files.list);
+    files = await fetchModelFiles(url, { onProgress, useCache: false });
+    args = await take(files);
+  }
+  await commitToCache(files.list);
+  const texts = { config: decode(files.config.bytes), scheduler: files.scheduler.bytes ? decode(files.scheduler.bytes) : null };
+  return { args, layout: files.layout, cached: files.list.every((f) => f.cached), texts };
+}
+
+const decode = (bytes) => new TextDecoder().decode(bytes);
+
+/** Refuses a weights file whose SHA-256 is not `expected` (64 hex digits). */
+async function checkSha256({ url, bytes }, expected) {
+  const want = String(expected).trim().toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(want)) throw new Error(`sha256 "${expected}" is not 64 hexadecimal digits`);
+  if (!globalThis.crypto?.subtle) {
+    throw new Error(`${url}: the sha256 cannot be checked here (no crypto.subtle: the page is not https or localhost)`);
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  const got = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+  if (got !== want) throw new Error(`${url}: sha256 mismatch: expected ${want}, the file has ${got}; the weights were refused`);
+}
+
+function loadArgs({ config, scheduler, weights }) {
+  return [config.url, decode(config.bytes), scheduler.url, scheduler.bytes ? decode(scheduler.bytes) : null, weights.url, weights.bytes];
+}
+
+const CACHE_NAME = 'ddpm-web-models-v1';
+const STATUS_TEXT = {
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 410: 'Gone',
+  429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway',
+  503: 'Service Unavailable', 504: 'Gateway Timeout',
+};
+
+/**
+ * Fetches a diffusers model folder: flat (config.json, diffusion_pytorch_model.safetensors,
+ * scheduler_config.json) or pipeline (model_index.json + unet/ + scheduler/). `prefix` is an
+ * absolute URL. A missing scheduler config is allowed (bytes: null).
+ */
+async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
+  const prefix = folderUrl(prefixIn, import.meta.url);
+  const cache = useCache ? await openCache() : null;
+  const list = [];
+  const get = async (name, allow404) => {
+    const file = await getFile(new URL(name, prefix).href, name, { cache, allow404, onProgress });
+    list.push(file);
+    return file;
+  };
+  // A folder with only diffusers' older diffusion_pytorch_model.bin (a pickle, which a page
+  // should not unpickle) gets an error that says how to convert it.
+  const getWeights = async (name) => {
+    const file = await get(name, true);
+    if (file.bytes) return file;
+    const bin = new URL(name.replace(/safetensors$/, 'bin'), prefix).href;
+    const head = await fetch(bin, { method: 'HEAD' }).catch(() => null);
+    throw new Error(`${file.url}: ${httpStatus(file.status)}` + (head?.ok
+      ? `; the folder has ${bin} instead, PyTorch's pickle format, which the page does not read: ` +
+        'convert it once with `ddpm convert --model DIR --out NEW_DIR` (or diffusers\' ' +
+        'save_pretrained(..., safe_serialization=True)) and point the page at the new folder'
+      : ''));
+  };
+  const flatConfig = await get('config.json', true);
+  if (flatConfig.bytes) {
+    const scheduler = await get('scheduler_config.json', true);
+    const weights = await getWeights('diffusion_pytorch_model.safetensors');
+    return { prefix, layout: 'flat', config: flatConfig, scheduler, weights, list };
+  }
+  const index = await get('model_index.json', true);
+  if (!index.bytes) {
+    const refused = [flatConfig, index].some((f) => f.status === 403);
+    throw new Error(`${flatConfig.url}: ${httpStatus(flatConfig.status)} (and ${index.url}: ${httpStatus(index.status)}): ` +
+      `there is no diffusers model at ${prefix}${refused ? ', or the server refuses access to it (a private repository?)' : ''}`);
+  }
+  const config = await get('unet/config.json', false);
+  const scheduler = await get('scheduler/scheduler_config.json', true);
+  const weights = await getWeights('unet/diffusion_pytorch_model.safetensors');
+  return { prefix, layout: 'pipeline', config, scheduler, weights, list };
+}
+
+const httpStatus = (status) => `HTTP ${status} ${STATUS_TEXT[status] || ''}`.trimEnd();
+
+/**
+ * One file, from Cache Storage when there, else from the network: {url, name, bytes|null, cached,
+ * status}. With `allow404` a missing file is bytes: null; a 403 counts as missing too (S3 and
+ * other object stores answer 403 for a key that does not exist).
+ */
+async function getFile(url, name, { cache, allow404, onProgress }) {
+  const report = (loaded, total, cached) => onProgress({ file: name, url, loaded, total, cached });
+  const missing = (cached, status) => {
+    if (allow404) return { url, name, bytes: null, cached, status };
+    throw new Error(`${url}: ${httpStatus(status)}`);
+  };
+  const hit = cache ? await cache.match(url).catch(() => undefined) : undefined;
+  if (hit) {
+    if (hit.status === 404) return missing(true, 404);
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    report(bytes.length, bytes.length, true);
+    return { url, name, bytes, cached: true };
+  }
+  let resp;
+  try {
+    resp = await fetch(url);
+  } catch (err) {
+    throw new Error(`${url}: network error (${describeError(err)}): the server cannot be reached, ` +
+      'or it does not allow cross-origin requests (CORS)');
+  }
+  if (resp.status === 404 || (allow404 && resp.status === 403)) return missing(false, resp.status);
+  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText || STATUS_TEXT[resp.status] || ''}`.trimEnd());
+  const bytes = await readBody(url, resp, (loaded, total) => report(loaded, total, false));
+  return { url, name, bytes, cached: false };
+}
+
+/** Reads a response body chunk by chunk, reporting progress at most every 100 ms. */
+async function readBody(url, resp, report) {
+  const encoding = resp.headers.get('content-encoding');
+  let total = encoding && encoding !== 'identity' ? null : Number(resp.headers.get('content-length')) || null;
+  const expected = total;
+  if (!resp.body) {
+    const bytes = new Uint8Array(await resp.arrayBuffer());
+    report(bytes.length, bytes.length);
+    return bytes;
+  }
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  let last = 0;
+  report(0, total);
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      throw new Error(`${url}: download interrupted after ${loaded} bytes (${describeError(err)})`);
+    }
+    if (chunk.done) break;
+    chunks.push(chunk.value);
+    loaded += chunk.value.length;
+    if (total !== null && loaded > total) total = null;  // the length was not the body's
+    const now = performance.now();
+    if (now - last >= 100) {
+      last = now;
+      report(loaded, total);
+    }
+  }
+  if (expected !== null && loaded < expected) {
+    throw new Error(`${url}: download incomplete: got ${loaded} of ${expected} bytes`);
+  }
+  report(loaded, loaded);
+  return concatBytes(chunks);
+}
+
+async function openCache() {
+  try {
+    return globalThis.caches ? await globalThis.caches.open(CACHE_NAME) : null;
+  } catch {
+    return null;  // no Cache Storage here (insecure context, private mode): use the network only
+  }
+}
+
+/** Stores freshly downloaded files (a 404 as a 404, so a second visit needs no network at all). */
+async function commitToCache(list) {
+  const cache = await openCache();
+  if (!cache) return;
+  for (const f of list) {
+    if (f.cached) continue;
+    const resp = f.bytes
+      ? new Response(f.bytes, { headers: { 'Content-Type': 'application/octet-stream' } })
+      : new Response(null, { status: 404, statusText: 'Not Found' });
+    try {
+      await cache.put(f.url, resp);
+    } catch {
+      return;  // over quota: the model still runs, it just is not cached
+    }
+  }
+}
+
+async function forgetInCache(list) {
+  const cache = await openCache();
+  if (cache) await Promise.all(list.map((f) => cache.delete(f.url).catch(() => false)));
+}
+
+/** Drops every kept model file; resolves to whether there were any. */
+export async function clearModelCache() {
+  try {
+    return globalThis.caches ? await globalThis.caches.delete(CACHE_NAME) : false;
+  } catch {
+    return false;
+  }
+}
