@@ -82,7 +82,7 @@ async fn exported_weights_load_back_to_identical_outputs() {
     }
 }
 
-/// Two CPU engines sharing each step's batch (www/cpu-pool.js) take the steps one engine takes.
+/// Two CPU engines sharing each step's batch (www/engine/cpu-pool.js) take the steps one engine takes.
 #[wasm_bindgen_test]
 async fn a_step_shared_by_two_engines_is_the_step_of_one() {
     let (one, host, helper) = (engine(false).await, engine(false).await, engine(false).await);

@@ -29,7 +29,10 @@ fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
 /// Reads a batch back from the device without blocking.
 async fn read<const D: usize>(x: Tensor<D>) -> Result<(Vec<f32>, [usize; D]), JsValue> {
     let shape = x.dims();
-    let data = x.into_data_async().await.map_err(|e| js_err(format!("reading back from the device failed: {e:?}")))?;
+    let data = x
+        .into_data_async()
+        .await
+        .map_err(|e| js_err(format!("reading back from the device failed: {e:?}")))?;
     Ok((data.try_into_vec::<f32>().map_err(|e| js_err(format!("{e:?}")))?, shape))
 }
 
@@ -203,7 +206,17 @@ impl Engine {
     /// later). Previews are grids of `cols` columns (0: `preview_columns(n)`); a part's
     /// preview is its band of the whole batch's grid, so the parts' bands stack into it.
     #[allow(clippy::too_many_arguments)]
-    pub fn start(&self, key: &str, n: usize, sampler: &str, steps: usize, eta: f64, seed: u32, first: usize, cols: usize) -> Result<(), JsValue> {
+    pub fn start(
+        &self,
+        key: &str,
+        n: usize,
+        sampler: &str,
+        steps: usize,
+        eta: f64,
+        seed: u32,
+        first: usize,
+        cols: usize,
+    ) -> Result<(), JsValue> {
         let mut inner = self.inner.borrow_mut();
         let sampler = sampler.parse().map_err(js_err)?;
         let m = inner.model(key)?;
@@ -251,7 +264,11 @@ impl Engine {
                 let guard = inner.borrow();
                 let (_, run, _) = guard.run.as_ref().ok_or_else(|| js_err("no run to read"))?;
                 if !run.is_done() {
-                    return Err(js_err(format!("the run is at step {} of {}", run.steps_done(), run.total_steps())));
+                    return Err(js_err(format!(
+                        "the run is at step {} of {}",
+                        run.steps_done(),
+                        run.total_steps()
+                    )));
                 }
                 run.sample()
             };

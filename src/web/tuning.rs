@@ -17,18 +17,25 @@ use crate::train::tune::Tuner;
 use crate::unet::UNet2DModel;
 use crate::weights::{self, HostTensor, SaveDtype, named_tensors, to_safetensors};
 
-/// What fine-tuning accepts (`crate::tune`), so that the page can say so before it asks:
+/// What fine-tuning accepts (`crate::train::tune`), so that the page can say so before it asks:
 /// `[most images, largest batch]`.
 #[wasm_bindgen]
 pub fn tune_limits() -> Vec<u32> {
-    [crate::tune::MAX_IMAGES, crate::tune::MAX_BATCH].map(|v| v as u32).to_vec()
+    [crate::train::tune::MAX_IMAGES, crate::train::tune::MAX_BATCH].map(|v| v as u32).to_vec()
 }
 
 #[wasm_bindgen]
 impl Engine {
     /// Starts fine-tuning a copy of the model under `base_key` on `n` RGBA images at the
     /// model's size (as a canvas gives them).
-    pub fn tune_start(&self, base_key: &str, rgba: &[u8], n: usize, lr: f64, seed: u32) -> Result<(), JsValue> {
+    pub fn tune_start(
+        &self,
+        base_key: &str,
+        rgba: &[u8],
+        n: usize,
+        lr: f64,
+        seed: u32,
+    ) -> Result<(), JsValue> {
         let mut inner = self.inner.borrow_mut();
         let base = inner.model(base_key)?;
         let images = from_rgba(rgba, n, base.unet.sample_shape()).map_err(js_err)?;
@@ -58,7 +65,9 @@ impl Engine {
     pub fn tune_shard(&self, batch: usize, shard: usize, shards: usize) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let (grad, loss) = with_tuner(&inner, |tuner, scheduler| tuner.shard_gradients(scheduler, batch, shard, shards))?;
+            let (grad, loss) = with_tuner(&inner, |tuner, scheduler| {
+                tuner.shard_gradients(scheduler, batch, shard, shards)
+            })?;
             let both = Tensor::cat(vec![grad, loss], 0);
             let (mut flat, _) = read(both).await?;
             let loss = flat.pop().unwrap_or(f32::NAN);
@@ -70,7 +79,11 @@ impl Engine {
     /// returns the sum, which the other workers apply as their one part.
     pub fn tune_apply(&self, parts: js_sys::Array) -> Result<Float32Array, JsValue> {
         let parts = (parts.iter().enumerate())
-            .map(|(i, p)| p.dyn_into::<Float32Array>().map(|a| a.to_vec()).map_err(|_| js_err(format!("gradient part {i} is not a Float32Array"))))
+            .map(|(i, p)| {
+                p.dyn_into::<Float32Array>()
+                    .map(|a| a.to_vec())
+                    .map_err(|_| js_err(format!("gradient part {i} is not a Float32Array")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut inner = self.inner.borrow_mut();
         let (_, tuner) = inner.tuner.as_mut().ok_or_else(|| js_err("no fine-tuning in progress"))?;
@@ -100,7 +113,13 @@ impl Engine {
 
     /// Loads a safetensors file of weights for the config of the model under `base_key` and
     /// keeps it under `key`.
-    pub fn load_weights(&self, key: &str, base_key: &str, weights_name: &str, bytes: &[u8]) -> Result<(), JsValue> {
+    pub fn load_weights(
+        &self,
+        key: &str,
+        base_key: &str,
+        weights_name: &str,
+        bytes: &[u8],
+    ) -> Result<(), JsValue> {
         let mut inner = self.inner.borrow_mut();
         let base = inner.model(base_key)?;
         let empty = UNet2DModel::new(&base.unet.config, &inner.device);
@@ -131,7 +150,10 @@ impl Engine {
 }
 
 /// Runs `f` on the fine-tuning in progress and its base model's scheduler.
-fn with_tuner<T>(inner: &RefCell<Inner>, f: impl FnOnce(&mut Tuner, &Scheduler) -> crate::Result<T>) -> Result<T, JsValue> {
+fn with_tuner<T>(
+    inner: &RefCell<Inner>,
+    f: impl FnOnce(&mut Tuner, &Scheduler) -> crate::Result<T>,
+) -> Result<T, JsValue> {
     let mut guard = inner.borrow_mut();
     let Inner { models, tuner, .. } = &mut *guard;
     let (key, tuner) = tuner.as_mut().ok_or_else(|| js_err("no fine-tuning in progress"))?;
