@@ -11,7 +11,8 @@ export interface Backend {
 }
 
 export interface ModelInfo {
-  sample_size: number | [number, number];
+  /** [height, width], also for a config.json that gives one number. */
+  sample_size: [number, number];
   in_channels: number;
   params: number;
   num_train_timesteps: number;
@@ -66,7 +67,7 @@ export interface Images {
 
 export interface GenerateOptions {
   n?: number;
-  sampler?: 'ddim' | 'ddpm';
+  sampler?: 'ddim' | 'dpm++' | 'dpm++-karras' | 'ddpm';
   /** Default: T for DDPM, min(50, T) for DDIM. */
   steps?: number;
   /** DDIM only: 0 is deterministic, 1 adds DDPM-like noise. */
@@ -93,7 +94,8 @@ export interface Client {
   readonly backend: Backend;
   load(url: string, options?: { sha256?: string; onDownload?: (d: Download) => void }): Promise<Model>;
   generate(model: Model | string, options?: GenerateOptions): Run;
-  clearCache(): Promise<number>;
+  /** Drops the kept model files; resolves to whether there were any to drop. */
+  clearCache(): Promise<boolean>;
 }
 
 export function connect(options?: { backend?: 'auto' | 'cpu' }): Promise<Client>;

@@ -81,7 +81,7 @@ class Client {
     return { id, result, cancel: () => this.hub.post({ type: 'cancel', id }) };
   }
 
-  /** Drops every kept model file from Cache Storage; resolves to how many were deleted. */
+  /** Drops every kept model file from Cache Storage; resolves to whether there were any. */
   clearCache() {
     const done = answer(this.hub, (msg) => (msg.type === 'cache-cleared' ? { value: msg.deleted } : null));
     this.hub.post({ type: 'clear-cache' });

@@ -9,8 +9,27 @@ export function folderUrl(raw, base) {
   return url.href;
 }
 
-/** The steps a sampler runs unless told: DDPM all T, DDIM 50 (or T when smaller). */
-export const defaultSteps = (sampler, T) => (sampler === 'ddpm' ? T : Math.min(50, T));
+/**
+ * The engine's samplers (src/sampler/): the name it takes, a label, the steps a run takes unless
+ * told (at most T; DDPM walks all T), and a line for the page's hint.
+ */
+export const SAMPLERS = [
+  { name: 'ddim', label: 'DDIM', steps: 50, hint: 'DDIM: 20-50 steps are usually enough; eta 0 is deterministic, eta 1 adds DDPM-like noise.' },
+  { name: 'dpm++', label: 'DPM-Solver++', steps: 20, hint: 'DPM-Solver++ (2M): deterministic, good digits in 10-20 steps.' },
+  { name: 'dpm++-karras', label: 'DPM-Solver++ (Karras)', steps: 20, hint: 'DPM-Solver++ on Karras et al.\'s noise levels: deterministic, 10-20 steps.' },
+  { name: 'ddpm', label: 'DDPM', steps: Infinity, hint: 'DDPM (ancestral, Algorithm 2): as trained, all T steps; fewer are allowed (faster, rougher).' },
+];
+
+/** The sampler named `name`; throws naming `what` and the names there are. */
+export function samplerNamed(name, what = 'sampler') {
+  const found = SAMPLERS.find((s) => s.name === name);
+  if (!found) throw new Error(`${what} "${name}" is not a sampler: use ${SAMPLERS.map((s) => s.name).join(', ')}`);
+  return found;
+}
+
+/** The steps a sampler runs unless told (DDPM all T, DDIM 50, DPM-Solver++ 20; at most T). An
+ *  unknown name gets 50: the engine refuses it with the names it knows. */
+export const defaultSteps = (sampler, T) => Math.min(SAMPLERS.find((s) => s.name === sampler)?.steps ?? 50, T);
 
 /** `text` as a whole number from `lo` to `hi`; throws naming `what`, its range and what was typed. */
 export function wholeNumber(text, lo, hi, what) {

@@ -33,6 +33,12 @@ describe('www/ddpm.js', { timeout: 15 * MINUTE }, () => {
         const long = ddpm.generate(model, { sampler: 'ddpm', steps: 500, onProgress: (p) => { if (cancelAt === null) { cancelAt = p.done; long.cancel(); } } });
         const cancelled = await long.result;
 
+        // DPM-Solver++ by name, its default steps (20), and a sampler the engine does not know
+        const dpmSteps = [];
+        const dpm = await ddpm.generate(model, { n: 1, sampler: 'dpm++', seed: 7, onProgress: (p) => dpmSteps.push(p.total) }).result;
+        const dpmSpread = Math.max(...dpm.images[0]) - Math.min(...dpm.images[0]);
+        const badSampler = await ddpm.generate(model, { sampler: 'euler' }).result.then(() => null, (e) => e.message);
+
         const badModel = await ddpm.load('/no/such/model/').then(() => null, (e) => e.message);
         const badRun = await ddpm.generate(model, { n: 0 }).result.then(() => null, (e) => e.message);
         return {
@@ -40,6 +46,7 @@ describe('www/ddpm.js', { timeout: 15 * MINUTE }, () => {
           downloads: downloads.map((d) => d.file), progress: progress.map((p) => `${p.done}/${p.total}`),
           previews: previews.map((p) => [p.done, p.xt?.width, p.x0?.height]), images: out.images.length,
           bytes: out.images[0].length, width: out.width, height: out.height, spread, same, cancelled, cancelAt, badModel, badRun,
+          dpmSteps: dpmSteps.at(-1), dpmSpread, badSampler,
         };
       }, TINY);
       t.diagnostic(JSON.stringify(r));
@@ -59,6 +66,9 @@ describe('www/ddpm.js', { timeout: 15 * MINUTE }, () => {
       assert.ok(r.cancelAt < 500);
       assert.match(r.badModel, /\/no\/such\/model\//, 'a bad model URL rejects, naming it');
       assert.match(r.badRun, /\S/, 'a bad setting rejects with a message');
+      assert.equal(r.dpmSteps, 20, 'DPM-Solver++ runs 20 steps unless told');
+      assert.ok(r.dpmSpread > 0, 'DPM-Solver++ makes an image');
+      assert.match(r.badSampler, /unknown sampler "euler" \(expected ddpm, ddim, dpm\+\+, dpm\+\+-karras\)/);
     });
   });
 

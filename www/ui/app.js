@@ -2,7 +2,7 @@
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
 import { connect } from '../engine/client.js';
-import { defaultSteps, drawRgba, etaText, folderUrl, stepsPerSecText, wholeNumber } from '../util.js';
+import { SAMPLERS, defaultSteps, drawRgba, etaText, folderUrl, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
 
@@ -26,6 +26,8 @@ let modelReady = false;
 let generating = false;
 let nTouched = false;
 let engineFailed = false;
+// The samplers the engine has (util.js), DDIM selected.
+el.sampler.replaceChildren(...SAMPLERS.map((x) => new Option(x.label, x.name, x.name === 'ddim', x.name === 'ddim')));
 let samplerShown = el.sampler.value;
 let run = null;            // the settings of the current / last run
 let modelUrl = null;       // the absolute URL prefix of the model, its key in the engine
@@ -166,7 +168,7 @@ const handlers = {
     el.progress.value = el.progress.max;
     showResults(images, width, height);
     el.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s${workers > 1 ? ` on ${workers} CPU workers` : ''} ` +
-      `(${run.sampler.toUpperCase()}, ${run.steps} steps, seed ${run.seed}${run.model === modelUrl ? '' : ', fine-tuned model'}).`;
+      `(${samplerNamed(run.sampler).label}, ${run.steps} steps, seed ${run.seed}${run.model === modelUrl ? '' : ', fine-tuned model'}).`;
     setState('done');
   },
 
@@ -256,12 +258,8 @@ function startEngine() {
 const suggestedSteps = (sampler) => defaultSteps(sampler, info?.num_train_timesteps ?? 1000);
 
 function updateHint() {
-  const ddim = el.sampler.value === 'ddim';
-  el.eta.disabled = !ddim;
-  const T = info?.num_train_timesteps ?? 1000;
-  el.hint.textContent = (ddim
-    ? 'DDIM: 20-50 steps are usually enough; eta 0 is deterministic, eta 1 adds DDPM-like noise.'
-    : `DDPM (ancestral): the model was trained with ${T} steps; fewer are allowed (faster, rougher).`) +
+  el.eta.disabled = el.sampler.value !== 'ddim';
+  el.hint.textContent = samplerNamed(el.sampler.value).hint +
     (isGpu && !softwareGpu ? '' : ` On ${isGpu ? 'a software WebGPU adapter' : 'the CPU backend'}, keep images and steps small.`);
 }
 
