@@ -4,12 +4,12 @@
 //   import { connect } from './www/ddpm.js';
 //   const ddpm = await connect();                      // ddpm.backend: {name, isGpu, software, note}
 //   const model = await ddpm.load('www/models/mnist/', { onDownload: (d) => console.log(d.loaded) });
-//   const run = ddpm.generate(model, { n: 4, sampler: 'ddim', steps: 50, seed: 1, onProgress, onPreview });
+//   const run = ddpm.generate(model, { n: 4, sampler: 'dpm++', steps: 20, seed: 1, onProgress, onPreview });
 //   const result = await run.result;                   // {images: RGBA Uint8Array[], width, height, ms}, null if cancelled
 //   run.cancel();
 
 import { connect as connectHub } from './engine/client.js';
-import { defaultSteps, folderUrl } from './util.js';
+import { DEFAULT_SAMPLER, defaultSteps, folderUrl } from './util.js';
 
 /** Waits for the first message `pick` answers for: {value} resolves, {error} rejects. */
 function answer(hub, pick) {
@@ -60,7 +60,7 @@ class Client {
 
   /** Samples `n` images; callbacks get every step's progress and, every `previewEvery` steps,
    *  x_t and the predicted x_0 (RGBA). */
-  generate(model, { n = 1, sampler = 'ddim', steps, eta = 0, seed = 0, previewEvery = 0, workers, onProgress, onPreview } = {}) {
+  generate(model, { n = 1, sampler = DEFAULT_SAMPLER, steps, eta = 0, seed = 0, previewEvery = 0, workers, onProgress, onPreview } = {}) {
     const T = model.info.num_train_timesteps;
     const id = this.hub.newId();
     const stop = this.hub.listen((msg) => {

@@ -4,7 +4,7 @@
 //   <ddpm-demo autoplay show-steps></ddpm-demo>
 //
 // Attributes: model (URL prefix of a diffusers model; default the shipped MNIST model next to
-// this script), sampler (ddim | dpm++ | dpm++-karras | ddpm), steps, eta (DDIM: 0 to 1, default 0), seed (default: random per run), n (images), size
+// this script), sampler (dpm++ | ddim | dpm++-karras | ddpm), steps, eta (DDIM: 0 to 1, default 0), seed (default: random per run), n (images), size
 // (CSS pixels per image), controls (none | minimal | full), autoplay, show-steps (the denoising
 // strip), backend (cpu to skip WebGPU), sha256 (the weights file's digest: any other file is
 // refused). Events: progress {done, total}, done {images, width, height, ms, seed}, error {message}. The state is reflected on data-state: idle | loading |
@@ -13,7 +13,7 @@
 // API (ddpm.js), as a page of one's own would be.
 
 import { connect } from './ddpm.js';
-import { SAMPLERS, defaultSteps, drawRgba, folderUrl, samplerNamed, stepsPerSecText, wholeNumber } from './util.js';
+import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, folderUrl, samplerNamed, stepsPerSecText, wholeNumber } from './util.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
@@ -78,7 +78,7 @@ class DdpmDemo extends HTMLElement {
   // ---- attributes --------------------------------------------------------------------------
 
   get #sampler() {
-    return samplerNamed(this.getAttribute('sampler') || 'ddim', 'attribute sampler').name;
+    return samplerNamed(this.getAttribute('sampler') || DEFAULT_SAMPLER, 'attribute sampler').name;
   }
 
   /** DDIM's eta from the attribute: 0 (deterministic, the default) to 1 (DDPM-like noise). */
@@ -129,7 +129,7 @@ class DdpmDemo extends HTMLElement {
     if (controls === 'full') {
       ui.sampler = make('select', {}, SAMPLERS.map((s) => make('option', { value: s.name, textContent: s.label })));
       // a bad attribute is reported when a run starts (#settings), not while building
-      ui.sampler.value = SAMPLERS.some((x) => x.name === this.getAttribute('sampler')) ? this.getAttribute('sampler') : 'ddim';
+      ui.sampler.value = SAMPLERS.some((x) => x.name === this.getAttribute('sampler')) ? this.getAttribute('sampler') : DEFAULT_SAMPLER;
       ui.steps = make('input', { type: 'number', min: 1, max: 1000, value: this.getAttribute('steps') ?? '' , placeholder: 'steps' });
       ui.n = make('input', { type: 'number', min: 1, max: 64, value: this.getAttribute('n') ?? '4' });
       ui.seed = make('input', { type: 'number', min: 0, value: this.getAttribute('seed') ?? '', placeholder: 'random' });

@@ -14,11 +14,15 @@ export function folderUrl(raw, base) {
  * told (at most T; DDPM walks all T), and a line for the page's hint.
  */
 export const SAMPLERS = [
-  { name: 'ddim', label: 'DDIM', steps: 50, hint: 'DDIM: 20-50 steps are usually enough; eta 0 is deterministic, eta 1 adds DDPM-like noise.' },
   { name: 'dpm++', label: 'DPM-Solver++', steps: 20, hint: 'DPM-Solver++ (2M): deterministic, good digits in 10-20 steps.' },
+  { name: 'ddim', label: 'DDIM', steps: 50, hint: 'DDIM: 20-50 steps are usually enough; eta 0 is deterministic, eta 1 adds DDPM-like noise.' },
   { name: 'dpm++-karras', label: 'DPM-Solver++ (Karras)', steps: 20, hint: 'DPM-Solver++ on Karras et al.\'s noise levels: deterministic, 10-20 steps.' },
   { name: 'ddpm', label: 'DDPM', steps: Infinity, hint: 'DDPM (ancestral, Algorithm 2): as trained, all T steps; fewer are allowed (faster, rougher).' },
 ];
+
+/** What runs unless told: the sampler with the best quality per UNet call on the shipped model
+ *  (BENCHMARKS.md, Samplers). */
+export const DEFAULT_SAMPLER = 'dpm++';
 
 /** The sampler named `name`; throws naming `what` and the names there are. */
 export function samplerNamed(name, what = 'sampler') {

@@ -47,7 +47,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       // batch 4 on the CPU: shared by one worker per core, up to 4 (www/engine/cpu-pool.js)
       const workers = Math.min(4, os.availableParallelism());
       const split = workers > 1 ? ` on ${workers} CPU workers` : '';
-      assert.match(status, new RegExp(`Done after 20 step\\(s\\)${split}; loss [\\d.]+ → [\\d.]+\\. Before / after: DDIM-50, seed \\d+\\.`));
+      assert.match(status, new RegExp(`Done after 20 step\\(s\\)${split}; loss [\\d.]+ → [\\d.]+\\. Before / after: DDIM, 50 steps, seed \\d+\\.`));
       assert.ok(Number(await page.getByTestId('loss-curve').getAttribute('data-points')) >= 2, 'the loss curve has points');
       for (const side of ['before', 'after']) {
         const grid = await canvasStats(page, `[data-testid=${side}] canvas`);
@@ -107,7 +107,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       }
       await page.getByTestId('upload').setInputFiles([1, 2, 3, 4].map((i) => path.join(FIXTURES, `seven-${i}.png`)));
       await page.waitForFunction(() => document.querySelectorAll('[data-testid=dataset] img').length === 4);
-      await page.getByTestId('steps').fill('10');  // before / after: DDIM-10 of 4 images, on the CPU workers too
+      await page.getByTestId('steps').fill('10');  // before / after: DPM-Solver++ (the default), 10 steps, 4 images, on the CPU workers too
       await page.getByTestId('tune-steps').fill('6');
       await page.getByTestId('tune-batch').fill('4');
       await page.getByTestId('tune-start').click();
@@ -116,7 +116,7 @@ describe('fine-tuning in the page', { timeout: 30 * MINUTE }, () => {
       const workers = Math.min(4, os.availableParallelism());
       const on = workers > 1 ? `on ${workers} CPU workers` : 'on the CPU';
       assert.match(await page.getByTestId('tune-status').innerText(),
-        new RegExp(`Done after 6 step\\(s\\) ${on} \\(the WebGPU adapter here is a software one.*Before / after: DDIM-10, seed \\d+, on the CPU workers\\.`));
+        new RegExp(`Done after 6 step\\(s\\) ${on} \\(the WebGPU adapter here is a software one.*Before / after: DPM-Solver\\+\\+, 10 steps, seed \\d+, on the CPU workers\\.`));
       assert.ok((await canvasStats(page, '[data-testid=after] canvas')).every((c) => c.variance > 0), 'after: not blank');
       // the tuned weights went back to the WebGPU engine too: Generate makes the tuned model's images there
       await page.getByTestId('steps').fill('2');

@@ -2,7 +2,7 @@
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
 import { connect } from '../engine/client.js';
-import { SAMPLERS, defaultSteps, drawRgba, etaText, folderUrl, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
+import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, etaText, folderUrl, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
 
@@ -26,8 +26,9 @@ let modelReady = false;
 let generating = false;
 let nTouched = false;
 let engineFailed = false;
-// The samplers the engine has (util.js), DDIM selected.
-el.sampler.replaceChildren(...SAMPLERS.map((x) => new Option(x.label, x.name, x.name === 'ddim', x.name === 'ddim')));
+// The samplers the engine has (util.js), the default selected.
+const isDefault = (x) => x.name === DEFAULT_SAMPLER;
+el.sampler.replaceChildren(...SAMPLERS.map((x) => new Option(x.label, x.name, isDefault(x), isDefault(x))));
 let samplerShown = el.sampler.value;
 let run = null;            // the settings of the current / last run
 let modelUrl = null;       // the absolute URL prefix of the model, its key in the engine
@@ -242,7 +243,7 @@ function startEngine() {
       try {
         return readSettings();
       } catch {
-        return { sampler: 'ddim', steps: suggestedSteps('ddim'), eta: 0 };
+        return { sampler: DEFAULT_SAMPLER, steps: suggestedSteps(DEFAULT_SAMPLER), eta: 0 };
       }
     },
     onBusy: (busy) => {

@@ -5,7 +5,7 @@
 
 import { saveBlob as save } from './download.js';
 import { createPad } from './draw.js';
-import { drawRgba, etaText, stepsPerSecText, wholeNumber } from '../util.js';
+import { drawRgba, etaText, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
 import * as store from './store.js';
 
 const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -207,18 +207,20 @@ export function initTuning({ hub, baseUrl, isGenerating, onBusy, sampleSettings 
 
   // ---- before / after ----------------------------------------------------------------------
 
-  // Always DDIM, at most 50 steps: the page's DDPM-1000 would make the reader wait 20x longer.
+  // The page's sampler, at most 50 steps, and DDIM in place of DDPM: DDPM-1000 would make the
+  // reader wait 20x longer.
   let compare = null;  // {seed, label, prefix, cancelling, pending: Map(id -> {holder, name, model})}
   const runCompare = () => {
     const seed = Math.floor(Math.random() * 2 ** 31);
-    const { sampler, steps, eta } = sampleSettings();
-    const ddimSteps = Math.min(steps, 50);
+    const settings = sampleSettings();
+    const sampler = settings.sampler === 'ddpm' ? 'ddim' : settings.sampler;
+    const steps = Math.min(settings.steps, 50);
     const base = {
-      type: 'generate', n: 4, sampler: 'ddim', steps: ddimSteps, eta: sampler === 'ddim' ? eta : 0, seed, previewEvery: 1_000_000,
+      type: 'generate', n: 4, sampler, steps, eta: settings.sampler === 'ddim' ? settings.eta : 0, seed, previewEvery: 1_000_000,
       cpuOnSoftware: !onGpu,  // on a software WebGPU adapter, where the fine-tuning ran: the CPU workers
     };
     compare = {
-      seed, label: `DDIM-${ddimSteps}, seed ${seed}`, prefix: el.status.textContent,
+      seed, label: `${samplerNamed(sampler).label}, ${steps} steps, seed ${seed}`, prefix: el.status.textContent,
       pending: new Map([[hub.newId(), { holder: el.before, name: 'base', model: baseUrl }], [hub.newId(), { holder: el.after, name: 'tuned', model: TUNED }]]),
     };
     setState('comparing');
