@@ -1,6 +1,6 @@
 // Browser benchmark: the page in headless Chromium generates N images with DDIM-S on the CPU
 // backend (wasm) and on WebGPU, after a warm-up run; prints one JSON line per backend.
-//   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--backends cpu,cpu-1,gpu,ort]
+//   node benches/browser.mjs --model bench-models/mnist/ [--n 16] [--steps 50] [--sampler ddim] [--backends cpu,cpu-1,gpu,ort]
 // `cpu` splits the images across one CPU worker per core (www/engine/cpu-pool.js); `cpu-1` keeps them on one.
 // `ort-2`: onnxruntime-web with 2 threads of its own; `ort-gpu`: its WebGPU execution provider.
 // The time is the user's: from the click on Generate to the finished images on the page.
@@ -21,6 +21,8 @@ const { values: opt } = parseArgs({
     model: { type: 'string', default: 'www/models/mnist/' },
     n: { type: 'string', default: '16' },
     steps: { type: 'string', default: '50' },
+    // our backends only: onnxruntime-web's loop (ort.html) is DDIM's
+    sampler: { type: 'string', default: 'ddim' },
     backends: { type: 'string', default: 'cpu,gpu' },
     'timeout-min': { type: 'string', default: '60' },
     tune: { type: 'string' },
@@ -32,7 +34,7 @@ const timeout = Number(opt['timeout-min']) * MINUTE;
 
 async function generate(s, n, steps) {
   const { page, waitForState } = s;
-  await page.getByTestId('sampler').selectOption('ddim');
+  await page.getByTestId('sampler').selectOption(opt.sampler);
   await page.getByTestId('steps').fill(String(steps));
   await page.getByTestId('n').fill(String(n));
   const start = Date.now();
@@ -83,11 +85,11 @@ async function ortDdim(s, n, steps) {
   return s.page.evaluate(([model, n, steps, shape]) => window.ortDdim(model, n, steps, shape), [`/${opt.model}`, n, steps, shape]);
 }
 
-/** One JSON line for `ms` spent on n images with DDIM-steps. */
-function reportDdim(backend, ms) {
+/** One JSON line for `ms` spent on n images with `sampler` (DDIM unless told) at --steps. */
+function reportDdim(backend, ms, sampler = 'ddim') {
   const [n, steps] = [Number(opt.n), Number(opt.steps)];
   console.log(JSON.stringify({
-    bench: 'browser-ddim', backend, n, steps, total_s: ms / 1000, ms_per_step: ms / steps, ms_per_image: ms / n,
+    bench: `browser-${sampler}`, backend, n, steps, total_s: ms / 1000, ms_per_step: ms / steps, ms_per_image: ms / n,
   }));
 }
 
@@ -129,7 +131,7 @@ try {
       await generate(s, kind === 'cpu' ? Number(opt.n) : 1, 2); // warm-up: shader compilation, allocations, the CPU workers
       const ms = await generate(s, Number(opt.n), Number(opt.steps));
       const split = /on (\d+) CPU workers/.exec(await s.page.getByTestId('status').innerText());
-      reportDdim(split ? `${name}, ${split[1]} workers` : name, ms);
+      reportDdim(split ? `${name}, ${split[1]} workers` : name, ms, opt.sampler);
     } finally {
       await s.close();
     }
