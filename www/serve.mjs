@@ -52,20 +52,17 @@ export function ruleFor(rules, rel) {
  * path (bad escapes, `.`/`..`, backslashes, NUL), 404 for dotfiles and dot-folders.
  */
 export function checkPath(rawUrl) {
-  let pathname;
-  try {
-    pathname = decodeURIComponent(new URL(rawUrl, 'http://x').pathname);
-  } catch {
-    return { status: 400, why: 'the path is not valid percent-encoding' };
-  }
+  const decode = (text) => {
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      return null;
+    }
+  };
+  const pathname = decode(new URL(rawUrl, 'http://x').pathname);
   // The raw URL too: `new URL` resolves `/a/../b` before we could see it.
-  const raw = rawUrl.split('?')[0];
-  let rawDecoded;
-  try {
-    rawDecoded = decodeURIComponent(raw);
-  } catch {
-    return { status: 400, why: 'the path is not valid percent-encoding' };
-  }
+  const rawDecoded = decode(rawUrl.split('?')[0]);
+  if (pathname === null || rawDecoded === null) return { status: 400, why: 'the path is not valid percent-encoding' };
   const segments = pathname.split('/').slice(1);
   for (const s of [...segments, ...rawDecoded.split('/')]) {
     if (s === '..' || s === '.' || s.includes('\\') || s.includes('\0')) return { status: 400, why: 'the path leaves the served folder' };
