@@ -3,9 +3,9 @@
 //!
 //! The layers, from the bottom up:
 //! - core, on every target: `config`, `schedule`, `sampler`, `noise`, `unet`, `weights`,
-//!   `model`, `images`, `error`;
+//!   `model`, `images`, `error`, and `pickle` for diffusers' older `.bin` weights;
 //! - `train`: the loss, Adam over one flat vector, the EMA and fine-tuning (CLI and browser);
-//! - `native`: model folders on disk and diffusers' older `.bin` files (not in the wasm);
+//! - `native`: model folders on disk (not in the wasm);
 //! - `eval`: the classifier, MNIST, FID and nearest neighbours of `ddpm eval` (CLI only);
 //! - `web`: the wasm-bindgen engine the page runs (wasm only);
 //! - the CLI itself is `src/bin/ddpm/`.
@@ -15,6 +15,7 @@ pub mod error;
 pub mod images;
 pub mod model;
 pub mod noise;
+pub mod pickle;
 pub mod sampler;
 pub mod schedule;
 pub mod unet;

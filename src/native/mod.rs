@@ -1,4 +1,3 @@
-//! Native I/O, not in the wasm: model folders on disk and diffusers' older `.bin` weights.
+//! Native I/O, not in the wasm: model folders on disk.
 
 pub mod files;
-pub mod pickle;

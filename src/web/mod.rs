@@ -79,6 +79,14 @@ impl Band {
 /// The white border between previewed images, in pixels.
 const PREVIEW_GAP: usize = 1;
 
+/// diffusers' older `diffusion_pytorch_model.bin` (`file` names it in errors) as safetensors bytes,
+/// read by the same code as the CLI's (`pickle.rs`): no Python runs, only tensors are built.
+/// The page converts a `.bin` once and keeps the result, so a later visit loads safetensors.
+#[wasm_bindgen]
+pub fn bin_to_safetensors(file: &str, bin: Vec<u8>) -> Result<Vec<u8>, JsValue> {
+    crate::pickle::to_safetensors(file, bin).map_err(js_err)
+}
+
 /// The columns of the preview grid of `n` images (a page splitting a batch cuts it into rows).
 #[wasm_bindgen]
 pub fn preview_columns(n: usize) -> usize {
