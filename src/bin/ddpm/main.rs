@@ -2,6 +2,7 @@
 
 mod alloc;
 mod eval;
+mod hub;
 mod samples;
 mod train;
 
@@ -75,7 +76,8 @@ impl Sampling {
 enum Command {
     /// Run the UNet once: tensors `x` [N,C,H,W] and `t` [N] of INPUT to `sample` in OUTPUT.
     Unet {
-        /// Model folder (diffusers flat or pipeline layout).
+        /// Model folder (diffusers flat or pipeline layout), or hf:OWNER/NAME[@REV][/SUBFOLDER]
+        /// on the Hugging Face Hub (downloaded once into HF_HOME's cache; HF_ENDPOINT: a mirror).
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
@@ -485,7 +487,32 @@ fn run_convert(model: &Path, out: &Path, dtype: SaveDtype) -> Result<()> {
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = hub_models(cli.command).and_then(run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command with each `--model hf:...` (and `--init hf:...`) replaced by its local folder.
+fn hub_models(mut command: Command) -> Result<Command> {
+    match &mut command {
+        Command::Unet { model, .. }
+        | Command::Sample { model, .. }
+        | Command::Eval { model, .. }
+        | Command::Convert { model, .. }
+        | Command::Bench { model, .. } => *model = hub::local(std::mem::take(model))?,
+        Command::Train { init: Some(init), .. } => *init = hub::local(std::mem::take(init))?,
+        Command::Train { .. } | Command::Classifier { .. } | Command::Init { .. } => {}
+    }
+    Ok(command)
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
         Command::Sample { model, n, batch, sampling, out, strip, backend } => {
             run_sample(&model, sampling.request(n), batch, &out, strip, backend)
@@ -540,13 +567,6 @@ fn main() -> ExitCode {
         Command::Convert { model, out, dtype } => run_convert(&model, &out, dtype),
         Command::Bench { model, batch, runs, sample, backend } => {
             run_bench(&model, &batch, runs, sample, backend)
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
         }
     }
 }
