@@ -31,6 +31,24 @@ export interface Download {
   loaded: number;
   total: number | null;
   cached: boolean;
+  /** Download speed so far, and seconds left (null while the size is unknown). */
+  bytesPerSec?: number;
+  etaSec?: number | null;
+  /** 2 when a cut download started again from the start. */
+  attempt?: number;
+  /** The .bin is downloaded and being converted to safetensors (once; kept so afterwards). */
+  converting?: boolean;
+}
+
+export interface LoadOptions {
+  /** The weights file's SHA-256 (64 hex digits); refused if it differs. */
+  sha256?: string;
+  /** The Hub's base URL for `hf:` ids (default https://huggingface.co). */
+  hub?: string;
+  /** Files larger than this many bytes are not downloaded: the promise rejects with an Error
+   *  whose `tooLarge` is {file, bytes}, so the page can ask first and load again without it. */
+  maxBytes?: number;
+  onDownload?: (d: Download) => void;
 }
 
 export interface Progress {
@@ -92,7 +110,8 @@ export interface Run {
 
 export interface Client {
   readonly backend: Backend;
-  load(url: string, options?: { sha256?: string; onDownload?: (d: Download) => void }): Promise<Model>;
+  /** `url`: a diffusers folder's URL, or `hf:OWNER/NAME[@REVISION][/SUBFOLDER]` on the Hub. */
+  load(url: string, options?: LoadOptions): Promise<Model>;
   generate(model: Model | string, options?: GenerateOptions): Run;
   /** Drops the kept model files; resolves to whether there were any to drop. */
   clearCache(): Promise<boolean>;

@@ -9,7 +9,8 @@
 //   run.cancel();
 
 import { connect as connectHub } from './engine/client.js';
-import { DEFAULT_SAMPLER, defaultSteps, folderUrl } from './util.js';
+import { modelUrl } from './hub.js';
+import { DEFAULT_SAMPLER, defaultSteps } from './util.js';
 
 /** Waits for the first message `pick` answers for: {value} resolves, {error} rejects. */
 function answer(hub, pick) {
@@ -18,7 +19,7 @@ function answer(hub, pick) {
       const got = pick(msg);
       if (!got) return;
       stop();
-      if ('error' in got) reject(new Error(got.error));
+      if ('error' in got) reject(Object.assign(new Error(got.error), got.details));
       else resolve(got.value);
     });
   });
@@ -41,15 +42,19 @@ class Client {
     this.backend = backend;
   }
 
-  /** Loads a diffusers folder (flat or pipeline layout) from a URL prefix, from Cache Storage when kept. */
-  async load(url, { sha256, onDownload } = {}) {
-    const key = folderUrl(url, globalThis.document?.baseURI ?? globalThis.location.href);
+  /** Loads a diffusers folder (flat or pipeline layout) from a URL prefix or an `hf:OWNER/NAME`
+   *  id (under `hub`), from Cache Storage when kept. */
+  async load(url, { sha256, hub, maxBytes, onDownload } = {}) {
+    const key = modelUrl(url, globalThis.document?.baseURI ?? globalThis.location.href, hub);
     const stop = onDownload ? this.hub.listen((msg) => {
-      if (msg.type === 'download' && msg.url === key) onDownload({ file: msg.file, loaded: msg.loaded, total: msg.total, cached: msg.cached });
+      if (msg.type === 'download' && msg.url === key) {
+        const { file, loaded, total, cached, bytesPerSec, etaSec, attempt, converting } = msg;
+        onDownload({ file, loaded, total, cached, bytesPerSec, etaSec, attempt, converting });
+      }
     }) : () => {};
     const ready = answer(this.hub, (msg) => (msg.type === 'ready' && msg.url === key ? { value: msg }
-      : msg.type === 'error' && msg.where === 'load' && msg.url === key ? { error: msg.message } : null));
-    this.hub.post({ type: 'load', url: key, sha256 });
+      : msg.type === 'error' && msg.where === 'load' && msg.url === key ? { error: msg.message, details: { tooLarge: msg.tooLarge } } : null));
+    this.hub.post({ type: 'load', url: key, sha256, maxBytes });
     try {
       const { info, layout, cached } = await ready;
       return { url: key, info, layout, cached };

@@ -13,7 +13,8 @@
 // API (ddpm.js), as a page of one's own would be.
 
 import { connect } from './ddpm.js';
-import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, folderUrl, samplerNamed, stepsPerSecText, wholeNumber } from './util.js';
+import { modelUrl } from './hub.js';
+import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, samplerNamed, stepsPerSecText, wholeNumber } from './util.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
@@ -168,9 +169,9 @@ class DdpmDemo extends HTMLElement {
     this.ui.status.textContent = 'Loading the model…';
     let url;
     try {
-      url = folderUrl(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI);
-    } catch {
-      return this.#fail(`model="${this.getAttribute('model')}" is not a valid URL`);
+      url = modelUrl(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI, this.getAttribute('hub'));
+    } catch (err) {
+      return this.#fail(`model="${this.getAttribute('model')}": ${err.message.startsWith('"') ? err.message : 'not a valid URL or hf: id'}`);
     }
     try {
       // each element asks for the engine; it starts once, on the first element's backend

@@ -4,7 +4,7 @@
 // (the WebGPU devices). It runs in a Web Worker (worker.js) or, where a page's
 // Content-Security-Policy forbids the worker, on the page itself.
 //
-// In:  {type:'init', preferGpu, testHooks?} {type:'load', url, sha256?} {type:'generate', id, model, n, sampler, steps,
+// In:  {type:'init', preferGpu, testHooks?} {type:'load', url, sha256?, maxBytes?} {type:'generate', id, model, n, sampler, steps,
 //      eta, seed, previewEvery, workers?, first?, cols?, cpuOnSoftware?} {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery, workers?, onGpu?} {type:'tune-stop'}
@@ -14,14 +14,14 @@
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would): test hooks,
 //      answered only after an 'init' with testHooks: true (which also counts the GPU buffers in 'stats')
 // Out: {type:'backend', name, isGpu, software, note, limits} (limits: fine-tuning's {maxImages, maxBatch})
-//      {type:'download', url, file, loaded, total, cached}
+//      {type:'download', url, file, loaded, total, cached, bytesPerSec?, etaSec?, attempt?, converting?}
 //      {type:'ready', url, info, layout, cached} {type:'progress', id, done, total, stepsPerSec, etaSec}
 //      {type:'preview', id, done, total, xt, x0} {type:'done', id, images, width, height, ms, workers, cpu}
 //      {type:'cancelled', id, done, total} {type:'cache-cleared', deleted}
 //      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec, workers, cpu?}
 //      {type:'tuned', id, key, steps, stopped, workers, cpu?, weights} {type:'tune-started', id}
 //      {type:'tune-gradient', id, gradient, loss} {type:'weights-loaded', id, key} {type:'loaded', id}
-//      {type:'error', where, id, url, message} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
+//      {type:'error', where, id, url, message, tooLarge?: {file, bytes}} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
 //      {type:'device-lost', message}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
 // On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
@@ -33,7 +33,7 @@
 
 import { adapterInfo, enableTestHooks, gpuBuffers, lossOr, loseDevices, testHooksOn, watchGpu } from './gpu-watch.js';
 import * as jobs from './jobs.js';
-import { clearModelCache } from './model-files.js';
+import { TooLarge, clearModelCache } from './model-files.js';
 import { describeError, host } from './state.js';
 
 const PKG = '../../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
@@ -52,7 +52,7 @@ export function createHost(send) {
     if (msg.type === 'cancel') return jobs.cancelGenerate(msg.id);  // at once, also while a step is in flight
     if (msg.type === 'tune-stop') return jobs.stopTuning();
     if (msg.type === 'generate') jobs.generateReceived(msg.id);
-    if (msg.type === 'load') return void loadOnce(msg.url, msg.sha256);
+    if (msg.type === 'load') return void loadOnce(msg.url, msg.sha256, msg.maxBytes);
     if (msg.type === 'stats' || msg.type === 'lose-device') return testHook(msg);
     enqueue(msg);
   };
@@ -106,15 +106,16 @@ function testHook(msg) {
 }
 
 /** Loads each model URL once; a later request gets the same answer (ready or error) again.
- *  With `sha256`, the weights file must have that digest. */
-function loadOnce(url, sha256) {
+ *  With `sha256`, the weights file must have that digest; a file over `maxBytes` is not
+ *  downloaded: the error says its size (tooLarge), and a request with a larger limit goes on. */
+function loadOnce(url, sha256, maxBytes = Infinity) {
   url = String(url);
   const key = `${url} ${sha256 ?? ''}`;
   let entry = loads.get(key);
   if (!entry) {
     let settle;
     const answer = new Promise((resolve) => { settle = resolve; });
-    entry = { key, url, sha256, answer, settle, ready: false };
+    entry = { key, url, sha256, maxBytes: Number(maxBytes ?? Infinity), answer, settle, ready: false };
     loads.set(key, entry);
     queueLoad(entry);
   }
@@ -125,13 +126,14 @@ function loadOnce(url, sha256) {
  *  (entry.ready) says nothing unless it fails. */
 function queueLoad(entry) {
   const mine = host.epoch;
-  const job = queue.then(() => jobs.loadModel(entry.url, entry.sha256, !entry.ready)).then((msg) => {
+  const job = queue.then(() => jobs.loadModel(entry.url, entry.sha256, !entry.ready, entry.ready ? Infinity : entry.maxBytes)).then((msg) => {
     if (mine !== host.epoch) return;
     entry.ready = true;
     entry.settle(msg);
   }, (err) => {
     if (mine !== host.epoch) return;
-    const msg = { type: 'error', where: 'load', url: entry.url, message: describeError(err) };
+    const msg = { type: 'error', where: 'load', url: entry.url, message: describeError(err),
+      ...(err instanceof TooLarge ? { tooLarge: { file: err.file, bytes: err.bytes } } : {}) };
     loads.delete(entry.key);  // a later request tries again
     if (entry.ready) host.post(msg);
     else entry.settle(msg);

@@ -40,12 +40,16 @@ export function stopTuning() {
 export const tunedWeights = () => tuned.entries();
 
 /** Loads the model folder `url` into the engine; resolves to its 'ready' message. `report`:
- *  post its download progress. */
-export async function loadModel(url, sha256, report) {
+ *  post its download progress. `maxBytes`: the largest file to download unasked. */
+export async function loadModel(url, sha256, report, maxBytes) {
   const { engine } = host;
   if (!engine) throw new Error('the engine did not start, so no model can be loaded (see the error above)');
   const onProgress = report ? (p) => post({ type: 'download', ...p, fileUrl: p.url, url }) : () => {};
-  const { args, layout, cached, texts } = await loadModelFiles(url, { sha256, onProgress, load: (a) => engine.load_model(url, ...a) });
+  const { args, layout, cached, texts } = await loadModelFiles(url, {
+    sha256, onProgress, maxBytes,
+    load: (a) => engine.load_model(url, ...a),
+    convertBin: (file, bytes) => host.glue.bin_to_safetensors(file, bytes),
+  });
   modelArgs.set(url, args);
   const info = JSON.parse(engine.model_info(url));
   return { type: 'ready', url, info, layout, cached, texts };

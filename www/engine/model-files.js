@@ -9,15 +9,21 @@ import { describeError } from './state.js';
  * Fetches the model folder `url` (from Cache Storage where kept) and hands its files to
  * `load(args)` (engine.load_model's arguments after the key); a kept file that does not load is
  * dropped and fetched afresh once. Resolves to {args, layout, cached, texts} once loaded.
+ * `convertBin(url, bytes)`: diffusers' older .bin as safetensors bytes (the engine's reader).
+ * `maxBytes`: a file larger than that is not downloaded (a TooLarge error says its size), so
+ * the visitor can confirm it first.
  */
-export async function loadModelFiles(url, { sha256, onProgress, load }) {
+export async function loadModelFiles(url, { sha256, onProgress, load, convertBin, maxBytes = Infinity }) {
   const take = async (files) => {
-    if (sha256) await checkSha256(files.weights, sha256);
+    // A .bin kept as safetensors was checked when it was downloaded.
+    if (sha256 && !(files.weights.cached && files.weights.convertedFrom)) await checkSha256(files.weights, sha256);
+    delete files.weights.original;  // the .bin's bytes, not needed past the check
     const args = loadArgs(files);
     await load(args);
     return args;
   };
-  let files = await fetchModelFiles(url, { onProgress, useCache: true });
+  const opts = { onProgress, convertBin, maxBytes };
+  let files = await fetchModelFiles(url, { ...opts, useCache: true });
   let args;
   try {
     args = await take(files);
@@ -25,7 +31,7 @@ export async function loadModelFiles(url, { sha256, onProgress, load }) {
     if (!files.list.some((f) => f.cached)) throw err;
     // Something read from Cache Storage did not load: drop it and fetch afresh once.
     await forgetInCache(files.list);
-    files = await fetchModelFiles(url, { onProgress, useCache: false });
+    files = await fetchModelFiles(url, { ...opts, useCache: false });
     args = await take(files);
   }
   await commitToCache(files.list);
@@ -35,8 +41,20 @@ export async function loadModelFiles(url, { sha256, onProgress, load }) {
 
 const decode = (bytes) => new TextDecoder().decode(bytes);
 
-/** Refuses a weights file whose SHA-256 is not `expected` (64 hex digits). */
-async function checkSha256({ url, bytes }, expected) {
+/** A file over the size the visitor has agreed to download: `bytes` says how big. */
+export class TooLarge extends Error {
+  constructor(url, file, bytes, maxBytes) {
+    super(`${url}: ${mb(bytes)} to download (over ${mb(maxBytes)}): confirm the download to go on`);
+    Object.assign(this, { url, file, bytes });
+  }
+}
+
+const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+
+/** Refuses a weights file whose SHA-256 is not `expected` (64 hex digits); a converted .bin is
+ *  checked as it was downloaded. */
+async function checkSha256({ url, bytes, convertedFrom, original }, expected) {
+  if (convertedFrom) [url, bytes] = [convertedFrom, original];
   const want = String(expected).trim().toLowerCase();
   if (!/^[0-9a-f]{64}$/.test(want)) throw new Error(`sha256 "${expected}" is not 64 hexadecimal digits`);
   if (!globalThis.crypto?.subtle) {
@@ -52,6 +70,8 @@ function loadArgs({ config, scheduler, weights }) {
 }
 
 const CACHE_NAME = 'ddpm-web-models-v1';
+/** The header of a kept safetensors that the page converted from a .bin: the .bin's URL. */
+const CONVERTED_FROM = 'X-Converted-From';
 const STATUS_TEXT = {
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 410: 'Gone',
   429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway',
@@ -63,27 +83,30 @@ const STATUS_TEXT = {
  * scheduler_config.json) or pipeline (model_index.json + unet/ + scheduler/). `prefix` is an
  * absolute URL. A missing scheduler config is allowed (bytes: null).
  */
-async function fetchModelFiles(prefixIn, { onProgress, useCache }) {
+async function fetchModelFiles(prefixIn, { onProgress, useCache, convertBin, maxBytes }) {
   const prefix = folderUrl(prefixIn, import.meta.url);
   const cache = useCache ? await openCache() : null;
   const list = [];
   const get = async (name, allow404) => {
-    const file = await getFile(new URL(name, prefix).href, name, { cache, allow404, onProgress });
+    const file = await getFile(new URL(name, prefix).href, name, { cache, allow404, onProgress, maxBytes });
     list.push(file);
     return file;
   };
-  // A folder with only diffusers' older diffusion_pytorch_model.bin (a pickle, which a page
-  // should not unpickle) gets an error that says how to convert it.
+  // A folder with only diffusers' older diffusion_pytorch_model.bin (torch.save's zip): the
+  // engine's reader turns it into safetensors (it builds tensors only, no Python runs), kept
+  // under the safetensors' URL so that a later visit neither downloads nor parses the .bin.
   const getWeights = async (name) => {
     const file = await get(name, true);
     if (file.bytes) return file;
-    const bin = new URL(name.replace(/safetensors$/, 'bin'), prefix).href;
-    const head = await fetch(bin, { method: 'HEAD' }).catch(() => null);
-    throw new Error(`${file.url}: ${httpStatus(file.status)}` + (head?.ok
-      ? `; the folder has ${bin} instead, PyTorch's pickle format, which the page does not read: ` +
-        'convert it once with `ddpm convert --model DIR --out NEW_DIR` (or diffusers\' ' +
-        'save_pretrained(..., safe_serialization=True)) and point the page at the new folder'
-      : ''));
+    const binName = name.replace(/safetensors$/, 'bin');
+    const bin = await getFile(new URL(binName, prefix).href, binName, { cache: null, allow404: true, onProgress, maxBytes });
+    if (!bin.bytes) {
+      throw new Error(`${file.url}: ${httpStatus(file.status)}, and there is no ${binName} beside it either ` +
+        `(${httpStatus(bin.status)}): the folder has no weights`);
+    }
+    onProgress({ file: binName, url: bin.url, loaded: bin.bytes.length, total: bin.bytes.length, cached: false, converting: true });
+    const bytes = await convertBin(bin.url, bin.bytes);
+    return Object.assign(file, { bytes, cached: false, convertedFrom: bin.url, original: bin.bytes });
   };
   const flatConfig = await get('config.json', true);
   if (flatConfig.bytes) {
@@ -110,8 +133,8 @@ const httpStatus = (status) => `HTTP ${status} ${STATUS_TEXT[status] || ''}`.tri
  * status}. With `allow404` a missing file is bytes: null; a 403 counts as missing too (S3 and
  * other object stores answer 403 for a key that does not exist).
  */
-async function getFile(url, name, { cache, allow404, onProgress }) {
-  const report = (loaded, total, cached) => onProgress({ file: name, url, loaded, total, cached });
+async function getFile(url, name, { cache, allow404, onProgress, maxBytes = Infinity }) {
+  const report = (loaded, total, cached, extra) => onProgress({ file: name, url, loaded, total, cached, ...extra });
   const missing = (cached, status) => {
     if (allow404) return { url, name, bytes: null, cached, status };
     throw new Error(`${url}: ${httpStatus(status)}`);
@@ -121,26 +144,50 @@ async function getFile(url, name, { cache, allow404, onProgress }) {
     if (hit.status === 404) return missing(true, 404);
     const bytes = new Uint8Array(await hit.arrayBuffer());
     report(bytes.length, bytes.length, true);
-    return { url, name, bytes, cached: true };
+    return { url, name, bytes, cached: true, convertedFrom: hit.headers.get(CONVERTED_FROM) || undefined };
   }
-  let resp;
-  try {
-    resp = await fetch(url);
-  } catch (err) {
-    throw new Error(`${url}: network error (${describeError(err)}): the server cannot be reached, ` +
-      'or it does not allow cross-origin requests (CORS)');
+  // A download cut short starts again from the start once (the Hub's CDN does not always honour
+  // a Range through its redirect), then gives up saying how far it got.
+  for (let attempt = 1; ; attempt++) {
+    let resp;
+    try {
+      // No Referer: the Hub's CDN has refused requests over it.
+      resp = await fetch(url, { referrerPolicy: 'no-referrer' });
+    } catch (err) {
+      throw new Error(`${url}: network error (${describeError(err)}): the server cannot be reached, ` +
+        'or it does not allow cross-origin requests (CORS)');
+    }
+    if (resp.status === 404 || (allow404 && resp.status === 403)) return missing(false, resp.status);
+    if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText || STATUS_TEXT[resp.status] || ''}`.trimEnd());
+    try {
+      const bytes = await readBody(url, resp, maxBytes, (loaded, total, speed) => report(loaded, total, false, { ...speed, attempt }));
+      return { url, name, bytes, cached: false };
+    } catch (err) {
+      if (!(err instanceof CutShort) || attempt >= 2) throw err;
+    }
   }
-  if (resp.status === 404 || (allow404 && resp.status === 403)) return missing(false, resp.status);
-  if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText || STATUS_TEXT[resp.status] || ''}`.trimEnd());
-  const bytes = await readBody(url, resp, (loaded, total) => report(loaded, total, false));
-  return { url, name, bytes, cached: false };
 }
 
-/** Reads a response body chunk by chunk, reporting progress at most every 100 ms. */
-async function readBody(url, resp, report) {
+/** A download that ended before its Content-Length. */
+class CutShort extends Error {}
+
+/**
+ * Reads a response body chunk by chunk, reporting progress (bytes, bytes/s and seconds left) at
+ * most every 100 ms. A body longer than `maxBytes` by its Content-Length is not read (TooLarge).
+ */
+async function readBody(url, resp, maxBytes, report) {
   const encoding = resp.headers.get('content-encoding');
   let total = encoding && encoding !== 'identity' ? null : Number(resp.headers.get('content-length')) || null;
   const expected = total;
+  if (total !== null && total > maxBytes) {
+    resp.body?.cancel().catch(() => {});
+    throw new TooLarge(url, url.slice(url.lastIndexOf('/') + 1), total, maxBytes);
+  }
+  const started = performance.now();
+  const speed = (loaded) => {
+    const bytesPerSec = loaded / Math.max((performance.now() - started) / 1000, 1e-3);
+    return { bytesPerSec, etaSec: total !== null && loaded > 0 ? (total - loaded) / bytesPerSec : null };
+  };
   if (!resp.body) {
     const bytes = new Uint8Array(await resp.arrayBuffer());
     report(bytes.length, bytes.length);
@@ -150,13 +197,14 @@ async function readBody(url, resp, report) {
   const chunks = [];
   let loaded = 0;
   let last = 0;
-  report(0, total);
+  report(0, total, speed(0));
   for (;;) {
     let chunk;
     try {
       chunk = await reader.read();
     } catch (err) {
-      throw new Error(`${url}: download interrupted after ${loaded} bytes (${describeError(err)})`);
+      throw new CutShort(`${url}: the download was cut after ${mb(loaded)}${total ? ` of ${mb(total)}` : ''}, ` +
+        `twice (${describeError(err)}): check the connection and load the model again`);
     }
     if (chunk.done) break;
     chunks.push(chunk.value);
@@ -165,13 +213,14 @@ async function readBody(url, resp, report) {
     const now = performance.now();
     if (now - last >= 100) {
       last = now;
-      report(loaded, total);
+      report(loaded, total, speed(loaded));
     }
   }
   if (expected !== null && loaded < expected) {
-    throw new Error(`${url}: download incomplete: got ${loaded} of ${expected} bytes`);
+    throw new CutShort(`${url}: the download was cut after ${mb(loaded)} of ${mb(expected)}, twice: ` +
+      'check the connection and load the model again');
   }
-  report(loaded, loaded);
+  report(loaded, loaded, speed(loaded));
   return concatBytes(chunks);
 }
 
@@ -189,13 +238,17 @@ async function commitToCache(list) {
   if (!cache) return;
   for (const f of list) {
     if (f.cached) continue;
+    const headers = { 'Content-Type': 'application/octet-stream', ...(f.convertedFrom ? { [CONVERTED_FROM]: f.convertedFrom } : {}) };
     const resp = f.bytes
-      ? new Response(f.bytes, { headers: { 'Content-Type': 'application/octet-stream' } })
+      ? new Response(f.bytes, { headers })
       : new Response(null, { status: 404, statusText: 'Not Found' });
     try {
       await cache.put(f.url, resp);
     } catch {
-      return;  // over quota: the model still runs, it just is not cached
+      // Over quota: the model still runs, it just is not kept; a half-kept model is dropped
+      // so that a later visit does not mix kept and fresh files.
+      await forgetInCache(list);
+      return;
     }
   }
 }

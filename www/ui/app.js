@@ -2,7 +2,8 @@
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
 
 import { connect } from '../engine/client.js';
-import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, etaText, folderUrl, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
+import { modelUrl as hubModelUrl } from '../hub.js';
+import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, etaText, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
 
@@ -230,9 +231,9 @@ function startEngine() {
   const raw = params.get('model') || DEFAULT_MODEL;
   el.modelUrl.value = raw;
   try {
-    modelUrl = folderUrl(raw, location.href);
-  } catch {
-    handlers.error({ where: 'load', message: `?model=${raw} is not a valid URL.` });
+    modelUrl = hubModelUrl(raw, location.href, params.get('hub'));
+  } catch (err) {
+    handlers.error({ where: 'load', message: `?model=${raw}: ${err.message.includes(raw) ? err.message : 'not a valid URL or hf: id'}` });
     return;
   }
   tuning = initTuning({
