@@ -1,0 +1,169 @@
+// End to end: models on the Hub by id, against a local stand-in for the Hub (mock-hub.mjs: a
+// redirect to a second origin, CORS, 404 / 403 / 401), no network. The repositories hold random
+// weights with the exact configs of google/ddpm-cifar10-32 (safetensors, 143 MB, written by
+// `ddpm init`) and a google/ddpm-celebahq-256-style folder: diffusers 0.1.1's configs and only a
+// .bin with the old attention names (the tiny parity model's weights, written by torch-bin.mjs).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { MINUTE, REPO_ROOT, startEnv, withPage } from './helpers.mjs';
+import { startMockHub } from './mock-hub.mjs';
+import { legacyAttentionName, readSafetensors, torchSave } from './torch-bin.mjs';
+
+const run = promisify(execFile);
+const TARGET = process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/ddpm-web/target');
+const DDPM = path.join(TARGET, 'debug/ddpm');
+const HUB_CONFIGS = path.join(REPO_ROOT, 'tests/data/hub');
+const TINY = path.join(REPO_ROOT, 'tests/data/tiny');
+
+/** The repositories the mock Hub serves, written into `dir`. */
+async function makeRepos(dir) {
+  const cifar = path.join(dir, 'cifar10-32');
+  const cfg = path.join(HUB_CONFIGS, 'ddpm-cifar10-32');
+  await run(DDPM, ['init', '--config', path.join(cfg, 'config.json'), '--scheduler', path.join(cfg, 'scheduler_config.json'), '--out', cifar]);
+  fs.copyFileSync(path.join(cfg, 'model_index.json'), path.join(cifar, 'model_index.json'));
+
+  // celebahq-256's layout and formats (flat, model_index.json, .bin only, old attention names)
+  // at the tiny model's size, so it runs in seconds.
+  const binOnly = path.join(dir, 'bin-only');
+  fs.mkdirSync(binOnly);
+  const tensors = readSafetensors(fs.readFileSync(path.join(TINY, 'diffusion_pytorch_model.safetensors')));
+  fs.writeFileSync(path.join(binOnly, 'diffusion_pytorch_model.bin'), torchSave(tensors, legacyAttentionName));
+  for (const f of ['config.json', 'scheduler_config.json']) fs.copyFileSync(path.join(TINY, f), path.join(binOnly, f));
+  fs.copyFileSync(path.join(HUB_CONFIGS, 'ddpm-celebahq-256/model_index.json'), path.join(binOnly, 'model_index.json'));
+
+  // A pipeline layout: model_index.json, unet/, scheduler/.
+  const pipeline = path.join(dir, 'pipeline');
+  fs.mkdirSync(path.join(pipeline, 'unet'), { recursive: true });
+  fs.mkdirSync(path.join(pipeline, 'scheduler'));
+  fs.copyFileSync(path.join(TINY, 'config.json'), path.join(pipeline, 'unet/config.json'));
+  fs.copyFileSync(path.join(TINY, 'diffusion_pytorch_model.safetensors'), path.join(pipeline, 'unet/diffusion_pytorch_model.safetensors'));
+  fs.copyFileSync(path.join(TINY, 'scheduler_config.json'), path.join(pipeline, 'scheduler/scheduler_config.json'));
+  fs.writeFileSync(path.join(pipeline, 'model_index.json'), '{"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}');
+  return {
+    'google/ddpm-cifar10-32': cifar, 'test/bin-only': binOnly, 'test/pipeline': pipeline,
+    'test/private': binOnly, 'test/empty': fs.mkdtempSync(path.join(dir, 'empty-')),
+  };
+}
+
+describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
+  let dir;
+  let hub;
+  let env;
+  before(async () => {
+    assert.ok(fs.existsSync(DDPM), `${DDPM} is missing: build the CLI first (cargo build, or make test-native)`);
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ddpm-hub-'));
+    hub = await startMockHub({ repos: await makeRepos(dir), private: ['test/private'], cut: ['diffusion_pytorch_model.bin'] });
+    env = await startEnv();
+  });
+  after(async () => {
+    await env?.close();
+    hub?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the CLI downloads hf: ids into HF_HOME once, and names what is missing', { timeout: 10 * MINUTE }, async (t) => {
+    const home = path.join(dir, 'hf-home');
+    const cli = (args) => run(DDPM, args, { env: { ...process.env, HF_ENDPOINT: hub.hub, HF_HOME: home } })
+      .then(({ stdout, stderr }) => ({ ok: true, out: stdout + stderr }), (e) => ({ ok: false, out: `${e.stdout}${e.stderr}` }));
+    const out = path.join(dir, 'cifar-out');
+    const first = await cli(['sample', '--model', 'hf:google/ddpm-cifar10-32', '--n', '2', '--steps', '2', '--sampler', 'ddim', '--out', out]);
+    t.diagnostic(first.out);
+    assert.ok(first.ok, first.out);
+    const png = fs.readFileSync(path.join(out, '0000.png'));
+    assert.equal(png.readUInt32BE(16), 32, 'a 32-pixel-wide image');
+    assert.equal(png[25], 2, 'PNG colour type 2: RGB');
+    const snapshot = path.join(home, 'hub/models--google--ddpm-cifar10-32/snapshots');
+    assert.ok(fs.existsSync(snapshot), `huggingface_hub's cache layout under HF_HOME: ${snapshot}`);
+
+    const before = hub.requests.length;
+    const again = await cli(['sample', '--model', 'hf:google/ddpm-cifar10-32', '--n', '1', '--steps', '1', '--sampler', 'ddim', '--out', out]);
+    assert.ok(again.ok, again.out);
+    assert.equal(hub.requests.slice(before).filter((r) => r.includes('.safetensors')).length, 0, 'the weights come from the cache the second time');
+
+    // .bin only, old attention names, and the pipeline layout: the same outputs as the tiny model.
+    const tinyOut = path.join(dir, 'tiny-out');
+    const ref = await cli(['sample', '--model', TINY, '--n', '1', '--steps', '3', '--sampler', 'ddim', '--seed', '3', '--out', tinyOut]);
+    assert.ok(ref.ok, ref.out);
+    for (const id of ['hf:test/bin-only', 'hf:test/pipeline', 'hf:test/pipeline@main/unet']) {
+      const o = path.join(dir, id.replace(/\W/g, '_'));
+      const r = await cli(['sample', '--model', id, '--n', '1', '--steps', '3', '--sampler', 'ddim', '--seed', '3', '--out', o]);
+      assert.ok(r.ok, `${id}: ${r.out}`);
+      assert.deepEqual(fs.readFileSync(path.join(o, '0000.png')), fs.readFileSync(path.join(tinyOut, '0000.png')), `${id} samples as the tiny model does`);
+    }
+
+    const empty = await cli(['sample', '--model', 'hf:test/empty', '--n', '1', '--out', path.join(dir, 'x')]);
+    assert.ok(!empty.ok);
+    assert.match(empty.out, /hf:test\/empty: the repository has neither config\.json nor model_index\.json/);
+    const closed = await cli(['sample', '--model', 'hf:test/private', '--n', '1', '--out', path.join(dir, 'x')]);
+    assert.ok(!closed.ok);
+    assert.match(closed.out, /403.*private or gated/);
+    const bad = await cli(['sample', '--model', 'hf:nothing', '--n', '1', '--out', path.join(dir, 'x')]);
+    assert.match(bad.out, /--model hf:nothing: no OWNER\/NAME/);
+  });
+
+  test('the JS API loads hf: ids from the Hub setting: progress, a .bin converted once, errors', { timeout: 10 * MINUTE }, async (t) => {
+    await withPage(t, env, 'tests/e2e/fixtures/api.html', 'e2e-hub-api.png', async ({ page }) => {
+      const r = await page.evaluate(async (hubUrl) => {
+        const { connect } = await import('/www/ddpm.js');
+        const ddpm = await connect({ backend: 'cpu' });
+        const downloads = [];
+        const onDownload = (d) => downloads.push(d);
+        // Over the size the visitor agreed to: refused with the size, then confirmed.
+        const tooLarge = await ddpm.load('hf:google/ddpm-cifar10-32', { hub: hubUrl, maxBytes: 100e6 }).then(() => null, (e) => ({ message: e.message, tooLarge: e.tooLarge }));
+        const cifar = await ddpm.load('hf:google/ddpm-cifar10-32', { hub: hubUrl, onDownload });
+        const out = await ddpm.generate(cifar, { n: 16, sampler: 'ddim', steps: 2, seed: 1 }).result;
+        const colourful = out.images.filter((rgba) => {
+          let diff = 0;
+          for (let i = 0; i < rgba.length; i += 4) diff += Math.abs(rgba[i] - rgba[i + 1]) + Math.abs(rgba[i + 1] - rgba[i + 2]);
+          return diff > 0;
+        }).length;
+        const weights = downloads.filter((d) => d.file === 'diffusion_pytorch_model.safetensors');
+
+        const binDownloads = [];
+        const bin = await ddpm.load('hf:test/bin-only', { hub: hubUrl, onDownload: (d) => binDownloads.push(d) });
+        const binOut = await ddpm.generate(bin, { n: 1, sampler: 'ddim', steps: 3, seed: 3 }).result;
+        const pipe = await ddpm.load('hf:test/pipeline', { hub: hubUrl });
+        const pipeOut = await ddpm.generate(pipe, { n: 1, sampler: 'ddim', steps: 3, seed: 3 }).result;
+        const kept = await caches.open('ddpm-web-models-v1').then((c) => c.keys()).then((ks) => ks.map((k) => k.url));
+
+        const err = (id) => ddpm.load(id, { hub: hubUrl }).then(() => null, (e) => e.message);
+        return {
+          tooLarge, layout: cifar.layout, info: cifar.info, n: out.images.length, width: out.width, colourful,
+          lastWeights: weights.at(-1), speeds: weights.filter((d) => d.bytesPerSec > 0).length,
+          binLayout: bin.layout, converting: binDownloads.some((d) => d.converting), attempts: Math.max(...binDownloads.map((d) => d.attempt || 1)),
+          same: binOut.images[0].every((v, i) => v === pipeOut.images[0][i]), kept,
+          empty: await err('hf:test/empty'), closed: await err('hf:test/private'), missing: await err('hf:test/nothing'),
+          malformed: await err('hf:google'), badHub: await ddpm.load('hf:a/b', { hub: 'ftp://x' }).then(() => null, (e) => e.message),
+        };
+      }, hub.hub);
+      t.diagnostic(JSON.stringify({ ...r, kept: r.kept.length }));
+      assert.match(r.tooLarge.message, /diffusion_pytorch_model\.safetensors: 14\d MB to download \(over 100 MB\): confirm/);
+      assert.equal(r.tooLarge.tooLarge.file, 'diffusion_pytorch_model.safetensors');
+      assert.ok(r.tooLarge.tooLarge.bytes > 142e6 && r.tooLarge.tooLarge.bytes < 144e6, 'the size of 35.7 M f32 parameters');
+      assert.equal(r.layout, 'flat');
+      assert.equal(r.info.sample_size, 32);
+      assert.equal(r.info.in_channels, 3);
+      assert.equal(r.n, 16);
+      assert.equal(r.width > 32 * 4, true, 'a grid of 32-pixel images');
+      assert.equal(r.colourful, 16, 'colour images (R, G and B differ)');
+      assert.equal(r.lastWeights.loaded, r.lastWeights.total, 'the weights downloaded whole, with their size');
+      assert.ok(r.speeds > 0, 'progress carries the download speed');
+      assert.equal(r.binLayout, 'flat');
+      assert.ok(r.converting, 'the .bin is converted in the page');
+      assert.equal(r.attempts, 2, 'the cut .bin download started again once');
+      assert.ok(r.same, 'the .bin with old attention names samples as the same weights in safetensors do');
+      assert.ok(r.kept.some((u) => u.endsWith('test/bin-only/resolve/main/diffusion_pytorch_model.safetensors')), 'the converted .bin is kept as safetensors');
+      assert.ok(!r.kept.some((u) => u.endsWith('.bin')), 'the .bin itself is not kept');
+      assert.match(r.empty, /resolve\/main\/config\.json: HTTP 404.*model_index\.json: HTTP 404.*there is no diffusers model/);
+      assert.match(r.closed, /HTTP 403.*refuses access.*private/);
+      assert.match(r.missing, /HTTP 401/);
+      assert.match(r.malformed, /"hf:google" is not a Hub model id \(no OWNER\/NAME\)/);
+      assert.match(r.badHub, /hub "ftp:\/\/x" is not an http\(s\) URL/);
+    });
+  });
+});
