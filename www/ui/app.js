@@ -72,7 +72,7 @@ const TITLES = {
 const HINTS = {
   init: 'Reload the page to try again. The browser console may say more.',
   load: 'The model URL must be a diffusers model folder: config.json + diffusion_pytorch_model.safetensors ' +
-    '(+ scheduler_config.json), or model_index.json with unet/ and scheduler/. Fix the URL above and press Load.',
+    '(+ scheduler_config.json), or model_index.json with unet/ and scheduler/. Fix the model URL in Settings (below) and press Load.',
   generate: 'Change the settings and press Generate to try again.',
   input: '',
 };
