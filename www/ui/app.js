@@ -211,7 +211,10 @@ const handlers = {
     if (where === 'load' && url !== undefined && url !== modelUrl) return;
     if (where === 'tune' || where === 'weights') return;  // shown by the fine-tuning panel
     if (where === 'load' && engineFailed) return;  // the 'init' error already says why
-    if (where === 'init') engineFailed = true;
+    if (where === 'init') {
+      engineFailed = true;
+      line.failed();
+    }
     if (where === 'generate') generating = false;
     else modelReady = false;
     if (where !== 'generate') {

@@ -60,6 +60,13 @@ export function createBackendLine(hub, settings) {
       }
     },
 
+    /** The engine did not start (the error box says why). */
+    failed() {
+      el.before.textContent = 'The engine did not start.';
+      el.name.textContent = '';
+      el.after.textContent = '';
+    },
+
     /** Times two steps of the current settings (once the model is loaded), for the estimate. */
     probe(model) {
       const s = settings();
