@@ -196,7 +196,7 @@ const handlers = {
   },
 
   'device-lost'({ message }) {
-    runTimer = null;  // the rest of the run goes on the CPU
+    runTimer = null;  // the rest of the run goes on the CPU: its steps would time neither backend
     el.status.textContent = `${message[0].toUpperCase()}${message.slice(1)}.`;
   },
 
@@ -254,7 +254,7 @@ function startEngine() {
     return;
   }
   tuning = initTuning({
-    hub: hub,
+    hub,
     baseUrl: modelUrl,
     isGenerating: () => generating,
     sampleSettings: () => {
