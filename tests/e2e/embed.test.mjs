@@ -109,6 +109,15 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
       const seen = await events;
       assert.ok(seen.progress > 0, 'progress events fired');
       assert.deepEqual(seen.workers, { one: Math.min(2, seen.cores), two: 1 }, 'the 4 images split across CPU workers where there are cores; 2 images (one row) do not');
+      // where it runs, in the page's words, with the time its settings take; the engine's reason folded
+      const shown = await p.page.$eval('#one', (e) => ({
+        line: e.shadowRoot.querySelector('.backend').innerText, visible: e.shadowRoot.querySelector('.demo').innerText,
+        why: e.shadowRoot.querySelector('details p').textContent, label: e.shadowRoot.querySelector('.grid canvas').getAttribute('aria-label'),
+      }));
+      assert.match(shown.line, /^Running on the CPU \(wasm\): WebGPU was turned off for this page\. Expected: .* for 4 images at 5 steps\.$/);
+      assert.doesNotMatch(shown.visible, /not requested/, 'the engine\'s own words wait under details');
+      assert.equal(shown.why, 'WebGPU not requested');
+      assert.match(shown.label, /^Generated image 1 of 4 \(DPM-Solver\+\+, 5 steps, seed \d+\)$/);
       const strip = await p.page.$eval('#one', (e) => e.shadowRoot.querySelectorAll('.strip canvas').length);
       assert.ok(strip >= 2, `show-steps: a denoising strip (${strip} frames)`);
       const weights = requests.filter((u) => u.endsWith('/models/mnist/diffusion_pytorch_model.safetensors'));

@@ -33,9 +33,10 @@ export const TEST_RULES = [
 
 /**
  * Starts the server on a free port and Chromium; `requests` lists every path served. `rules`:
- * more of the tree to serve (serve.mjs's Rule), e.g. a bench's model folder.
+ * more of the tree to serve (serve.mjs's Rule), e.g. a bench's model folder. `webgpu: false`:
+ * Chromium as a visitor without a GPU meets it (no adapter: wgpu's error, the CPU backend).
  */
-export async function startEnv({ rules = [] } = {}) {
+export async function startEnv({ rules = [], webgpu = true } = {}) {
   for (const [file, why] of [
     [path.join(SERVE_ROOT, 'pkg/ddpm_web.js'), 'pkg/ is not built: run `make build-web`'],
     [CHROMIUM, 'Chromium is missing: apt-get install chromium (or set CHROMIUM_PATH)'],
@@ -46,7 +47,8 @@ export async function startEnv({ rules = [] } = {}) {
   const { server, url } = await startServer({ port: 0, root: SERVE_ROOT, rules: [...TEST_RULES, ...rules], onRequest: (req) => requests.push(req.url) });
   let browser;
   try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const args = webgpu ? CHROMIUM_ARGS : CHROMIUM_ARGS.filter((a) => a !== '--enable-unsafe-webgpu');
+    browser = await chromium.launch({ executablePath: CHROMIUM, args });
   } catch (err) {
     server.close();
     throw err;
@@ -67,8 +69,8 @@ export async function startEnv({ rules = [] } = {}) {
  * Opens `url` in a fresh browser context (so a fresh Cache Storage). Collects console errors and
  * page errors; every wait fails at once on a page error or when the page shows data-state=error.
  */
-export async function openPage(browser, url) {
-  const context = await browser.newContext({ viewport: { width: 1024, height: 900 } });
+export async function openPage(browser, url, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 900 }, ...contextOptions });
   const page = await context.newPage();
   const consoleErrors = [];
   const pageErrors = [];
@@ -129,11 +131,11 @@ export async function withPage(t, env, query, shot, body) {
   if (s.pageErrors.length) throw new Error(`uncaught errors on the page: ${s.pageErrors.map(String).join('; ')}`);
 }
 
-/** Full-page screenshot to artifacts/NAME; never fails the test by itself. */
-export async function screenshot(page, name) {
+/** Screenshot (the full page unless `fullPage: false`) to artifacts/NAME; never fails the test by itself. */
+export async function screenshot(page, name, { fullPage = true } = {}) {
   try {
     await mkdir(ARTIFACTS, { recursive: true });
-    await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });
+    await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage });
   } catch (err) {
     console.error(`screenshot ${name}: ${err.message}`);
   }

@@ -1,23 +1,31 @@
 // The page: reads the controls, talks to the engine host (client.js: a worker that owns the
 // wasm Engine) and draws what comes back. State is on <body data-state="loading|ready|generating|done|error">.
+// The sampler settings live in the address too (url-state.js); where the engine runs, and how
+// long a run should take, is backend-line.js's.
 
 import { connect } from '../engine/client.js';
 import { modelUrl as hubModelUrl } from '../hub.js';
 import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, etaText, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
+import { createBackendLine } from './backend-line.js';
 import { saveBlob } from './download.js';
 import { initTuning } from './tune.js';
+import { readSettings as readAddress, writeSettings as writeAddress } from './url-state.js';
 
 const DEFAULT_MODEL = new URL('../models/mnist/', import.meta.url).href;
 const MAX_IMAGES = 64;
 const $ = (id) => document.getElementById(id);
 const el = {
-  backend: $('backend'), gpuNote: $('gpu-note'), modelBar: $('model-bar'), modelText: $('model-text'),
+  modelBar: $('model-bar'), modelText: $('model-text'),
   modelForm: $('model-form'), modelUrl: $('model-url'), clearCache: $('clear-cache'), error: $('error'),
   controls: $('controls'), sampler: $('sampler'), steps: $('steps'), n: $('n'), eta: $('eta'),
   seed: $('seed'), seedRandom: $('seed-random'), hint: $('hint'), generate: $('generate'),
   cancel: $('cancel'), progress: $('progress'), progressText: $('progress-text'), status: $('status'),
-  xt: $('xt'), x0: $('x0'), results: $('results'), downloadGrid: $('download-grid'),
+  xt: $('xt'), x0: $('x0'), results: $('results'), resultsHint: $('results-hint'), downloadGrid: $('download-grid'),
+  announce: $('announce'),
 };
+const addressed = { sampler: el.sampler, steps: el.steps, n: el.n, eta: el.eta, seed: el.seed };
+// Fewer frames of the live view for visitors who ask for less motion.
+const reducedMotion = matchMedia('(prefers-reduced-motion: reduce)');
 
 const params = new URLSearchParams(location.search);
 let info = null;           // model_info(): {sample_size, in_channels, params, num_train_timesteps}
@@ -25,16 +33,27 @@ let isGpu = true;
 let softwareGpu = false;   // WebGPU on a fallback adapter (SwiftShader)
 let modelReady = false;
 let generating = false;
-let nTouched = false;
 let engineFailed = false;
 // The samplers the engine has (util.js), the default selected.
 const isDefault = (x) => x.name === DEFAULT_SAMPLER;
 el.sampler.replaceChildren(...SAMPLERS.map((x) => new Option(x.label, x.name, isDefault(x), isDefault(x))));
+const given = readAddress(params, addressed);
+let nTouched = given.has('n');
 let samplerShown = el.sampler.value;
 let run = null;            // the settings of the current / last run
 let modelUrl = null;       // the absolute URL prefix of the model, its key in the engine
 let tuning = null;         // the fine-tuning panel (tune.js)
 let tuningBusy = false;    // fine-tuning (or its before/after) holds the engine
+const hub = connect();
+let runTimer = null;       // times the steps of the run, for the next estimate
+let announced = 0;         // the last quarter of the run told to screen readers
+const line = createBackendLine(hub, () => {
+  try {
+    return { n: wholeNumber(el.n.value, 1, MAX_IMAGES, 'Images'), steps: wholeNumber(el.steps.value, 1, 100_000, 'Steps'), sampler: el.sampler.value };
+  } catch {
+    return null;
+  }
+});
 
 // ---- state and messages --------------------------------------------------------------------
 
@@ -54,7 +73,7 @@ const TITLES = {
 const HINTS = {
   init: 'Reload the page to try again. The browser console may say more.',
   load: 'The model URL must be a diffusers model folder: config.json + diffusion_pytorch_model.safetensors ' +
-    '(+ scheduler_config.json), or model_index.json with unet/ and scheduler/. Fix the URL above and press Load.',
+    '(+ scheduler_config.json), or model_index.json with unet/ and scheduler/. Fix the model URL in Settings (below) and press Load.',
   generate: 'Change the settings and press Generate to try again.',
   input: '',
 };
@@ -90,24 +109,9 @@ const handlers = {
     isGpu = gpu;
     tuning?.engineStarted(limits);
     softwareGpu = gpu && software;
-    el.backend.textContent = name || '(unknown backend)';
-    if (!gpu) {
-      el.gpuNote.textContent = `WebGPU is not in use${note ? ` (${note})` : ''}: running on the CPU (wasm), ` +
-        'which is about 10-50x slower, so the default is 4 images.';
-      el.gpuNote.hidden = false;
-      if (!nTouched) el.n.value = '4';
-    } else if (softwareGpu) {
-      const cpu = new URL(location.href);
-      cpu.searchParams.set('backend', 'cpu');
-      const link = Object.assign(document.createElement('a'), { href: cpu.href, textContent: 'use the CPU backend' });
-      link.dataset.testid = 'use-cpu';
-      el.gpuNote.replaceChildren('WebGPU runs on a software adapter here (a fallback that emulates a GPU on the ' +
-        'CPU), about 25-40x slower than this page\'s own CPU backend (measured on the MNIST model), so the default is 1 image, ' +
-        'and fine-tuning (with its before / after) runs on the CPU workers. ' +
-        'Faster: ', link, '.');
-      el.gpuNote.hidden = false;
-      if (!nTouched) el.n.value = '1';
-    }
+    line.show({ name, isGpu: gpu, software, note });
+    // The CPU is about 10-50x slower than a GPU, and a software adapter slower still.
+    if (!nTouched && (!gpu || softwareGpu)) el.n.value = gpu ? '1' : '4';
     if (document.body.dataset.state === 'loading') el.modelText.textContent = 'loading the model…';
     updateHint();
   },
@@ -137,6 +141,7 @@ const handlers = {
     const T = info.num_train_timesteps;
     el.modelBar.max = 1;
     el.modelBar.value = 1;
+    el.status.textContent = 'Ready: press Generate.';
     el.modelText.textContent = `Model ready: ${h}×${w}, ${info.in_channels} channel(s), ` +
       `${(info.params / 1e6).toFixed(2)} M parameters, T = ${T}${cached ? ', from the cache' : ''} (${model})`;
     el.steps.max = String(T);
@@ -148,6 +153,7 @@ const handlers = {
     updateHint();
     setState('ready');
     tuning.modelReady({ url, info, texts });
+    if (!run) line.probe(modelUrl);
   },
 
   progress({ id, done, total, stepsPerSec, etaSec }) {
@@ -155,7 +161,13 @@ const handlers = {
     el.progress.max = total;
     el.progress.value = done;
     setStepsDone(done);
+    runTimer?.step(done);
     el.progressText.textContent = `step ${done}/${total} · ${stepsPerSecText(stepsPerSec)} · ETA ${etaText(etaSec)}`;
+    const quarter = Math.floor((4 * done) / total);
+    if (quarter > announced && done < total) {
+      announced = quarter;
+      el.announce.textContent = `Generating: ${quarter * 25}% (step ${done} of ${total}).`;
+    }
   },
 
   preview({ id, xt, x0 }) {
@@ -167,10 +179,12 @@ const handlers = {
   done({ id, images, width, height, ms, workers }) {
     if (id !== run?.id) return;
     generating = false;
+    runTimer?.end();
+    line.refresh();
     el.progress.value = el.progress.max;
     showResults(images, width, height);
     el.status.textContent = `${images.length} image(s) in ${(ms / 1000).toFixed(1)} s${workers > 1 ? ` on ${workers} CPU workers` : ''} ` +
-      `(${samplerNamed(run.sampler).label}, ${run.steps} steps, seed ${run.seed}${run.model === modelUrl ? '' : ', fine-tuned model'}).`;
+      `(${madeWith(run)}).`;
     setState('done');
   },
 
@@ -183,6 +197,7 @@ const handlers = {
   },
 
   'device-lost'({ message }) {
+    runTimer = null;  // the rest of the run goes on the CPU: its steps would time neither backend
     el.status.textContent = `${message[0].toUpperCase()}${message.slice(1)}.`;
   },
 
@@ -197,7 +212,10 @@ const handlers = {
     if (where === 'load' && url !== undefined && url !== modelUrl) return;
     if (where === 'tune' || where === 'weights') return;  // shown by the fine-tuning panel
     if (where === 'load' && engineFailed) return;  // the 'init' error already says why
-    if (where === 'init') engineFailed = true;
+    if (where === 'init') {
+      engineFailed = true;
+      line.failed();
+    }
     if (where === 'generate') generating = false;
     else modelReady = false;
     if (where !== 'generate') {
@@ -211,7 +229,6 @@ const handlers = {
 
 // ---- the engine ----------------------------------------------------------------------------
 
-const hub = connect();
 hub.listen((msg) => {
   try {
     handlers[msg.type]?.(msg);
@@ -226,6 +243,7 @@ function startEngine() {
   setStepsDone(0);
   setState('loading');
   el.modelText.textContent = 'starting the engine (loading the WebAssembly module)…';
+  el.status.textContent = 'Loading the model…';
   // ?test-hooks: the engine answers the tests' 'stats' and 'lose-device' (engine/host.js)
   hub.post({ type: 'init', preferGpu: params.get('backend') !== 'cpu', testHooks: params.has('test-hooks') });
   const raw = params.get('model') || DEFAULT_MODEL;
@@ -290,16 +308,22 @@ function generate() {
     return;
   }
   clearError();
+  line.stopProbe();
+  writeAddress(addressed);
   generating = true;
+  runTimer = line.timer(run.n);
+  announced = 0;
+  el.announce.textContent = '';
   el.results.replaceChildren();
-  el.downloadGrid.disabled = true;
+  el.resultsHint.hidden = true;
+  el.downloadGrid.hidden = true;
   el.progress.max = run.steps;
   el.progress.value = 0;
   setStepsDone(0);
   el.progressText.textContent = `step 0/${run.steps} · starting…`;
   el.status.textContent = '';
   setState('generating');
-  const previewEvery = Math.max(1, Math.round(run.steps / 25));
+  const previewEvery = Math.max(1, Math.round(run.steps / (reducedMotion.matches ? 4 : 25)));
   const workers = Number(params.get('workers')) || undefined;  // ?workers=1: the CPU backend on one worker
   hub.post({ type: 'generate', ...run, previewEvery, workers });
 }
@@ -319,6 +343,11 @@ el.sampler.addEventListener('change', () => {
   updateHint();
 });
 el.n.addEventListener('input', () => { nTouched = true; });
+el.controls.addEventListener('input', () => line.refresh());
+el.controls.addEventListener('change', () => {
+  line.refresh();
+  writeAddress(addressed);
+});
 el.clearCache.addEventListener('click', () => hub.post({ type: 'clear-cache' }));
 el.modelForm.addEventListener('submit', (event) => {
   event.preventDefault();
@@ -335,21 +364,31 @@ el.downloadGrid.addEventListener('click', () => {
 
 // ---- pixels --------------------------------------------------------------------------------
 
+/** How the images of `r` were made: "DDIM, 20 steps, seed 42". */
+const madeWith = (r) => `${samplerNamed(r.sampler).label}, ${r.steps} steps, seed ${r.seed}${r.model === modelUrl ? '' : ', fine-tuned model'}`;
+
+/** Each image as a button that saves it, labelled with how it was made. */
 function showResults(images, width, height) {
+  const how = madeWith(run);
   const figures = images.map((rgba, i) => {
     const figure = document.createElement('figure');
     const canvas = drawRgba(document.createElement('canvas'), { width, height, rgba });
-    canvas.title = `image ${i + 1}, seed ${run.seed}`;
+    const alt = `Generated image ${i + 1} of ${images.length} (${how})`;
+    canvas.setAttribute('role', 'img');
+    canvas.setAttribute('aria-label', alt);
     const save = document.createElement('button');
     save.type = 'button';
     save.className = 'save';
-    save.textContent = 'Download PNG';
+    save.title = 'Download PNG';
+    save.setAttribute('aria-label', `${alt}: download PNG`);
     save.addEventListener('click', () => savePng(canvas, `ddpm-seed${run.seed}-${i + 1}.png`));
-    figure.append(canvas, save);
+    save.append(canvas);
+    figure.append(save);
     return figure;
   });
   el.results.replaceChildren(...figures);
-  el.downloadGrid.disabled = images.length === 0;
+  el.resultsHint.hidden = images.length === 0;
+  el.downloadGrid.hidden = images.length === 0;
 }
 
 function gridCanvas(canvases) {
