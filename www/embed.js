@@ -179,6 +179,20 @@ class DdpmDemo extends HTMLElement {
     this.dispatchEvent(new CustomEvent('error', { detail: { message } }));
   }
 
+  /** Resolves once the reader agrees to download `file` of `bytes` (over the element's max-mb). */
+  #askToDownload({ file, bytes }) {
+    const mb = (bytes / 1e6).toFixed(0);
+    this.ui.status.textContent = `This model's ${file} is ${mb} MB; it is downloaded once and kept in this browser.`;
+    const button = Object.assign(document.createElement('button'), { type: 'button', textContent: `Download ${mb} MB` });
+    button.part = 'confirm-download';
+    this.ui.status.after(button);
+    return new Promise((resolve) => button.addEventListener('click', () => {
+      button.remove();
+      this.ui.status.textContent = 'Loading the model…';
+      resolve();
+    }, { once: true }));
+  }
+
   async #start() {
     this.started = true;
     this.#setState('loading');
@@ -193,13 +207,23 @@ class DdpmDemo extends HTMLElement {
       // each element asks for the engine; it starts once, on the first element's backend
       this.client = await connect({ backend: this.getAttribute('backend') === 'cpu' ? 'cpu' : 'auto' });
       this.#showBackend();
-      this.model = await this.client.load(url, {
+      const options = {
         sha256: this.getAttribute('sha256') || undefined,
-        onDownload: ({ file, loaded, total }) => {
+        hub: this.getAttribute('hub') || undefined,
+        // A page opts in to larger downloads with max-mb; past it the reader is asked first.
+        maxBytes: Number(this.getAttribute('max-mb') || 100) * 1e6,
+        onDownload: ({ file, loaded, total, bytesPerSec, etaSec, converting }) => {
           if (this.model) return;
-          this.ui.status.textContent = `Downloading ${file}: ${(loaded / 1e6).toFixed(1)} MB` +
-            (total ? ` of ${(total / 1e6).toFixed(1)} MB` : '');
+          this.ui.status.textContent = converting ? `Converting ${file} to safetensors (once)…`
+            : `Downloading ${file}: ${(loaded / 1e6).toFixed(1)} MB` + (total ? ` of ${(total / 1e6).toFixed(1)} MB` : '') +
+              (bytesPerSec > 0 && loaded > 0 ? `, ${(bytesPerSec / 1e6).toFixed(1)} MB/s` : '') +
+              (etaSec > 0 ? `, ${Math.ceil(etaSec)} s left` : '');
         },
+      };
+      this.model = await this.client.load(url, options).catch(async (err) => {
+        if (!err.tooLarge) throw err;
+        await this.#askToDownload(err.tooLarge);
+        return this.client.load(url, { ...options, maxBytes: Infinity });
       });
     } catch (err) {
       return this.#fail(err.message);

@@ -266,3 +266,29 @@ export async function clearModelCache() {
     return false;
   }
 }
+
+/** The files of a model folder, as kept under their URLs (flat and pipeline layouts). */
+const MODEL_FILES = /(?:unet\/|scheduler\/)?(?:config\.json|scheduler_config\.json|model_index\.json|diffusion_pytorch_model\.safetensors)$/;
+
+/** The kept models: Map of folder URL -> bytes kept for it. */
+export async function cachedModels() {
+  const cache = await openCache();
+  const sizes = new Map();
+  if (!cache) return sizes;
+  for (const req of await cache.keys()) {
+    const prefix = req.url.replace(MODEL_FILES, '');
+    const resp = await cache.match(req);
+    const bytes = resp?.status === 200 ? (await resp.blob()).size : 0;
+    sizes.set(prefix, (sizes.get(prefix) ?? 0) + bytes);
+  }
+  return sizes;
+}
+
+/** Drops the kept files of the model folder `prefix` (what cachedModels names). */
+export async function forgetCachedModel(prefix) {
+  const cache = await openCache();
+  if (!cache) return;
+  for (const req of await cache.keys()) {
+    if (req.url.replace(MODEL_FILES, '') === prefix) await cache.delete(req);
+  }
+}

@@ -8,6 +8,7 @@ import { modelUrl as hubModelUrl } from '../hub.js';
 import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, etaText, samplerNamed, stepsPerSecText, wholeNumber } from '../util.js';
 import { createBackendLine } from './backend-line.js';
 import { saveBlob } from './download.js';
+import { initModelPicker, rememberedModel } from './models.js';
 import { initTuning } from './tune.js';
 import { readSettings as readAddress, writeSettings as writeAddress } from './url-state.js';
 
@@ -17,6 +18,7 @@ const $ = (id) => document.getElementById(id);
 const el = {
   modelBar: $('model-bar'), modelText: $('model-text'),
   modelForm: $('model-form'), modelUrl: $('model-url'), clearCache: $('clear-cache'), error: $('error'),
+  confirm: $('confirm-download'), confirmText: $('confirm-text'), confirmYes: $('confirm-yes'),
   controls: $('controls'), sampler: $('sampler'), steps: $('steps'), n: $('n'), eta: $('eta'),
   seed: $('seed'), seedRandom: $('seed-random'), hint: $('hint'), generate: $('generate'),
   cancel: $('cancel'), progress: $('progress'), progressText: $('progress-text'), status: $('status'),
@@ -72,8 +74,9 @@ const TITLES = {
 };
 const HINTS = {
   init: 'Reload the page to try again. The browser console may say more.',
-  load: 'The model URL must be a diffusers model folder: config.json + diffusion_pytorch_model.safetensors ' +
-    '(+ scheduler_config.json), or model_index.json with unet/ and scheduler/. Fix the model URL in Settings (below) and press Load.',
+  load: 'The model must be a diffusers model folder: config.json + diffusion_pytorch_model.safetensors (or .bin) ' +
+    '(+ scheduler_config.json), or model_index.json with unet/ and scheduler/; or hf:OWNER/NAME on the Hub. ' +
+    'Fix the model in Settings (below) and press Load.',
   generate: 'Change the settings and press Generate to try again.',
   input: '',
 };
@@ -116,13 +119,19 @@ const handlers = {
     updateHint();
   },
 
-  download({ url, file, loaded, total, cached }) {
+  download({ url, file, loaded, total, cached, bytesPerSec, etaSec, attempt, converting }) {
     if (url !== modelUrl) return;
     if (cached) {
       el.modelText.textContent = `${file} ${formatBytes(loaded)} (from the cache)`;
+    } else if (converting) {
+      el.modelText.textContent = `converting ${file} (${formatBytes(loaded)}) to safetensors, once: a later visit loads the converted file`;
     } else {
-      el.modelText.textContent = `downloading ${file} ${formatBytes(loaded, total)}`;
+      const speed = bytesPerSec > 0 && loaded > 0 ? `, ${(bytesPerSec / 1e6).toFixed(1)} MB/s` : '';
+      const left = etaSec > 0 ? `, ${etaSec < 90 ? `${Math.ceil(etaSec)} s` : `${Math.ceil(etaSec / 60)} min`} left` : '';
+      const again = attempt > 1 ? ' (the first try was cut: downloading again from the start)' : '';
+      el.modelText.textContent = `downloading ${file} ${formatBytes(loaded, total)}${speed}${left}${again}`;
     }
+    if (total >= LARGE_DOWNLOAD) el.status.textContent = `Downloading the model: ${el.modelText.textContent}`;
     if (total) {
       el.modelBar.max = total;
       el.modelBar.value = loaded;
@@ -150,6 +159,9 @@ const handlers = {
       canvas.height = h;
     }
     if (Number(el.steps.value) > T) el.steps.value = String(suggestedSteps(el.sampler.value));
+    // A 256-pixel model is ~20x a 32-pixel one per image: one image, and its probe times one.
+    largeImages = h * w > 64 * 64;
+    if (largeImages && !nTouched) el.n.value = '1';
     updateHint();
     setState('ready');
     tuning.modelReady({ url, info, texts });
@@ -207,9 +219,10 @@ const handlers = {
       : 'There were no cached weights.';
   },
 
-  error({ message, where, id, url }) {
+  error({ message, where, id, url, tooLarge }) {
     if (where === 'generate' && id !== run?.id) return;
     if (where === 'load' && url !== undefined && url !== modelUrl) return;
+    if (where === 'load' && tooLarge) return askToDownload(tooLarge);
     if (where === 'tune' || where === 'weights') return;  // shown by the fine-tuning panel
     if (where === 'load' && engineFailed) return;  // the 'init' error already says why
     if (where === 'init') {
@@ -246,7 +259,7 @@ function startEngine() {
   el.status.textContent = 'Loading the model…';
   // ?test-hooks: the engine answers the tests' 'stats' and 'lose-device' (engine/host.js)
   hub.post({ type: 'init', preferGpu: params.get('backend') !== 'cpu', testHooks: params.has('test-hooks') });
-  const raw = params.get('model') || DEFAULT_MODEL;
+  const raw = params.get('model') || rememberedModel(DEFAULT_MODEL);
   el.modelUrl.value = raw;
   try {
     modelUrl = hubModelUrl(raw, location.href, params.get('hub'));
@@ -270,7 +283,53 @@ function startEngine() {
       setState(document.body.dataset.state);
     },
   });
-  hub.post({ type: 'load', url: modelUrl, sha256: params.get('sha256') || undefined });
+  loadModel(LARGE_DOWNLOAD);
+  initModelPicker({
+    shipped: DEFAULT_MODEL, current: raw, keyOf: (id) => hubModelUrl(id, location.href, params.get('hub')),
+    load: (value) => showModel(value),
+    onCleared: (prefix, bytes) => { el.status.textContent = `Cleared ${(bytes / 1e6).toFixed(1)} MB of cached weights (${prefix}).`; },
+  }).then((picker) => { modelPicker = picker; }, (err) => console.error(err));
+}
+
+/** Runs expected to take longer than this on the CPU (or a software adapter) are asked about. */
+const LONG_RUN_SEC = 120;
+let largeImages = false;   // the model's images are over 64x64 pixels
+
+/** Whether to start `r`: yes on a GPU; on the CPU, a long run (by the timed steps) or a large
+ *  model not timed yet only on the visitor's word. */
+function slowRunAgreed(r) {
+  if (isGpu && !softwareGpu) return true;
+  const sec = line.seconds(r.n, r.steps);
+  const where = isGpu ? 'on this software WebGPU adapter' : 'on the CPU';
+  if (sec !== null && sec > LONG_RUN_SEC) return confirm(`${where[0].toUpperCase()}${where.slice(1)}, this run is expected to take ${line.text(r.n, r.steps)} (from the steps timed so far). Start it?`);
+  if (sec === null && largeImages) return confirm(`This model's images are large, and ${where} a step of them has not been timed yet: the run may take many minutes. Start it?`);
+  return true;
+}
+
+/** Files over this many bytes are downloaded only once the visitor agrees. */
+const LARGE_DOWNLOAD = 100e6;
+let modelPicker = null;
+
+function loadModel(maxBytes) {
+  hub.post({ type: 'load', url: modelUrl, sha256: params.get('sha256') || undefined, maxBytes });
+}
+
+/** The model's file is large: say how large, and download it on the visitor's word. */
+function askToDownload({ file, bytes }) {
+  el.confirmText.textContent = `This model's ${file} is ${(bytes / 1e6).toFixed(0)} MB. ` +
+    'It is downloaded once and kept in this browser; download it now?';
+  el.confirmYes.textContent = `Download ${(bytes / 1e6).toFixed(0)} MB`;
+  el.confirm.hidden = false;
+  el.status.textContent = 'Waiting for your go-ahead to download the model.';
+  el.modelText.textContent = `${file}: ${(bytes / 1e6).toFixed(0)} MB, not downloaded yet`;
+}
+
+/** Loads another model: a new address, as if the visitor had typed it. */
+function showModel(value) {
+  const next = new URL(location.href);
+  if (value) next.searchParams.set('model', value);
+  else next.searchParams.delete('model');
+  location.assign(next.href);
 }
 
 // ---- controls ------------------------------------------------------------------------------
@@ -307,6 +366,7 @@ function generate() {
     setState('error');
     return;
   }
+  if (!slowRunAgreed(run)) return;
   clearError();
   line.stopProbe();
   writeAddress(addressed);
@@ -349,13 +409,15 @@ el.controls.addEventListener('change', () => {
   writeAddress(addressed);
 });
 el.clearCache.addEventListener('click', () => hub.post({ type: 'clear-cache' }));
+hub.listen((msg) => { if (msg.type === 'cache-cleared' || msg.type === 'ready') modelPicker?.refresh(); });
 el.modelForm.addEventListener('submit', (event) => {
   event.preventDefault();
-  const next = new URL(location.href);
-  const value = el.modelUrl.value.trim();
-  if (value) next.searchParams.set('model', value);
-  else next.searchParams.delete('model');
-  location.assign(next.href);
+  showModel(el.modelUrl.value.trim());
+});
+el.confirmYes.addEventListener('click', () => {
+  el.confirm.hidden = true;
+  el.status.textContent = 'Loading the model…';
+  loadModel(Infinity);
 });
 el.downloadGrid.addEventListener('click', () => {
   const canvases = [...el.results.querySelectorAll('canvas')];

@@ -80,6 +80,12 @@ export function createBackendLine(hub, settings) {
       if (probe) hub.post({ type: 'cancel', id: probe.id });
     },
 
+    /** The expected seconds for `n` images in `steps` steps; null before a step was timed. */
+    seconds: (n, steps) => speed.seconds(n, steps),
+
+    /** "about 3 min for 1 image at 20 steps", or '' before a step was timed. */
+    text: (n, steps) => speed.text(n, steps),
+
     /** A timer for a run of `n` images (its steps refine the estimate). */
     timer: (n) => speed.timer(n),
   };
