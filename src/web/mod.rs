@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
-use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use burn::tensor::{Device, Tensor, TensorData};
+use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -207,6 +207,31 @@ impl Engine {
             "num_train_timesteps": m.scheduler.config.num_train_timesteps,
         })
         .to_string())
+    }
+
+    /// The UNet's output for `x` (f32, `shape` [N, C, H, W]) at the timesteps `t` (one per image),
+    /// read back as a Float32Array: one forward pass outside a run, so that a harness can hold the
+    /// backend to diffusers' `model(x, t).sample` (tests/e2e/dawn.test.mjs).
+    pub fn unet(&self, key: &str, x: &[f32], shape: &[u32], t: &[f32]) -> Promise {
+        let out = (|| {
+            let inner = self.inner.borrow();
+            let unet = &inner.model(key)?.unet;
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            unet.check_input(&shape).map_err(js_err)?;
+            if shape.iter().product::<usize>() != x.len() || t.len() != shape[0] {
+                return Err(js_err(format!(
+                    "x has {} values and t {} for shape {shape:?}",
+                    x.len(),
+                    t.len()
+                )));
+            }
+            let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &inner.device);
+            Ok(unet.forward(x, t))
+        })();
+        future_to_promise(async move {
+            let (data, _) = read(out?).await?;
+            Ok(Float32Array::from(&data[..]).into())
+        })
     }
 
     /// Starts a run with the model under `key`: draws x_T for images `first..first + n` of

@@ -1,0 +1,369 @@
+// WebGPU through Dawn, Chrome's WebGPU engine, in Node without a browser: the npm package `webgpu`
+// (Dawn's Node bindings) gives the wasm engine of pkg/ a `navigator.gpu`, here on the SwiftShader
+// Vulkan driver that Debian's `chromium` installs (Dawn refuses Mesa's lavapipe). Prints JSON lines:
+// the adapter, the time to the first image (load + shader compile + every step at the first batch),
+// then per batch the ms per step, the kernel launches per step (dispatchWorkgroups calls) and the
+// peak bytes of GPU buffers alive at once.
+//   node benches/dawn.mjs --model www/models/mnist --batches 1 --steps 2
+//   node benches/dawn.mjs --model tests/data/tiny --parity            (UNet against diffusers)
+//   node benches/dawn.mjs --model DIR --backends ours,ort --onnx DIR/unet.onnx
+// `ort` is onnxruntime-web's WebGPU execution provider on the same Dawn device kind, the model
+// exported by benches/export_onnx.py (needs torch: `make venv`), with the DDIM loop of
+// benches/ort.html; both backends are counted by the same wrappers. --icd system uses the
+// machine's own Vulkan drivers (a real GPU) instead of SwiftShader. BENCHMARKS.md, WebGPU through Dawn.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Where Debian's chromium(-common) puts SwiftShader's Vulkan ICD (`dpkg -L chromium-common`). */
+const ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json', '/usr/lib/chromium-browser/vk_swiftshader_icd.json'];
+
+/** SwiftShader's ICD file, or null where no Chromium installed one. */
+export function swiftshaderIcd() {
+  return ICDS.find((f) => existsSync(f)) ?? null;
+}
+
+/** A safetensors file as {name: {dtype, shape, data}}; I64 comes back as Float32 (timesteps). */
+export function readSafetensors(file) {
+  const buf = readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+  const base = 8 + n;
+  const out = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [a, b] = info.data_offsets;
+    const bytes = buf.subarray(base + a, base + b);
+    const copy = new Uint8Array(bytes).buffer;
+    const data = info.dtype === 'F32' ? new Float32Array(copy)
+      : info.dtype === 'F64' ? Float32Array.from(new Float64Array(copy))
+        : info.dtype === 'I64' ? Float32Array.from(new BigInt64Array(copy), Number)
+          : null;
+    if (!data) throw new Error(`${file}: ${name} is ${info.dtype}, not F32, F64 or I64`);
+    out[name] = { dtype: info.dtype, shape: info.shape, data };
+  }
+  return out;
+}
+
+/** Counts what the device is asked to do, by wrapping Dawn's prototypes (shared by every backend). */
+class Counters {
+  dispatches = 0;
+  pipelines = 0;
+  submits = 0;
+  /** launches by pipeline label, when `byKernel` */
+  byKernel = null;
+  /** live and peak buffer bytes of each device, in the order first seen, with the phase that made it */
+  devices = new Map();
+  phase = '';
+
+  constructor(globals) {
+    const self = this;
+    const buffers = new WeakMap();
+    const labels = new WeakMap();
+    const current = Symbol('pipeline');
+    const wrap = (proto, name, f) => {
+      const orig = proto[name];
+      proto[name] = function (...args) { return f.call(this, orig, args); };
+    };
+    for (const name of ['dispatchWorkgroups', 'dispatchWorkgroupsIndirect']) {
+      wrap(globals.GPUComputePassEncoder.prototype, name, function (orig, args) {
+        self.dispatches++;
+        if (self.byKernel) {
+          const k = labels.get(this[current]) ?? '(no label)';
+          self.byKernel.set(k, (self.byKernel.get(k) ?? 0) + 1);
+        }
+        return orig.apply(this, args);
+      });
+    }
+    wrap(globals.GPUComputePassEncoder.prototype, 'setPipeline', function (orig, args) {
+      this[current] = args[0];
+      return orig.apply(this, args);
+    });
+    const name = (desc) => desc?.label || desc?.compute?.module?.label || desc?.compute?.entryPoint || '';
+    wrap(globals.GPUDevice.prototype, 'createComputePipeline', function (orig, args) {
+      self.pipelines++;
+      const p = orig.apply(this, args);
+      labels.set(p, name(args[0]));
+      return p;
+    });
+    wrap(globals.GPUDevice.prototype, 'createComputePipelineAsync', async function (orig, args) {
+      self.pipelines++;
+      const p = await orig.apply(this, args);
+      labels.set(p, name(args[0]));
+      return p;
+    });
+    wrap(globals.GPUQueue.prototype, 'submit', function (orig, args) {
+      self.submits++;
+      return orig.apply(this, args);
+    });
+    wrap(globals.GPUDevice.prototype, 'createBuffer', function (orig, args) {
+      const b = orig.apply(this, args);
+      let d = self.devices.get(this);
+      if (!d) self.devices.set(this, (d = { phase: self.phase, live: 0, peak: 0 }));
+      const size = Number(args[0].size);
+      buffers.set(b, { d, size });
+      d.live += size;
+      d.peak = Math.max(d.peak, d.live);
+      return b;
+    });
+    wrap(globals.GPUBuffer.prototype, 'destroy', function (orig, args) {
+      const e = buffers.get(this);
+      if (e) {
+        e.d.live -= e.size;
+        buffers.delete(this);
+      }
+      return orig.apply(this, args);
+    });
+  }
+
+  /** Peak buffer bytes of the devices that `phase` created. */
+  peak(phase) {
+    let peak = 0;
+    for (const d of this.devices.values()) if (d.phase === phase) peak += d.peak;
+    return peak;
+  }
+}
+
+/**
+ * Dawn's navigator.gpu and the globals wgpu's wasm backend looks for: it finds navigator.gpu through
+ * a global `Window` or `WorkerGlobalScope` (wgpu's backend/webgpu.rs), and the GPU* classes and
+ * constants (GPUBufferUsage, GPUValidationError, ...) are Dawn's. `icd`: a Vulkan ICD file, or null
+ * for the loader's own drivers. Returns {gpu, counters, adapters}: the adapters the backends got.
+ */
+export async function setupDawn({ icd, flags = [] } = {}) {
+  if (icd) process.env.VK_ICD_FILENAMES = icd;
+  // The Vulkan loader warns on every adapter query without it.
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
+  const { create, globals } = await import('webgpu');
+  const counters = new Counters(globals);
+  // onnxruntime-web's wasm memory is shared (threads), and Dawn's bindings refuse a view of a
+  // SharedArrayBuffer ("Invalid argument") where a browser takes it: copy such data first.
+  const writeBuffer = globals.GPUQueue.prototype.writeBuffer;
+  globals.GPUQueue.prototype.writeBuffer = function (buffer, offset, data, dataOffset, size) {
+    if (data?.buffer instanceof SharedArrayBuffer) {
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      const k = data.BYTES_PER_ELEMENT ?? 1;
+      const from = (dataOffset ?? 0) * k;
+      const to = size === undefined ? bytes.length : from + size * k;
+      return writeBuffer.call(this, buffer, offset, bytes.slice(from, to));
+    }
+    return writeBuffer.call(this, buffer, offset, data, dataOffset, size);
+  };
+  const gpu = create(flags);
+  const adapters = [];
+  const requestAdapter = gpu.requestAdapter.bind(gpu);
+  gpu.requestAdapter = async (...args) => {
+    const a = await requestAdapter(...args);
+    if (a) adapters.push(a);
+    return a;
+  };
+  Object.assign(globalThis, globals);
+  class WorkerGlobalScope {}
+  globalThis.WorkerGlobalScope = WorkerGlobalScope;
+  globalThis.self = globalThis;
+  Object.defineProperty(globalThis, 'navigator', { value: { gpu, userAgent: `node ${process.version}` }, configurable: true, writable: true });
+  return { gpu, counters, adapters };
+}
+
+export function adapterName(a) {
+  const i = a?.info ?? {};
+  return { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description };
+}
+
+/** The engine of `pkg` (wasm-bindgen's web target), instantiated from the file's bytes. */
+export async function loadEngine(pkg = path.join(REPO, 'pkg')) {
+  const mod = await import(pathToFileURL(path.join(pkg, 'ddpm_web.js')).href);
+  mod.initSync({ module: readFileSync(path.join(pkg, 'ddpm_web_bg.wasm')) });
+  return mod;
+}
+
+/** A model folder's three files, loaded into `engine` under `key`. */
+export function loadModel(engine, dir, key = 'model') {
+  const file = (f) => path.join(dir, f);
+  const scheduler = existsSync(file('scheduler_config.json')) ? readFileSync(file('scheduler_config.json'), 'utf8') : null;
+  engine.load_model(key, file('config.json'), readFileSync(file('config.json'), 'utf8'), file('scheduler_config.json'),
+    scheduler, file('diffusion_pytorch_model.safetensors'), readFileSync(file('diffusion_pytorch_model.safetensors')));
+  return JSON.parse(engine.model_info(key));
+}
+
+const maxAbsDiff = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+/** Our engine on Dawn: lines for `print`. */
+async function ours(opt, dawn, print) {
+  const { counters } = dawn;
+  counters.phase = 'ours';
+  const t0 = performance.now();
+  const { Engine } = await loadEngine(opt.pkg);
+  const engine = await Engine.create(true);
+  if (!engine.is_gpu) throw new Error(`the engine fell back to the CPU: ${engine.gpu_note}`);
+  print({ backend: 'ours', what: 'adapter', adapter: adapterName(dawn.adapters.at(-1)) });
+  const info = loadModel(engine, opt.model);
+  const loadMs = performance.now() - t0;
+
+  let first = true;
+  for (const n of opt.batches) {
+    engine.start('model', n, opt.sampler, opt.steps, 0, opt.seed, 0, 0);
+    const steps = [];
+    for (;;) {
+      counters.dispatches = 0;
+      counters.submits = 0;
+      counters.pipelines = 0;
+      if (opt.byKernel) counters.byKernel = new Map();
+      const s = performance.now();
+      const r = await engine.step(false);
+      if (r === undefined) break;
+      steps.push({ ms: performance.now() - s, launches: counters.dispatches, submits: counters.submits, compiled: counters.pipelines, byKernel: counters.byKernel });
+    }
+    const images = await engine.result();
+    if (first) {
+      print({ backend: 'ours', what: 'first_image', model: opt.model, params: info.params, batch: n, sampler: opt.sampler, steps: opt.steps,
+        load_ms: round(loadMs), first_image_ms: round(performance.now() - t0), images: images.images.length });
+      first = false;
+    }
+    report('ours', n, steps, counters.peak('ours'), opt, print);
+  }
+  // After the runs, so that the first image's time is the user's (no extra forward before it).
+  if (opt.parity) {
+    const inputs = readSafetensors(path.join(opt.model, 'inputs.safetensors'));
+    const expected = readSafetensors(path.join(opt.model, 'expected.safetensors'));
+    const { x, t } = inputs;
+    const out = await engine.unet('model', x.data, Uint32Array.from(x.shape), t.data);
+    print({ backend: 'ours', what: 'parity', shape: x.shape, t: [...t.data], max_abs_err: maxAbsDiff(out, expected.unet_out.data),
+      max_abs_err_f64: maxAbsDiff(out, expected.unet_out_f64.data) });
+  }
+  engine.free();
+}
+
+function report(backend, n, steps, peak, opt, print) {
+  const warm = steps.length > 1 ? steps.slice(1) : steps;
+  print({ backend, what: 'step', batch: n, sampler: backend === 'ours' ? opt.sampler : 'ddim', steps: steps.length,
+    ms_per_step: round(median(warm.map((s) => s.ms))), launches_per_step: median(warm.map((s) => s.launches)),
+    submits_per_step: median(warm.map((s) => s.submits)),
+    first_step_ms: round(steps[0].ms), first_step_launches: steps[0].launches, first_step_pipelines: steps[0].compiled,
+    peak_buffer_bytes: peak });
+  if (opt.byKernel) {
+    const last = warm.at(-1).byKernel;
+    const top = [...last].sort((a, b) => b[1] - a[1]);
+    print({ backend, what: 'launches_by_kernel', batch: n, kernels: top.length, launches: Object.fromEntries(top) });
+  }
+}
+
+/** onnxruntime-web's WebGPU EP on Dawn, the DDIM loop of benches/ort.html timed per step. */
+async function ort(opt, dawn, print) {
+  const { counters } = dawn;
+  counters.phase = 'ort';
+  if (!opt.onnx) throw new Error('--backends ort needs --onnx FILE: python benches/export_onnx.py --model DIR --out FILE (in the venv of `make venv`)');
+  const t0 = performance.now();
+  const ortPath = path.join(REPO, 'node_modules/onnxruntime-web/dist/ort.webgpu.min.mjs');
+  const ort = await import(pathToFileURL(ortPath).href);
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmPaths = pathToFileURL(path.dirname(ortPath) + '/').href;
+  const session = await ort.InferenceSession.create(readFileSync(opt.onnx), { executionProviders: ['webgpu'] });
+  print({ backend: 'ort', what: 'adapter', adapter: adapterName(ort.env.webgpu.adapter ?? dawn.adapters.at(-1)), version: ort.env.versions?.web });
+  const cfg = JSON.parse(readFileSync(path.join(opt.model, 'config.json'), 'utf8'));
+  const sched = JSON.parse(readFileSync(path.join(opt.model, 'scheduler_config.json'), 'utf8'));
+  const loadMs = performance.now() - t0;
+  const size2 = [cfg.sample_size].flat();
+  const [c, h, w] = [cfg.in_channels, size2[0], size2[1] ?? size2[0]];
+  const run = async (x, t, n) => {
+    const out = await session.run({
+      sample: new ort.Tensor('float32', x, [n, c, h, w]),
+      timestep: new ort.Tensor('float32', t, [n]),
+    });
+    return out.eps.data;
+  };
+
+  if (opt.parity) {
+    const inputs = readSafetensors(path.join(opt.model, 'inputs.safetensors'));
+    const expected = readSafetensors(path.join(opt.model, 'expected.safetensors'));
+    const out = await run(inputs.x.data, inputs.t.data, inputs.x.shape[0]);
+    print({ backend: 'ort', what: 'parity', max_abs_err: maxAbsDiff(out, expected.unet_out.data) });
+  }
+
+  // alpha_bar_t of the linear schedule, as benches/ort.html
+  const T = sched.num_train_timesteps;
+  const alphaBar = [];
+  for (let t = 0, prod = 1; t < T; t++) {
+    prod *= 1 - (sched.beta_start + ((sched.beta_end - sched.beta_start) * t) / (T - 1));
+    alphaBar.push(prod);
+  }
+  const clip = sched.clip_sample !== false;
+  let first = true;
+  for (const n of opt.batches) {
+    const size = n * c * h * w;
+    let x = Float32Array.from({ length: size }, () => Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random()));
+    const ratio = Math.floor(T / opt.steps);
+    const steps = [];
+    for (let k = opt.steps - 1; k >= 0; k--) {
+      counters.dispatches = 0;
+      counters.submits = 0;
+      counters.pipelines = 0;
+      if (opt.byKernel) counters.byKernel = new Map();
+      const s = performance.now();
+      const t = k * ratio;
+      const ab = alphaBar[t];
+      const abPrev = k > 0 ? alphaBar[t - ratio] : 1;
+      const eps = await run(x, new Float32Array(n).fill(t), n);
+      const next = new Float32Array(size);
+      for (let i = 0; i < size; i++) {
+        let x0 = (x[i] - Math.sqrt(1 - ab) * eps[i]) / Math.sqrt(ab);
+        if (clip) x0 = Math.min(1, Math.max(-1, x0));
+        next[i] = Math.sqrt(abPrev) * x0 + Math.sqrt(1 - abPrev) * eps[i];
+      }
+      x = next;
+      steps.push({ ms: performance.now() - s, launches: counters.dispatches, submits: counters.submits, compiled: counters.pipelines, byKernel: counters.byKernel });
+    }
+    if (first) {
+      print({ backend: 'ort', what: 'first_image', model: opt.model, onnx: opt.onnx, batch: n, sampler: 'ddim', steps: opt.steps,
+        load_ms: round(loadMs), first_image_ms: round(performance.now() - t0) });
+      first = false;
+    }
+    report('ort', n, steps, counters.peak('ort'), opt, print);
+  }
+  await session.release();
+}
+
+async function main() {
+  const { values: o } = parseArgs({
+    options: {
+      model: { type: 'string', default: 'www/models/mnist' },
+      batches: { type: 'string', default: '1,16,64' },
+      steps: { type: 'string', default: '2' },
+      sampler: { type: 'string', default: 'ddim' },
+      seed: { type: 'string', default: '7' },
+      backends: { type: 'string', default: 'ours' },
+      onnx: { type: 'string' },
+      parity: { type: 'boolean', default: false },
+      'by-kernel': { type: 'boolean', default: false },
+      icd: { type: 'string', default: 'auto' },
+      pkg: { type: 'string', default: path.join(REPO, 'pkg') },
+    },
+  });
+  const opt = {
+    model: path.resolve(o.model), batches: o.batches.split(',').filter(Boolean).map(Number), steps: Number(o.steps),
+    sampler: o.sampler, seed: Number(o.seed), onnx: o.onnx && path.resolve(o.onnx), parity: o.parity, byKernel: o['by-kernel'],
+    pkg: path.resolve(o.pkg),
+  };
+  // auto: VK_ICD_FILENAMES when set, else SwiftShader; system: the Vulkan loader's own drivers.
+  const icd = o.icd === 'system' ? null : o.icd === 'auto' ? (process.env.VK_ICD_FILENAMES || swiftshaderIcd()) : o.icd;
+  if (o.icd === 'auto' && !icd) throw new Error('no SwiftShader ICD (install Debian\'s chromium: `make setup-web`), and VK_ICD_FILENAMES is not set; --icd system uses the machine\'s Vulkan drivers');
+  const dawn = await setupDawn({ icd });
+  const print = (line) => console.log(JSON.stringify({ ...line, icd: icd ?? 'system' }));
+  for (const b of o.backends.split(',')) {
+    if (b === 'ours') await ours(opt, dawn, print);
+    else if (b === 'ort') await ort(opt, dawn, print);
+    else throw new Error(`unknown backend ${b} (expected ours, ort)`);
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().then(() => process.exit(0), (e) => {
+    console.error(e?.stack ?? e);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,38 @@
+// WebGPU through Dawn (Chrome's WebGPU engine, npm `webgpu`) in Node, on SwiftShader's Vulkan driver
+// from Debian's chromium: benches/dawn.mjs runs the tiny parity model in the engine of pkg/, its
+// UNet matches diffusers (tests/data/tiny/expected.safetensors, `unet_out`) within 1e-4, and a DDIM
+// step is timed and counted, so that the harness behind BENCHMARKS.md's figures keeps working.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { swiftshaderIcd } from '../../benches/dawn.mjs';
+import { MINUTE, REPO_ROOT } from './helpers.mjs';
+
+const icd = swiftshaderIcd();
+
+test('benches/dawn.mjs: the tiny model on Dawn + SwiftShader matches diffusers', {
+  timeout: 5 * MINUTE,
+  skip: icd ? false : 'no SwiftShader Vulkan ICD (vk_swiftshader_icd.json): Debian\'s chromium installs it (make setup-web)',
+}, async (t) => {
+  const { stdout } = await promisify(execFile)(process.execPath, [
+    path.join(REPO_ROOT, 'benches/dawn.mjs'), '--model', path.join(REPO_ROOT, 'tests/data/tiny'),
+    '--parity', '--batches', '1', '--steps', '1',
+  ], { cwd: REPO_ROOT, timeout: 4 * MINUTE, maxBuffer: 1 << 20 });
+  const lines = stdout.trim().split('\n').map((l) => (t.diagnostic(l), JSON.parse(l)));
+  const get = (what) => lines.find((l) => l.what === what);
+  assert.equal(get('adapter').adapter.architecture, 'swiftshader', 'Dawn runs on SwiftShader');
+  assert.equal(get('adapter').icd, icd);
+  const parity = get('parity');
+  assert.deepEqual(parity.shape, [3, 1, 16, 16]);
+  assert.ok(parity.max_abs_err <= 1e-4, `UNet against diffusers' f32 output: max abs error ${parity.max_abs_err}`);
+  assert.ok(parity.max_abs_err_f64 <= 1e-4, `UNet against diffusers' f64 output: max abs error ${parity.max_abs_err_f64}`);
+  assert.equal(get('first_image').images, 1);
+  const step = get('step');
+  assert.equal(step.batch, 1);
+  assert.ok(step.ms_per_step > 0);
+  assert.ok(step.launches_per_step > 0, 'dispatchWorkgroups is counted');
+  assert.ok(step.peak_buffer_bytes > 0, 'buffer bytes are tracked');
+  assert.ok(lines.every((l) => l.backend === 'ours'));
+});
