@@ -490,6 +490,30 @@ impl UNetConfig {
         total
     }
 
+    /// The largest tensor one UNet call holds for `n` images, in f32 bytes: an up block's first
+    /// convolution input (its input and the skip concatenated, at most this level's channels and
+    /// the next's) or an attention's score matrix (heads x (h w)^2). WebGPU caps the size of one
+    /// buffer (maxStorageBufferBindingSize), so the page splits a batch whose largest tensor is
+    /// over it and refuses a model whose single image is. burn's convolutions on WebGPU (direct or
+    /// implicit GEMM) hold no unfolded copy of their input.
+    pub fn largest_tensor_bytes(&self, n: usize) -> u64 {
+        let [h, w] = self.sample_size;
+        let ch = &self.block_out_channels;
+        let levels = ch.len();
+        let mut largest = 0u64;
+        for (k, &c) in ch.iter().enumerate() {
+            let pixels = ((h >> k).max(1) * (w >> k).max(1)) as u64;
+            let next = ch[(k + 1).min(levels - 1)];
+            largest = largest.max((c + next) as u64 * pixels);
+            let deepest_mid = k == levels - 1 && self.mid_block_type.is_some() && self.add_attention;
+            if self.down_block_types[k].has_attention() || deepest_mid {
+                let heads = (c / self.attention_head_dim.unwrap_or(c).max(1)).max(1) as u64;
+                largest = largest.max(heads * pixels * pixels);
+            }
+        }
+        4 * n as u64 * largest
+    }
+
     /// Width of the time embedding MLP (`time_embedding_dim`, else 4 x the first block).
     pub fn time_embed_dim(&self) -> usize {
         self.time_embedding_dim.unwrap_or(self.block_out_channels[0] * 4)
@@ -694,6 +718,20 @@ mod tests {
             assert_eq!(T::from_name(v.name()), Some(*v));
         }
         assert_eq!(T::from_name("CrossAttnDownBlock2D"), None);
+    }
+
+    /// The largest tensors of the Hub's CIFAR-10 and 256-pixel configs: the top level's first up
+    /// convolution, (128 + 256) x 32 x 32 and (128 + 128) x 256 x 256 values per image.
+    #[test]
+    fn largest_tensor_of_the_hub_configs() {
+        let read = |name: &str| {
+            let path = format!("{}/tests/data/hub/{name}/config.json", env!("CARGO_MANIFEST_DIR"));
+            UNetConfig::from_json(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
+        };
+        let cifar = read("ddpm-cifar10-32");
+        assert_eq!(cifar.largest_tensor_bytes(1), 4 * 384 * 32 * 32);
+        assert_eq!(cifar.largest_tensor_bytes(16), 16 * cifar.largest_tensor_bytes(1));
+        assert_eq!(read("ddpm-celebahq-256").largest_tensor_bytes(1), 4 * 256 * 256 * 256);
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl View for &Lazy<'_> {
         // target this crate builds for, as safetensors stores them.
         match self.t.read() {
             Ok(bytes) if bytes.len() == self.t.byte_len() => Cow::Owned(bytes),
-            Ok(bytes) => self.fail(format!("{} bytes where its shape needs {}", bytes.len(), self.t.byte_len())),
+            Ok(bytes) => {
+                self.fail(format!("{} bytes where its shape needs {}", bytes.len(), self.t.byte_len()))
+            }
             Err(e) => self.fail(e.to_string()),
         }
     }

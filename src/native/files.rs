@@ -41,7 +41,9 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Model> {
     let config = read_text(&paths[0])?;
     let scheduler = if paths[1].is_file() { Some(read_text(&paths[1])?) } else { None };
     let bytes = match paths[2].extension() {
-        Some(ext) if ext == "bin" => pickle::to_safetensors(&paths[2].display().to_string(), read(&paths[2])?)?,
+        Some(ext) if ext == "bin" => {
+            pickle::to_safetensors(&paths[2].display().to_string(), read(&paths[2])?)?
+        }
         _ => read(&paths[2])?,
     };
     let names = paths.map(|p| p.display().to_string());

@@ -204,6 +204,7 @@ impl Engine {
             "sample_size": m.unet.config.sample_size,
             "in_channels": m.unet.config.in_channels,
             "params": params,
+            "image_tensor_bytes": m.unet.config.largest_tensor_bytes(1),
             "num_train_timesteps": m.scheduler.config.num_train_timesteps,
         })
         .to_string())

@@ -166,4 +166,74 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
       assert.match(r.badHub, /hub "ftp:\/\/x" is not an http\(s\) URL/);
     });
   });
+
+  test('the page: ?model=hf: shows the size, downloads on the visitor\'s word with MB/s, then 16 colour images', { timeout: 10 * MINUTE }, async (t) => {
+    const query = `?model=hf:google/ddpm-cifar10-32&hub=${encodeURIComponent(hub.hub)}&backend=cpu&sampler=ddim&steps=2&n=16`;
+    await withPage(t, env, query, 'e2e-hub-page.png', async ({ page, waitFor, waitForState }) => {
+      await page.getByTestId('confirm-download').waitFor({ state: 'visible', timeout: 2 * MINUTE });
+      assert.match(await page.getByTestId('confirm-download').innerText(), /diffusion_pytorch_model\.safetensors is 14\d MB[\s\S]*Download 14\d MB/);
+      const seen = [];
+      const watch = setInterval(() => page.locator('#model-text').innerText().then((x) => seen.push(x), () => {}), 100);
+      await page.getByTestId('confirm-yes').click();
+      await waitForState('ready', 5 * MINUTE);
+      clearInterval(watch);
+      t.diagnostic(seen.filter((x) => /MB\/s/.test(x)).slice(-1)[0] ?? '(no speed seen)');
+      assert.ok(seen.some((x) => /downloading diffusion_pytorch_model\.safetensors [\d.]+\/14\d\.\d MB/.test(x)), 'progress in MB');
+      const options = await page.getByTestId('model-pick').locator('option').allInnerTexts();
+      assert.ok(options.some((o) => /CelebA-HQ faces \(google\/ddpm-celebahq-256\): 256×256, 455 MB, \.bin converted once/.test(o)), options.join(' | '));
+      await page.getByTestId('generate').click();
+      await waitForState('done', 5 * MINUTE);
+      const images = await page.evaluate(() => [...document.querySelectorAll('#results canvas')].map((c) => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let colour = 0;
+        for (let i = 0; i < d.length; i += 4) colour += Math.abs(d[i] - d[i + 1]) + Math.abs(d[i + 1] - d[i + 2]);
+        return { w: c.width, colour, label: c.getAttribute('aria-label') };
+      }));
+      assert.equal(images.length, 16);
+      assert.ok(images.every((i) => i.w === 32 && i.colour > 0), 'sixteen 32-pixel colour images');
+      assert.match(images[0].label, /DDIM, 2 steps/);
+      await waitFor(() => document.querySelectorAll('#cached-models li').length > 0, null, MINUTE);
+      assert.match(await page.getByTestId('cached-models').innerText(), /google\/ddpm-cifar10-32\/resolve\/main\/ — 14\d MB/);
+    });
+  });
+
+  test('WebGPU: a batch over the largest buffer runs in parts; a model over it is refused with the sizes', { timeout: 10 * MINUTE }, async (t) => {
+    const run = async (backend, gpuMaxBuffer) => {
+      await withPage(t, env, 'tests/e2e/fixtures/api.html', `e2e-hub-limits-${backend}.png`, async ({ page }) => {
+        results[backend] = await page.evaluate(async ({ backend, gpuMaxBuffer, tiny }) => {
+          const hostHub = (await import('/www/engine/client.js')).connect();
+          hostHub.post({ type: 'init', preferGpu: backend !== 'cpu', testHooks: true, gpuMaxBuffer });
+          const { connect } = await import('/www/ddpm.js');
+          const ddpm = await connect({ backend });
+          const model = await ddpm.load(tiny);
+          const progress = [];
+          const out = await ddpm.generate(model, { n: 5, sampler: 'ddim', steps: 2, seed: 9, workers: 1, onProgress: (p) => progress.push(`${p.done}/${p.total}`) }).result;
+          return { isGpu: ddpm.backend.isGpu, info: model.info, progress, images: out.images.map((x) => Array.from(x)) };
+        }, { backend, gpuMaxBuffer, tiny: '/tests/data/tiny/' });
+      });
+    };
+    const results = {};
+    // The tiny model's largest tensor: (16 + 32) channels x 16 x 16 pixels x 4 bytes = 49,152 per image.
+    await run('auto', 100_000);
+    await run('cpu');
+    const gpu = results.auto;
+    t.diagnostic(JSON.stringify({ isGpu: gpu.isGpu, progress: gpu.progress, bytes: gpu.info.image_tensor_bytes }));
+    assert.equal(gpu.isGpu, true, 'SwiftShader gives a WebGPU adapter');
+    assert.equal(gpu.info.image_tensor_bytes, 49_152);
+    assert.deepEqual(gpu.progress, ['1/6', '2/6', '3/6', '4/6', '5/6', '6/6'], 'three calls of 2, 2 and 1 images');
+    assert.equal(gpu.images.length, 5);
+    const worst = Math.max(...gpu.images.flatMap((img, k) => img.map((v, i) => Math.abs(v - results.cpu.images[k][i]))));
+    assert.ok(worst <= 3, `the parts are the images of one batch (as the CPU makes them): worst difference ${worst}/255`);
+
+    await withPage(t, env, 'tests/e2e/fixtures/api.html', 'e2e-hub-limits-refused.png', async ({ page }) => {
+      const message = await page.evaluate(async (tiny) => {
+        (await import('/www/engine/client.js')).connect().post({ type: 'init', preferGpu: true, testHooks: true, gpuMaxBuffer: 10_000 });
+        const ddpm = await (await import('/www/ddpm.js')).connect();
+        const model = await ddpm.load(tiny);
+        return ddpm.generate(model, { n: 1, steps: 1 }).result.then(() => null, (e) => e.message);
+      }, '/tests/data/tiny/');
+      assert.match(message, /one 16×16 image of this model needs a 48 KiB buffer on the GPU, and this adapter's WebGPU allows at most 10 KiB in one buffer/);
+      assert.match(message, /maxStorageBufferBindingSize[\s\S]*\?backend=cpu/);
+    });
+  });
 });

@@ -33,18 +33,21 @@ export const lossOr = (ms) => new Promise((resolve) => {
   setTimeout(done, ms);
 });
 
-/** The adapter's own description, and whether it is a fallback (software) adapter, for display
- *  only (the engine holds its own device). */
+/** The adapter's own description, whether it is a fallback (software) adapter, and the largest
+ *  buffer it allows (the engine holds its own device). */
 export async function adapterInfo() {
   try {
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' });
     const info = adapter?.info ?? {};
+    const limits = adapter?.limits;
     return {
       name: [info.description || info.vendor, info.architecture].filter(Boolean).join(' ') || 'unnamed adapter',
       software: Boolean(info.isFallbackAdapter ?? adapter?.isFallbackAdapter),
+      // The engine's device asks for the adapter's limits; one tensor is one storage buffer.
+      maxBuffer: limits ? Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) : null,
     };
   } catch {
-    return { name: 'unnamed adapter', software: false };
+    return { name: 'unnamed adapter', software: false, maxBuffer: null };
   }
 }
 

@@ -4,7 +4,7 @@
 // (the WebGPU devices). It runs in a Web Worker (worker.js) or, where a page's
 // Content-Security-Policy forbids the worker, on the page itself.
 //
-// In:  {type:'init', preferGpu, testHooks?} {type:'load', url, sha256?, maxBytes?} {type:'generate', id, model, n, sampler, steps,
+// In:  {type:'init', preferGpu, testHooks?, gpuMaxBuffer?} {type:'load', url, sha256?, maxBytes?} {type:'generate', id, model, n, sampler, steps,
 //      eta, seed, previewEvery, workers?, first?, cols?, cpuOnSoftware?} {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery, workers?, onGpu?} {type:'tune-stop'}
@@ -36,7 +36,8 @@ import * as jobs from './jobs.js';
 import { TooLarge, clearModelCache } from './model-files.js';
 import { describeError, host } from './state.js';
 
-const PKG = '../../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
+const PKG = '../../pkg/';
+let gpuMaxBufferHook = null;  // the wasm-pack output, relative to this file (`make dist` rewrites it)
 
 let queue = Promise.resolve();  // jobs run one after another on the one engine
 const loads = new Map();        // `url sha256` -> {url, sha256, answer, settle, ready} (one download per model)
@@ -73,6 +74,8 @@ async function handle(msg) {
     switch (msg.type) {
       case 'init':
         if (msg.testHooks) enableTestHooks();
+        // A smaller largest GPU buffer than the adapter's, so tests can split batches and refuse models.
+        if (msg.testHooks && msg.gpuMaxBuffer) gpuMaxBufferHook = Number(msg.gpuMaxBuffer);
         return await initEngine(msg.preferGpu !== false, msg.note);
       case 'generate': return await jobs.generate(msg, mine);
       case 'clear-cache': return host.post({ type: 'cache-cleared', deleted: await clearModelCache() });
@@ -167,6 +170,7 @@ async function initEngine(preferGpu, note = null) {
     const adapter = await adapterInfo();
     backendName += `: ${adapter.name}`;
     host.softwareAdapter = adapter.software;
+    host.gpuMaxBuffer = testHooksOn() && gpuMaxBufferHook ? gpuMaxBufferHook : adapter.maxBuffer;
   }
   postBackend();
 }

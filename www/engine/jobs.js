@@ -120,32 +120,73 @@ export async function generate(msg, mine) {
     if (r) return r.cancelled ? post({ type: 'cancelled', id, done: r.done, total: r.total }) : finish({ ...r, cpu: engine.is_gpu }, parts.length);
     // no helper could run it: on this engine, as below
   }
+  const limit = engine.is_gpu && first === 0 ? gpuImagesPerCall(engine, String(model), n) : n;
+  engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
+  engine.cancel();
+  // A batch over the GPU's largest buffer runs as parts of `limit` images, one after another;
+  // progress counts the steps of all of them.
+  const images = [];
+  let size = null;
+  const calls = Math.ceil(n / limit);
+  for (let at = 0, k = 0; at < n; at += limit, k++) {
+    const part = Math.min(limit, n - at);
+    const r = await runSteps(engine, { ...msg, n: part, first: first + at, cols: calls > 1 ? gridCols : cols }, {
+      live, every: Math.max(1, Math.floor(previewEvery) || 1),
+      onProgress: (done, total) => progress(k * total + done, calls * total),
+      onPreview: (done, total, xt, x0) => preview(k * total + done, calls * total, xt, x0),
+    });
+    if (!r) return;  // the engine was replaced
+    if (r.cancelled) return post({ type: 'cancelled', id, done: k * r.total + r.done, total: calls * r.total });
+    images.push(...r.images);
+    size = r;
+  }
+  finish({ images, width: size.width, height: size.height, done: calls * size.done, total: calls * size.total });
+}
+
+/** The images one UNet call on the GPU can take: as many as keep its largest tensor within the
+ *  adapter's largest buffer (engine/gpu-watch.js); throws, with the sizes, when one image is over. */
+function gpuImagesPerCall(engine, key, n) {
+  const max = host.gpuMaxBuffer;
+  if (!max) return n;
+  const { image_tensor_bytes: per, sample_size: [h, w] } = JSON.parse(engine.model_info(key));
+  const mb = (b) => (b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(0)} MiB` : `${(b / 2 ** 10).toFixed(0)} KiB`);
+  if (per > max) {
+    throw new Error(`one ${h}×${w} image of this model needs a ${mb(per)} buffer on the GPU, and this adapter's WebGPU ` +
+      `allows at most ${mb(max)} in one buffer (maxStorageBufferBindingSize / maxBufferSize): it cannot run here on WebGPU; ` +
+      'the CPU backend (?backend=cpu) can run it, slowly');
+  }
+  return Math.max(1, Math.min(n, Math.floor(max / per)));
+}
+
+/** Runs the steps of one batch (`msg`'s n images from `first`) on `engine`; resolves to
+ *  {images, width, height, done, total}, {cancelled, done, total}, or null once `live()` is false. */
+async function runSteps(engine, msg, { live, every, onProgress, onPreview }) {
+  const { id, model, n, sampler, steps, eta, seed, first, cols } = msg;
   await engine.start(String(model), n, sampler, steps, eta, seed >>> 0, first, cols);
-  const every = Math.max(1, Math.floor(previewEvery) || 1);
   let done = 0;
   let total = steps;
   try {
     while (done < total) {
       if (isCancelled(id)) {
         engine.cancel();
-        return post({ type: 'cancelled', id, done, total });
+        return { cancelled: true, done, total };
       }
       const wanted = (done + 1) % every === 0 || done + 1 >= total;
       const r = await engine.step(wanted);
-      if (!live()) return;
+      if (!live()) return null;
       if (r === undefined || r === null) break;
       done = Number(field(r, 'done'));
       total = Number(field(r, 'total'));
-      progress(done, total);
-      if (wanted) preview(done, total, frame(field(r, 'x_t')), frame(field(r, 'x0')));
+      onProgress(done, total);
+      if (wanted) onPreview(done, total, frame(field(r, 'x_t')), frame(field(r, 'x0')));
       free(r);
       await nextTask();  // lets a 'cancel' message in
     }
     const out = await engine.result();
-    if (!live()) return;
+    if (!live()) return null;
     const result = { images: Array.from(field(out, 'images'), toBytes), width: field(out, 'width'), height: field(out, 'height'), done, total };
     free(out);
-    finish(result);
+    return result;
   } catch (err) {
     if (live()) try { engine.cancel(); } catch { /* already dropped */ }
     throw err;

@@ -75,8 +75,9 @@ fn download(text: &str, id: &str) -> Result<PathBuf> {
             Error::Request(format!("--model {text}: the repository has neither {weights} nor {bin}"))
         })?;
     }
-    // Every file of one revision lands in the same snapshot folder, in the repository's layout.
-    let depth = Path::new(&file(layout.config())).components().count();
+    // Every file of one revision lands in the same snapshot folder, in the repository's layout:
+    // the model's folder is the one its config lies in (flat) or two levels up (unet/config.json).
+    let depth = Path::new(layout.config()).components().count();
     Ok(config.ancestors().nth(depth).expect("a cached file lies under its snapshot folder").to_path_buf())
 }
 
@@ -85,9 +86,11 @@ fn get(repo: &ApiRepo, text: &str, name: &str) -> Result<Option<PathBuf>> {
     match repo.get(name) {
         Ok(path) => Ok(Some(path)),
         Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => Ok(None),
-        Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(401 | 403, _)) => Err(Error::Request(format!(
-            "--model {text}: {name}: {e}: no such repository, or a private or gated one (set HF_TOKEN)"
-        ))),
+        Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(401 | 403, _)) => {
+            Err(Error::Request(format!(
+                "--model {text}: {name}: {e}: no such repository, or a private or gated one (set HF_TOKEN)"
+            )))
+        }
         Err(e) => Err(Error::Request(format!("--model {text}: {name}: {e}"))),
     }
 }
