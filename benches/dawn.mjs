@@ -249,7 +249,15 @@ function report(backend, n, steps, peak, opt, print) {
   if (opt.byKernel) {
     const last = warm.at(-1).byKernel;
     const top = [...last].sort((a, b) => b[1] - a[1]);
-    print({ backend, what: 'launches_by_kernel', batch: n, kernels: top.length, launches: Object.fromEntries(top) });
+    // cubecl names a pipeline after its kernel, then its element type, vectorisation and a hash
+    // (kernel_binop_c_f32_n_4_7124f1e1): the part before the type is the op.
+    const byOp = new Map();
+    for (const [k, v] of top) {
+      const op = k.replace(/_[a-z]+_(f32|f16|i32|u32|bool)_.*$/, '');
+      byOp.set(op, (byOp.get(op) ?? 0) + v);
+    }
+    print({ backend, what: 'launches_by_kernel', batch: n, kernels: top.length,
+      by_op: Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1])), launches: Object.fromEntries(top) });
   }
 }
 
