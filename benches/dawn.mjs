@@ -55,7 +55,8 @@ class Counters {
   submits = 0;
   /** launches by pipeline label, when `byKernel` */
   byKernel = null;
-  /** live and peak buffer bytes of each device, in the order first seen, with the phase that made it */
+  /** live and peak buffer bytes of each device, with the phase that made it; the peak is the
+   *  device's so far, so a later batch's includes what a memory pool kept from earlier ones */
   devices = new Map();
   phase = '';
 
@@ -249,7 +250,15 @@ function report(backend, n, steps, peak, opt, print) {
   if (opt.byKernel) {
     const last = warm.at(-1).byKernel;
     const top = [...last].sort((a, b) => b[1] - a[1]);
-    print({ backend, what: 'launches_by_kernel', batch: n, kernels: top.length, launches: Object.fromEntries(top) });
+    // cubecl names a pipeline after its kernel, then its element type, vectorisation and a hash
+    // (kernel_binop_c_f32_n_4_7124f1e1): the part before the type is the op.
+    const byOp = new Map();
+    for (const [k, v] of top) {
+      const op = k.replace(/_[a-z]+_(f32|f16|i32|u32|bool)_.*$/, '');
+      byOp.set(op, (byOp.get(op) ?? 0) + v);
+    }
+    print({ backend, what: 'launches_by_kernel', batch: n, kernels: top.length,
+      by_op: Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1])), launches: Object.fromEntries(top) });
   }
 }
 
@@ -277,13 +286,6 @@ async function ort(opt, dawn, print) {
     });
     return out.eps.data;
   };
-
-  if (opt.parity) {
-    const inputs = readSafetensors(path.join(opt.model, 'inputs.safetensors'));
-    const expected = readSafetensors(path.join(opt.model, 'expected.safetensors'));
-    const out = await run(inputs.x.data, inputs.t.data, inputs.x.shape[0]);
-    print({ backend: 'ort', what: 'parity', max_abs_err: maxAbsDiff(out, expected.unet_out.data) });
-  }
 
   // alpha_bar_t of the linear schedule, as benches/ort.html
   const T = sched.num_train_timesteps;
@@ -324,6 +326,13 @@ async function ort(opt, dawn, print) {
       first = false;
     }
     report('ort', n, steps, counters.peak('ort'), opt, print);
+  }
+  if (opt.parity) {
+    const inputs = readSafetensors(path.join(opt.model, 'inputs.safetensors'));
+    const expected = readSafetensors(path.join(opt.model, 'expected.safetensors'));
+    const out = await run(inputs.x.data, inputs.t.data, inputs.x.shape[0]);
+    print({ backend: 'ort', what: 'parity', max_abs_err: maxAbsDiff(out, expected.unet_out.data),
+      max_abs_err_f64: maxAbsDiff(out, expected.unet_out_f64.data) });
   }
   await session.release();
 }

@@ -109,6 +109,18 @@ impl Inner {
     }
 }
 
+/// `Engine::unet`'s forward pass, its inputs checked against the model first.
+fn unet_forward(inner: &Inner, key: &str, x: &[f32], shape: &[u32], t: &[f32]) -> Result<Tensor<4>, JsValue> {
+    let unet = &inner.model(key)?.unet;
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    unet.check_input(&shape).map_err(js_err)?;
+    if shape.iter().product::<usize>() != x.len() || t.len() != shape[0] {
+        return Err(js_err(format!("x has {} values and t {} for shape {shape:?}", x.len(), t.len())));
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &inner.device);
+    Ok(unet.forward(x, t))
+}
+
 #[wasm_bindgen]
 pub struct Engine {
     inner: Rc<RefCell<Inner>>,
@@ -214,21 +226,7 @@ impl Engine {
     /// read back as a Float32Array: one forward pass outside a run, so that a harness can hold the
     /// backend to diffusers' `model(x, t).sample` (tests/e2e/dawn.test.mjs).
     pub fn unet(&self, key: &str, x: &[f32], shape: &[u32], t: &[f32]) -> Promise {
-        let out = (|| {
-            let inner = self.inner.borrow();
-            let unet = &inner.model(key)?.unet;
-            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            unet.check_input(&shape).map_err(js_err)?;
-            if shape.iter().product::<usize>() != x.len() || t.len() != shape[0] {
-                return Err(js_err(format!(
-                    "x has {} values and t {} for shape {shape:?}",
-                    x.len(),
-                    t.len()
-                )));
-            }
-            let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &inner.device);
-            Ok(unet.forward(x, t))
-        })();
+        let out = unet_forward(&self.inner.borrow(), key, x, shape, t);
         future_to_promise(async move {
             let (data, _) = read(out?).await?;
             Ok(Float32Array::from(&data[..]).into())
