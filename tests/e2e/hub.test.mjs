@@ -238,4 +238,27 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
       assert.match(message, /maxStorageBufferBindingSize[\s\S]*\?backend=cpu/);
     });
   });
+
+  test('<ddpm-demo model="hf:..." hub>: the size and a button past max-mb, then images', { timeout: 10 * MINUTE }, async (t) => {
+    await withPage(t, env, 'tests/e2e/fixtures/api.html', 'e2e-hub-embed.png', async ({ page }) => {
+      await page.evaluate(async (hubUrl) => {
+        await import('/www/embed.js');
+        document.body.innerHTML = `<ddpm-demo model="hf:google/ddpm-cifar10-32" hub="${hubUrl}" backend="cpu" n="2" steps="2" sampler="ddim" seed="4"></ddpm-demo>`;
+      }, hub.hub);
+      const demo = page.locator('ddpm-demo');
+      const button = demo.locator('button[part="confirm-download"]');
+      await button.waitFor({ state: 'visible', timeout: 2 * MINUTE });
+      assert.equal(await button.innerText(), 'Download 143 MB');
+      const shadowText = () => demo.evaluate((e) => e.shadowRoot.textContent);
+      assert.match(await shadowText(), /diffusion_pytorch_model\.safetensors is 143 MB/);
+      await button.click();
+      await page.waitForFunction(() => document.querySelector('ddpm-demo').dataset.state === 'ready' || document.querySelector('ddpm-demo').dataset.state === 'error', null, { timeout: 5 * MINUTE });
+      assert.equal(await demo.getAttribute('data-state'), 'ready', await shadowText());
+      const done = page.evaluate(() => new Promise((resolve) => document.querySelector('ddpm-demo').addEventListener('done', (e) => resolve(e.detail), { once: true })));
+      await demo.locator('button[part="generate"]').click();
+      const detail = await done;
+      assert.equal(detail.images, 2, 'two images');
+      assert.equal(detail.width, 32);
+    });
+  });
 });
