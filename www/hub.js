@@ -7,8 +7,9 @@ import { folderUrl } from './util.js';
 
 export const DEFAULT_HUB = 'https://huggingface.co';
 
-/** What a visitor can pick besides the shipped model: the paper's models as diffusers keeps them
- *  (sizes of the weights file; `bin`: only diffusers' older .bin, converted in the page once). */
+/** What a visitor can pick besides the shipped model: the paper's models as diffusers keeps them,
+ *  each a flat folder (config.json beside the weights, and a model_index.json); `mb`: the weights
+ *  file's size; `bin`: only diffusers' older .bin, converted in the page once. */
 export const HUB_MODELS = [
   { id: 'google/ddpm-cifar10-32', label: 'CIFAR-10', size: 32, mb: 143, bin: false },
   { id: 'google/ddpm-celebahq-256', label: 'CelebA-HQ faces', size: 256, mb: 455, bin: true },

@@ -181,7 +181,7 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
       t.diagnostic(seen.filter((x) => /MB\/s/.test(x)).slice(-1)[0] ?? '(no speed seen)');
       assert.ok(seen.some((x) => /downloading diffusion_pytorch_model\.safetensors [\d.]+\/14\d\.\d MB/.test(x)), 'progress in MB');
       const options = await page.getByTestId('model-pick').locator('option').allInnerTexts();
-      assert.ok(options.some((o) => /CelebA-HQ faces \(google\/ddpm-celebahq-256\): 256×256, 455 MB, \.bin converted once/.test(o)), options.join(' | '));
+      assert.ok(options.some((o) => /CelebA-HQ faces \(google\/ddpm-celebahq-256\): 256×256, 455 MB, flat folder, \.bin converted once/.test(o)), options.join(' | '));
       await page.getByTestId('generate').click();
       await waitForState('done', 5 * MINUTE);
       const images = await page.evaluate(() => [...document.querySelectorAll('#results canvas')].map((c) => {

@@ -27,10 +27,10 @@ export async function initModelPicker({ shipped, current, keyOf, load, onCleared
   const list = $('cached-models');
   const cached = await cachedModels().catch(() => new Map());
   const options = [
-    { value: shipped, text: 'MNIST digits (shipped with the page): 32×32, 15 MB' },
+    { value: shipped, text: 'MNIST digits (shipped with the page): 32×32, 7.4 MB, flat folder' },
     ...HUB_MODELS.map((m) => ({
       value: `hf:${m.id}`,
-      text: `${m.label} (${m.id}): ${m.size}×${m.size}, ${m.mb} MB${m.bin ? ', .bin converted once' : ''}` +
+      text: `${m.label} (${m.id}): ${m.size}×${m.size}, ${m.mb} MB, flat folder${m.bin ? ', .bin converted once' : ''}` +
         `${cached.has(safeKey(keyOf, `hf:${m.id}`)) ? ', cached' : ''}`,
     })),
   ];
