@@ -261,4 +261,22 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
       assert.equal(detail.width, 32);
     });
   });
+
+  test('the CIFAR-10 config on WebGPU (SwiftShader): one image, 2 steps, in colour', { timeout: 10 * MINUTE }, async (t) => {
+    await withPage(t, env, 'tests/e2e/fixtures/api.html', 'e2e-hub-webgpu.png', async ({ page }) => {
+      const r = await page.evaluate(async (hubUrl) => {
+        const ddpm = await (await import('/www/ddpm.js')).connect();
+        const model = await ddpm.load('hf:google/ddpm-cifar10-32', { hub: hubUrl });
+        const out = await ddpm.generate(model, { n: 1, sampler: 'ddim', steps: 2, seed: 1 }).result;
+        const rgba = out.images[0];
+        let colour = 0;
+        for (let i = 0; i < rgba.length; i += 4) colour += Math.abs(rgba[i] - rgba[i + 1]) + Math.abs(rgba[i + 1] - rgba[i + 2]);
+        return { isGpu: ddpm.backend.isGpu, width: out.width, height: out.height, colour };
+      }, hub.hub);
+      t.diagnostic(JSON.stringify(r));
+      assert.equal(r.isGpu, true, 'SwiftShader gives a WebGPU adapter');
+      assert.deepEqual([r.width, r.height], [32, 32]);
+      assert.ok(r.colour > 0, 'a colour image');
+    });
+  });
 });
