@@ -45,6 +45,9 @@ export function wholeNumber(text, lo, hi, what) {
 /** A speed as "12 steps/s" (one decimal under 10), "… steps/s" before the first one is known. */
 export const stepsPerSecText = (s) => (s > 0 ? `${s.toFixed(s < 10 ? 1 : 0)} steps/s` : '… steps/s');
 
+/** A size for people: "0.4 MB", "143 MB" (one decimal under 10 MB). */
+export const megabytes = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+
 /** The time left as "12s", "…" while unknown. */
 export const etaText = (sec) => (sec === null || sec === undefined ? '…' : `${Math.ceil(sec)}s`);
 

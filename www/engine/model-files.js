@@ -2,7 +2,7 @@
 // weights checked against a SHA-256 when one is given, and kept in Cache Storage so that a second
 // visit needs no network. Nothing here knows the engine: `load` takes the files.
 
-import { concatBytes, folderUrl } from '../util.js';
+import { concatBytes, folderUrl, megabytes } from '../util.js';
 import { describeError } from './state.js';
 
 /**
@@ -44,12 +44,11 @@ const decode = (bytes) => new TextDecoder().decode(bytes);
 /** A file over the size the visitor has agreed to download: `bytes` says how big. */
 export class TooLarge extends Error {
   constructor(url, file, bytes, maxBytes) {
-    super(`${url}: ${mb(bytes)} to download (over ${mb(maxBytes)}): confirm the download to go on`);
+    super(`${url}: ${megabytes(bytes)} to download (over ${megabytes(maxBytes)}): confirm the download to go on`);
     Object.assign(this, { url, file, bytes });
   }
 }
 
-const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
 
 /** Refuses a weights file whose SHA-256 is not `expected` (64 hex digits); a converted .bin is
  *  checked as it was downloaded. */
@@ -203,7 +202,7 @@ async function readBody(url, resp, maxBytes, report) {
     try {
       chunk = await reader.read();
     } catch (err) {
-      throw new CutShort(`${url}: the download was cut after ${mb(loaded)}${total ? ` of ${mb(total)}` : ''}, ` +
+      throw new CutShort(`${url}: the download was cut after ${megabytes(loaded)}${total ? ` of ${megabytes(total)}` : ''}, ` +
         `twice (${describeError(err)}): check the connection and load the model again`);
     }
     if (chunk.done) break;
@@ -217,7 +216,7 @@ async function readBody(url, resp, maxBytes, report) {
     }
   }
   if (expected !== null && loaded < expected) {
-    throw new CutShort(`${url}: the download was cut after ${mb(loaded)} of ${mb(expected)}, twice: ` +
+    throw new CutShort(`${url}: the download was cut after ${megabytes(loaded)} of ${megabytes(expected)}, twice: ` +
       'check the connection and load the model again');
   }
   report(loaded, loaded, speed(loaded));

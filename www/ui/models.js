@@ -3,6 +3,7 @@
 // and each kept model's cached weights with their size and a button that drops them.
 
 import { HUB_MODELS } from '../hub.js';
+import { megabytes } from '../util.js';
 import { cachedModels, forgetCachedModel } from '../engine/model-files.js';
 
 const REMEMBER = 'ddpm-web-model';
@@ -49,13 +50,13 @@ export async function initModelPicker({ shipped, current, keyOf, load, onCleared
     list.replaceChildren(...[...now].map(([prefix, bytes]) => {
       const li = document.createElement('li');
       const clear = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Clear' });
-      clear.setAttribute('aria-label', `Clear the cached weights of ${prefix} (${mb(bytes)})`);
+      clear.setAttribute('aria-label', `Clear the cached weights of ${prefix} (${megabytes(bytes)})`);
       clear.addEventListener('click', async () => {
         await forgetCachedModel(prefix);
         onCleared(prefix, bytes);
         showCached();
       });
-      li.append(`${prefix} — ${mb(bytes)} `, clear);
+      li.append(`${prefix} — ${megabytes(bytes)} `, clear);
       return li;
     }));
     list.hidden = now.size === 0;
@@ -72,4 +73,3 @@ function safeKey(keyOf, id) {
   }
 }
 
-const mb = (bytes) => `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
