@@ -112,17 +112,15 @@ export async function generate(msg, mine) {
   const parts = first > 0 ? null
     : !engine.is_gpu ? planParts(n, gridCols, workers)
     : host.softwareAdapter && cpuOnSoftware ? planParts(n, gridCols, workers, 1) : null;  // even one CPU worker beats it
+  engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
+  engine.cancel();
   if (parts) {
-    engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
-    engine.cancel();
     const r = await runParts(msg, parts, gridCols, setupOf, { onProgress: progress, onPreview: preview });
     if (!live()) return;
     if (r) return r.cancelled ? post({ type: 'cancelled', id, done: r.done, total: r.total }) : finish({ ...r, cpu: engine.is_gpu }, parts.length);
     // no helper could run it: on this engine, as below
   }
   const limit = engine.is_gpu && first === 0 ? gpuImagesPerCall(engine, String(model), n) : n;
-  engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
-  engine.cancel();
   // A batch over the GPU's largest buffer runs as parts of `limit` images, one after another;
   // progress counts the steps of all of them.
   const images = [];
