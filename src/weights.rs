@@ -160,6 +160,15 @@ impl ModuleMapper for Loader<'_> {
             return param;
         }
         let device = param.lazy_device();
+        if D == 4 && crate::unet::channels_last_weights(&device) {
+            // Convolution weights laid out [out, kh, kw, in] in memory, the layout burn's
+            // cubecl convolution reads: seen as [out, in, kh, kw], they are not copied first.
+            let (data, shape) = channels_last(&host);
+            let axes: [usize; D] = std::array::from_fn(|k| [0, 3, 1, 2][k]);
+            return param
+                .map(move |_| Tensor::<D>::from_data(TensorData::new(data, shape), &device).permute(axes))
+                .set_require_grad(true);
+        }
         // Linear weights are transposed here, on the host, so the parameter is a plain
         // contiguous tensor as if burn had initialised it (same kernels, same numbers).
         let (data, shape) = if transposed { transpose(&host) } else { (host.data, host.shape) };
@@ -167,6 +176,18 @@ impl ModuleMapper for Loader<'_> {
             .map(move |_| Tensor::<D>::from_data(TensorData::new(data, shape), &device))
             .set_require_grad(true)
     }
+}
+
+/// A 4-d [o, i, kh, kw] tensor as [o, kh, kw, i].
+fn channels_last(t: &HostTensor) -> (Vec<f32>, Vec<usize>) {
+    let [o, i, kh, kw] = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+    let at = |a, b, y, x| t.data[((a * i + b) * kh + y) * kw + x];
+    let data = (0..o)
+        .flat_map(|a| {
+            (0..kh).flat_map(move |y| (0..kw).flat_map(move |x| (0..i).map(move |b| at(a, b, y, x))))
+        })
+        .collect();
+    (data, vec![o, kh, kw, i])
 }
 
 /// A 2-d [rows, cols] tensor as [cols, rows].

@@ -51,6 +51,24 @@ fn ema_decay_warms_up_as_diffusers_ema_model() {
     assert_eq!(ema_decay(0.999, 20_000), 0.999);
 }
 
+#[test]
+fn learning_rate_warms_up_then_falls_to_zero_along_a_cosine() {
+    use ddpm_web::train::Trainer;
+    let at = |trainer: &mut Trainer, step: usize| {
+        trainer.step = step;
+        trainer.current_lr()
+    };
+    let mut plain = Trainer::new(2e-4, 500, 0);
+    assert!((at(&mut plain, 0) - 2e-4 / 500.0).abs() < 1e-15);
+    assert_eq!(at(&mut plain, 20_000), 2e-4);
+    // Decay over steps 1000..2000: the full rate before, half at the middle, 0 at the last step.
+    let mut decayed = Trainer::new(2e-4, 500, 0).with_decay(1000, 2000);
+    assert_eq!(at(&mut decayed, 999), 2e-4);
+    assert!((at(&mut decayed, 1499) - 1e-4).abs() < 1e-12);
+    assert!(at(&mut decayed, 1999).abs() < 1e-18);
+    assert!(at(&mut decayed, 1200) > at(&mut decayed, 1201));
+}
+
 /// Our flat Adam against burn's per-tensor `Adam` on the same gradients: the same parameters
 /// after each step, and each resumes from the other's saved state (old training states were
 /// written by burn's).

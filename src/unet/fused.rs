@@ -3,7 +3,8 @@
 //! backward each, as in PyTorch's autograd, and attention is PyTorch's flash attention; burn
 //! composes them from small differentiable ops (group norm: nine forward, each with its own
 //! backward), which made our training step slower than PyTorch's (BENCHMARKS.md, "Native CPU").
-//! Every other backend takes burn's own versions.
+//! On burn's cubecl backends outside autodiff (sampling on WebGPU or wgpu), group norm and the
+//! SiLU after it are one kernel (`cube.rs`). Every other case takes burn's own versions.
 
 use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
@@ -14,7 +15,20 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     if let (true, Some(gamma), Some(beta)) = (torch::on_libtorch(&x), &norm.gamma, &norm.beta) {
         return torch::group_norm(x, gamma.val(), beta.val(), norm.num_groups, norm.epsilon);
     }
+    #[cfg(any(feature = "gpu", target_family = "wasm"))]
+    if let (true, Some(gamma), Some(beta)) = (cube::applies(&x), &norm.gamma, &norm.beta) {
+        return cube::group_norm(x, gamma.val(), beta.val(), cube_norm(norm, false));
+    }
     norm.forward(x)
+}
+
+/// `silu(norm.forward(x))`: one kernel when sampling on a GPU (`cube.rs`).
+pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(any(feature = "gpu", target_family = "wasm"))]
+    if let (true, Some(gamma), Some(beta)) = (cube::applies(&x), &norm.gamma, &norm.beta) {
+        return cube::group_norm(x, gamma.val(), beta.val(), cube_norm(norm, true));
+    }
+    silu(group_norm(norm, x))
 }
 
 /// softmax(q kᵀ / sqrt(d)) v, over q, k, v of [batch, heads, tokens, d].
@@ -44,5 +58,12 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone() / x.neg().exp().add_scalar(1.0)
 }
 
+#[cfg(any(feature = "gpu", target_family = "wasm"))]
+use super::cube;
+
+#[cfg(any(feature = "gpu", target_family = "wasm"))]
+fn cube_norm(norm: &GroupNorm, silu: bool) -> cube::Norm {
+    cube::Norm { groups: norm.num_groups, eps: norm.epsilon, silu }
+}
 #[cfg(feature = "torch")]
 use super::torch;

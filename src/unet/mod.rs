@@ -3,6 +3,8 @@
 
 mod attention;
 mod blocks;
+#[cfg(any(feature = "gpu", target_family = "wasm"))]
+mod cube;
 mod embedding;
 mod fused;
 pub(crate) mod resnet;
@@ -23,6 +25,18 @@ use blocks::{AttnSettings, UpChannels};
 use embedding::TimestepEmbedding;
 use fused::silu;
 use resnet::{ResnetSettings, conv3x3, group_norm};
+
+/// Whether `weights.rs` keeps convolution weights on `device` channels-last: on burn's cubecl
+/// backends outside autodiff (sampling on WebGPU or wgpu), whose convolution reads that layout.
+pub(crate) fn channels_last_weights(device: &Device) -> bool {
+    #[cfg(any(feature = "gpu", target_family = "wasm"))]
+    return cube::on_cube(device);
+    #[cfg(not(any(feature = "gpu", target_family = "wasm")))]
+    return {
+        let _ = device;
+        false
+    };
+}
 
 #[derive(Module, Debug)]
 pub struct UNet2DModel {

@@ -130,6 +130,10 @@ enum Command {
         lr: f64,
         #[arg(long, default_value_t = 500)]
         warmup: usize,
+        /// Let the learning rate fall from --lr at this step to 0 at --steps along half a cosine
+        /// (e.g. the step a finished run resumes from, to end it at a vanishing rate).
+        #[arg(long, value_name = "STEP")]
+        decay_from: Option<usize>,
         /// Largest EMA decay of the weights that are written as the model (it warms up as in
         /// diffusers' EMAModel: min(EMA, (1 + s) / (10 + s)) after s + 1 steps).
         #[arg(long, default_value_t = 0.999)]
@@ -538,6 +542,7 @@ fn run(command: Command) -> Result<()> {
             batch,
             lr,
             warmup,
+            decay_from,
             ema,
             seed,
             resume,
@@ -555,6 +560,7 @@ fn run(command: Command) -> Result<()> {
                 batch,
                 lr,
                 warmup,
+                decay_from,
                 ema,
                 seed,
                 resume,

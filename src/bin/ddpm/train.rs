@@ -30,6 +30,7 @@ pub struct TrainArgs {
     pub batch: usize,
     pub lr: f64,
     pub warmup: usize,
+    pub decay_from: Option<usize>,
     pub ema: f64,
     pub seed: u64,
     pub resume: bool,
@@ -72,6 +73,9 @@ fn check_args(args: &TrainArgs) -> Result<()> {
     }
     if !(0.0..1.0).contains(&args.ema) {
         return bad("ema", "a decay from 0 to below 1", args.ema.to_string());
+    }
+    if let Some(start) = args.decay_from.filter(|&s| s >= args.steps) {
+        return bad("decay-from", &format!("a step below --steps {}", args.steps), start.to_string());
     }
     if args.checkpoint_every == 0 {
         return bad("checkpoint-every", "at least 1", "0".into());
@@ -187,6 +191,9 @@ pub fn run(args: TrainArgs, device: Device) -> Result<()> {
     }
     let train_device = device.clone().autodiff();
     let mut trainer = Trainer::new(args.lr, args.warmup, args.seed);
+    if let Some(start) = args.decay_from {
+        trainer = trainer.with_decay(start, args.steps);
+    }
     let mut data_rng = ChaCha8Rng::seed_from_u64(args.seed);
     data_rng.set_stream(1);
     let (mut raw, mut ema) = if args.resume {

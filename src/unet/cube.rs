@@ -1,0 +1,208 @@
+//! Group norm (and the SiLU that follows it in a ResNet block) as one cubecl kernel, for
+//! sampling on burn's cubecl backends (WebGPU in the browser, wgpu natively). burn composes group
+//! norm from small ops, two reductions and about ten element-wise kernels, and SiLU adds four:
+//! with 41 norms they were half of a forward's launches (BENCHMARKS.md, "Fewer launches"). Here
+//! one workgroup normalises one (image, group), so each norm is a single launch. Training keeps
+//! burn's ops (autodiff needs their backward), and so does every other backend.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, DispatchDevice, backend_extension};
+use burn::tensor::{DType, Device, Tensor};
+use burn_cubecl::cubecl::ir::{ElemType, FloatKind};
+use burn_cubecl::cubecl::prelude::{CubeCount, CubeDim};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::permute;
+use burn_cubecl::{CubeBackend, tensor::CubeTensor};
+
+/// Units of one workgroup: a power of two (the tree reduction halves it), within WebGPU's
+/// guaranteed 256 invocations per workgroup.
+const UNITS: u32 = 256;
+
+/// Whether `device` is a cubecl device outside autodiff.
+pub fn on_cube(device: &Device) -> bool {
+    !device.is_autodiff() && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// Whether `x` is f32 on a cubecl device outside autodiff, where the kernel here applies.
+pub fn applies(x: &Tensor<4>) -> bool {
+    x.dtype() == DType::F32 && on_cube(&x.device())
+}
+
+/// What one group norm computes besides its tensors.
+#[derive(Clone, Copy, Debug)]
+pub struct Norm {
+    pub groups: usize,
+    pub eps: f64,
+    /// SiLU of the output (x * sigmoid(x)), as a ResNet block applies next.
+    pub silu: bool,
+}
+
+/// Group norm of x [n, c, h, w] in `norm.groups` groups, `* gamma + beta` per channel, then SiLU
+/// if `norm.silu`: the numbers of burn's `GroupNorm::forward` (and `activation::silu`).
+pub fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, norm: Norm) -> Tensor<4> {
+    let (x, gamma, beta) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
+    Tensor::from_dispatch(<burn::backend::Dispatch as CubeOps>::group_norm(x, gamma, beta, norm))
+}
+
+#[backend_extension(Cube)]
+pub trait CubeOps: Backend {
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        norm: Norm,
+    ) -> FloatTensor<Self>;
+}
+
+impl CubeOps for CubeBackend {
+    fn group_norm(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, norm: Norm) -> CubeTensor {
+        let Norm { groups, eps, silu } = norm;
+        let [n, c, h, w] = x.meta.shape().dims();
+        // Written channels-last ([n, h, w, c] in memory, seen as [n, c, h, w]): the layout
+        // burn's convolution reads, so the conv after a norm copies nothing first.
+        let nhwc = empty_device_dtype(x.client.clone(), x.device.clone(), [n, h, w, c].into(), x.dtype);
+        kernel::group_norm_kernel::launch(
+            &nhwc.client,
+            CubeCount::Static((n * groups) as u32, 1, 1),
+            CubeDim::new_1d(UNITS),
+            x.into_tensor_arg(),
+            into_contiguous(gamma).into_tensor_arg(),
+            into_contiguous(beta).into_tensor_arg(),
+            nhwc.clone().into_tensor_arg(),
+            (c / groups) as u32,
+            w as u32,
+            eps as f32,
+            UNITS as usize,
+            silu,
+            ElemType::Float(FloatKind::F32),
+        );
+        permute(nhwc, &[0, 3, 1, 2])
+    }
+}
+
+mod kernel {
+    use burn_cubecl::cubecl;
+    use cubecl::prelude::*;
+
+    /// One workgroup per (image, group) of x [n, c, h, w] in any layout: its mean, then its
+    /// variance about that mean (two passes, as burn computes it, rather than E[x²] - mean²),
+    /// then the output, into `out` [n, h, w, c] (contiguous). Units walk a group channel-first,
+    /// so neighbouring units touch neighbouring values in a channels-last x and in `out`.
+    #[cube(launch)]
+    pub fn group_norm_kernel<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        out: &mut Tensor<F>,
+        channels_per_group: u32,
+        width: u32,
+        eps: f32,
+        #[comptime] units: usize,
+        #[comptime] silu: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let cpg = channels_per_group as usize;
+        let groups = x.shape(1) / cpg;
+        let image = CUBE_POS_X as usize / groups;
+        let first_channel = (CUBE_POS_X as usize % groups) * cpg;
+        let (w, channels) = (width as usize, x.shape(1));
+        let size = cpg * x.shape(2) * w;
+        let base = image * x.stride(0) + first_channel * x.stride(1);
+        let mut shared = Shared::new_slice(units);
+
+        let mut sum = F::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < size {
+            let (c, p) = (i % cpg, i / cpg);
+            sum += x[base + c * x.stride(1) + (p / w) * x.stride(2) + (p % w) * x.stride(3)];
+            i += units;
+        }
+        shared[UNIT_POS_X as usize] = sum;
+        let mean = tree_sum::<F>(&mut shared) / F::cast_from(size as u32);
+
+        let mut squares = F::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < size {
+            let (c, p) = (i % cpg, i / cpg);
+            let d = x[base + c * x.stride(1) + (p / w) * x.stride(2) + (p % w) * x.stride(3)] - mean;
+            squares += d * d;
+            i += units;
+        }
+        shared[UNIT_POS_X as usize] = squares;
+        let variance = tree_sum::<F>(&mut shared) / F::cast_from(size as u32);
+        let inv_std = F::new(1.0) / F::sqrt(variance + F::cast_from(eps));
+
+        let out_base = image * x.shape(2) * w * channels + first_channel;
+        let mut i = UNIT_POS_X as usize;
+        while i < size {
+            let (c, p) = (i % cpg, i / cpg);
+            let channel = first_channel + c;
+            let v = x[base + c * x.stride(1) + (p / w) * x.stride(2) + (p % w) * x.stride(3)];
+            let mut y = (v - mean) * inv_std * gamma[channel] + beta[channel];
+            if silu {
+                y = y / (F::new(1.0) + F::exp(-y));
+            }
+            out[out_base + p * channels + c] = y;
+            i += units;
+        }
+    }
+
+    /// The sum of `shared` (one value per unit, a power of two of them), read by every unit; the
+    /// slice may be written again after this returns.
+    #[cube]
+    fn tree_sum<F: Float>(shared: &mut Shared<[F]>) -> F {
+        sync_cube();
+        let mut active = CUBE_DIM_X;
+        while active > 1 {
+            active /= 2;
+            if UNIT_POS_X < active {
+                let other = shared[(UNIT_POS_X + active) as usize];
+                shared[UNIT_POS_X as usize] += other;
+            }
+            sync_cube();
+        }
+        let total = shared[0];
+        sync_cube();
+        total
+    }
+}
+
+#[cfg(all(test, not(target_family = "wasm")))]
+mod tests {
+    use burn::nn::GroupNormConfig;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    /// The kernel against burn's `GroupNorm` (and SiLU) on wgpu: groups of fewer and of more
+    /// values than a workgroup's units, several images, and gamma and beta away from 1 and 0.
+    #[test]
+    fn one_kernel_gives_burns_group_norm_and_silu() {
+        let device = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe where there is no GPU)");
+        for (n, c, h, groups) in [(3, 32, 32, 8), (2, 128, 8, 8), (1, 12, 5, 3), (4, 64, 4, 32)] {
+            let mut norm = GroupNormConfig::new(groups, c).with_epsilon(1e-5).init(&device);
+            let gamma = Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
+            let beta = Tensor::<1>::random([c], Distribution::Uniform(-0.5, 0.5), &device);
+            norm.gamma = Some(burn::module::Param::from_tensor(gamma));
+            norm.beta = Some(burn::module::Param::from_tensor(beta));
+            let (gamma, beta) = (norm.gamma.as_ref().unwrap().val(), norm.beta.as_ref().unwrap().val());
+            // Laid out as [n, c, h, w], and channels-last as a convolution leaves its output.
+            let x = Tensor::<4>::random([n, c, h, h], Distribution::Normal(0.3, 2.0), &device);
+            let channels_last = Tensor::<4>::random([n, h, h, c], Distribution::Normal(0.3, 2.0), &device)
+                .permute([0, 3, 1, 2]);
+            for (layout, x) in [("nchw", x.clone()), ("nhwc", channels_last)] {
+                assert!(super::applies(&x));
+                let want = norm.forward(x.clone());
+                for silu in [false, true] {
+                    let norm = super::Norm { groups, eps: 1e-5, silu };
+                    let got = super::group_norm(x.clone(), gamma.clone(), beta.clone(), norm);
+                    let want = if silu { burn::tensor::activation::silu(want.clone()) } else { want.clone() };
+                    let err: f32 = (got - want).abs().max().into_scalar();
+                    assert!(
+                        err < 1e-4,
+                        "{layout} [{n}, {c}, {h}, {h}] in {groups} groups, silu {silu}: max abs error {err}"
+                    );
+                }
+            }
+        }
+    }
+}
