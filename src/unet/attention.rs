@@ -45,19 +45,16 @@ impl Attention {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let (heads, dh) = (self.heads, c / self.heads);
         let normed = match &self.group_norm {
             Some(norm) => fused::group_norm(norm, x.clone()),
             None => x.clone(),
         };
         let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
-        let split = |t: Tensor<3>| t.reshape([b, h * w, heads, dh]).swap_dims(1, 2);
-        let q = split(self.to_q.forward(tokens.clone()));
-        let k = split(self.to_k.forward(tokens.clone()));
-        let v = split(self.to_v.forward(tokens));
-        // softmax(q k^T / sqrt(d_head)) v, as one fused op where the backend has one
-        let out = fused::attention(q, k, v);
-        let out = out.swap_dims(1, 2).reshape([b, h * w, c]);
+        let q = self.to_q.forward(tokens.clone());
+        let k = self.to_k.forward(tokens.clone());
+        let v = self.to_v.forward(tokens);
+        // softmax(q k^T / sqrt(d_head)) v per head, as one fused op where the backend has one
+        let out = fused::attention(q, k, v, self.heads);
         let out = self.to_out[0].forward(out).swap_dims(1, 2).reshape([b, c, h, w]);
         let out = out + x;
         if self.rescale_output_factor == 1.0 { out } else { out.div_scalar(self.rescale_output_factor) }

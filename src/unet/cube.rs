@@ -24,8 +24,8 @@ pub fn on_cube(device: &Device) -> bool {
     !device.is_autodiff() && matches!(device.clone().inner().as_dispatch(), DispatchDevice::Cube(_))
 }
 
-/// Whether `x` is f32 on a cubecl device outside autodiff, where the kernel here applies.
-pub fn applies(x: &Tensor<4>) -> bool {
+/// Whether `x` is f32 on a cubecl device outside autodiff, where the kernels here apply.
+pub fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && on_cube(&x.device())
 }
 
@@ -45,6 +45,18 @@ pub fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, norm: Norm) -
     Tensor::from_dispatch(<burn::backend::Dispatch as CubeOps>::group_norm(x, gamma, beta, norm))
 }
 
+/// The widest attention head the attention kernel takes: each unit keeps a query and its
+/// output's running sum of `head_dim` values in registers. Wider heads (a Hub model with one
+/// head over 256 or 512 channels) take burn's attention.
+pub const MAX_HEAD_DIM: usize = 64;
+
+/// Multi-head softmax(q kᵀ / sqrt(d)) v over q, k, v of [batch, tokens, heads * d] (the
+/// projections' outputs, unsplit), as [batch, tokens, heads * d]; d at most `MAX_HEAD_DIM`.
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    let (q, k, v) = (q.into_dispatch(), k.into_dispatch(), v.into_dispatch());
+    Tensor::from_dispatch(<burn::backend::Dispatch as CubeOps>::attention(q, k, v, heads))
+}
+
 #[backend_extension(Cube)]
 pub trait CubeOps: Backend {
     fn group_norm(
@@ -52,6 +64,12 @@ pub trait CubeOps: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         norm: Norm,
+    ) -> FloatTensor<Self>;
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        heads: usize,
     ) -> FloatTensor<Self>;
 }
 
@@ -78,6 +96,28 @@ impl CubeOps for CubeBackend {
             ElemType::Float(FloatKind::F32),
         );
         permute(nhwc, &[0, 3, 1, 2])
+    }
+
+    fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, heads: usize) -> CubeTensor {
+        let [b, tokens, c] = q.meta.shape().dims();
+        let head_dim = c / heads;
+        let out = empty_device_dtype(q.client.clone(), q.device.clone(), [b, tokens, c].into(), q.dtype);
+        let rows = b * heads * tokens;
+        let units = UNITS.min(rows as u32);
+        kernel::attention_kernel::launch(
+            &out.client,
+            CubeCount::Static(rows.div_ceil(units as usize) as u32, 1, 1),
+            CubeDim::new_1d(units),
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            heads as u32,
+            (head_dim as f32).sqrt().recip(),
+            head_dim,
+            ElemType::Float(FloatKind::F32),
+        );
+        out
     }
 }
 
@@ -148,6 +188,61 @@ mod kernel {
         }
     }
 
+    /// One unit per (image, head, query): the softmax over keys kept online (a running maximum
+    /// and sum, rescaled as a larger score arrives, as flash attention does), so scores are
+    /// never stored and the whole attention is one launch.
+    #[cube(launch)]
+    pub fn attention_kernel<F: Float>(
+        q: &Tensor<F>,
+        k: &Tensor<F>,
+        v: &Tensor<F>,
+        out: &mut Tensor<F>,
+        heads: u32,
+        scale: f32,
+        #[comptime] head_dim: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let tokens = q.shape(1);
+        let heads = heads as usize;
+        if ABSOLUTE_POS >= q.shape(0) * heads * tokens {
+            terminate!();
+        }
+        let query = ABSOLUTE_POS % tokens;
+        let image = ABSOLUTE_POS / tokens / heads;
+        let first = (ABSOLUTE_POS / tokens % heads) * head_dim;
+        let mut q_row = Array::<F>::new(head_dim);
+        let mut sum = Array::<F>::new(head_dim);
+        let at_q = image * q.stride(0) + query * q.stride(1);
+        for d in 0..head_dim {
+            q_row[d] = q[at_q + (first + d) * q.stride(2)] * F::cast_from(scale);
+            sum[d] = F::new(0.0);
+        }
+        // Below any score; a finite literal (WGSL has no infinity literal).
+        let mut max = F::new(-3.0e38);
+        let mut weight = F::new(0.0);
+        for key in 0..tokens {
+            let at_k = image * k.stride(0) + key * k.stride(1);
+            let mut score = F::new(0.0);
+            for d in 0..head_dim {
+                score += q_row[d] * k[at_k + (first + d) * k.stride(2)];
+            }
+            let new_max = select(score > max, score, max);
+            let rescale = F::exp(max - new_max);
+            let p = F::exp(score - new_max);
+            weight = weight * rescale + p;
+            let at_v = image * v.stride(0) + key * v.stride(1);
+            for d in 0..head_dim {
+                sum[d] = sum[d] * rescale + p * v[at_v + (first + d) * v.stride(2)];
+            }
+            max = new_max;
+        }
+        let at_out = image * out.stride(0) + query * out.stride(1);
+        let out_stride = out.stride(2);
+        for d in 0..head_dim {
+            out[at_out + (first + d) * out_stride] = sum[d] / weight;
+        }
+    }
+
     /// The sum of `shared` (one value per unit, a power of two of them), read by every unit; the
     /// slice may be written again after this returns.
     #[cube]
@@ -173,11 +268,17 @@ mod tests {
     use burn::nn::GroupNormConfig;
     use burn::tensor::{Device, Distribution, Tensor};
 
+    /// This process's one wgpu device (lavapipe where there is no GPU; a second `init` is refused).
+    fn gpu() -> Device {
+        static GPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+        GPU.get_or_init(|| Device::wgpu_options().init().expect("a wgpu adapter")).clone()
+    }
+
     /// The kernel against burn's `GroupNorm` (and SiLU) on wgpu: groups of fewer and of more
     /// values than a workgroup's units, several images, and gamma and beta away from 1 and 0.
     #[test]
     fn one_kernel_gives_burns_group_norm_and_silu() {
-        let device = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe where there is no GPU)");
+        let device = gpu();
         for (n, c, h, groups) in [(3, 32, 32, 8), (2, 128, 8, 8), (1, 12, 5, 3), (4, 64, 4, 32)] {
             let mut norm = GroupNormConfig::new(groups, c).with_epsilon(1e-5).init(&device);
             let gamma = Tensor::<1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
@@ -203,6 +304,33 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The kernel against burn's attention over the heads split out: one head and several,
+    /// token counts off a workgroup's size, heads of 4 to `MAX_HEAD_DIM` values.
+    #[test]
+    fn one_kernel_gives_burns_multi_head_attention() {
+        let device = gpu();
+        for (b, tokens, heads, d) in [(2, 256, 8, 8), (1, 64, 1, super::MAX_HEAD_DIM), (3, 17, 2, 4)] {
+            let c = heads * d;
+            let random = || Tensor::<3>::random([b, tokens, c], Distribution::Normal(0.0, 2.0), &device);
+            let (q, k, v) = (random(), random(), random());
+            let split = |t: Tensor<3>| t.reshape([b, tokens, heads, d]).swap_dims(1, 2);
+            let options = burn::tensor::ops::AttentionModuleOptions::default();
+            let want = burn::tensor::module::attention(
+                split(q.clone()),
+                split(k.clone()),
+                split(v.clone()),
+                None,
+                None,
+                options,
+            )
+            .swap_dims(1, 2)
+            .reshape([b, tokens, c]);
+            let got = super::attention(q, k, v, heads);
+            let err: f32 = (got - want).abs().max().into_scalar();
+            assert!(err < 1e-4, "[{b}, {tokens}, {heads} x {d}]: max abs error {err}");
         }
     }
 }

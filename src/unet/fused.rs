@@ -31,8 +31,22 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     silu(group_norm(norm, x))
 }
 
+/// Multi-head softmax(q kᵀ / sqrt(d)) v over q, k, v of [batch, tokens, heads * d] (the
+/// projections' outputs), as [batch, tokens, heads * d]: one kernel when sampling on a GPU
+/// (`cube.rs`), PyTorch's flash attention on LibTorch, burn's attention otherwise.
+pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [b, tokens, c] = q.dims();
+    #[cfg(any(feature = "gpu", target_family = "wasm"))]
+    if cube::applies(&q) && c / heads <= cube::MAX_HEAD_DIM {
+        return cube::attention(q, k, v, heads);
+    }
+    let split = |t: Tensor<3>| t.reshape([b, tokens, heads, c / heads]).swap_dims(1, 2);
+    let out = split_attention(split(q), split(k), split(v));
+    out.swap_dims(1, 2).reshape([b, tokens, c])
+}
+
 /// softmax(q kᵀ / sqrt(d)) v, over q, k, v of [batch, heads, tokens, d].
-pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+fn split_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "torch")]
     if torch::on_libtorch(&q) {
         return torch::attention(q, k, v);
