@@ -1,7 +1,8 @@
 // WebGPU through Dawn (Chrome's WebGPU engine, npm `webgpu`) in Node, on SwiftShader's Vulkan driver
 // from Debian's chromium: benches/dawn.mjs runs the tiny parity model in the engine of pkg/, its
-// UNet matches diffusers (tests/data/tiny/expected.safetensors, `unet_out`) within 1e-4, and a DDIM
-// step is timed and counted, so that the harness behind BENCHMARKS.md's figures keeps working.
+// UNet matches diffusers (tests/data/tiny/expected.safetensors, `unet_out`) within 1e-4 with the
+// sampling path's own kernels, and a DDIM step is timed and counted, so that the harness behind
+// BENCHMARKS.md's figures keeps working.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -18,7 +19,7 @@ test('benches/dawn.mjs: the tiny model on Dawn + SwiftShader matches diffusers',
 }, async (t) => {
   const { stdout } = await promisify(execFile)(process.execPath, [
     path.join(REPO_ROOT, 'benches/dawn.mjs'), '--model', path.join(REPO_ROOT, 'tests/data/tiny'),
-    '--parity', '--batches', '1', '--steps', '1',
+    '--parity', '--batches', '1', '--steps', '1', '--by-kernel',
   ], { cwd: REPO_ROOT, timeout: 4 * MINUTE, maxBuffer: 1 << 20 });
   const lines = stdout.trim().split('\n').map((l) => (t.diagnostic(l), JSON.parse(l)));
   const get = (what) => lines.find((l) => l.what === what);
@@ -33,6 +34,12 @@ test('benches/dawn.mjs: the tiny model on Dawn + SwiftShader matches diffusers',
   assert.equal(step.batch, 1);
   assert.ok(step.ms_per_step > 0);
   assert.ok(step.launches_per_step > 0, 'dispatchWorkgroups is counted');
+  // Sampling runs group norm (+ SiLU) and attention as one kernel each (src/unet/cube.rs): no
+  // reductions are left in a step, and it takes 166 launches where burn's ops took 518.
+  const ops = get('launches_by_kernel').by_op;
+  assert.ok(ops.group_norm_kernel > 0 && ops.attention_kernel > 0, `one-kernel norm and attention in use: ${JSON.stringify(ops)}`);
+  assert.equal(ops.reduce_kernel, undefined, `no reduction kernels left: ${JSON.stringify(ops)}`);
+  assert.ok(step.launches_per_step <= 200, `${step.launches_per_step} launches a step`);
   assert.ok(step.peak_buffer_bytes > 0, 'buffer bytes are tracked');
   assert.ok(lines.every((l) => l.backend === 'ours'));
 });
