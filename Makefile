@@ -67,7 +67,7 @@ test-wasm: setup-web
 dist: build-web
 	rm -rf dist && mkdir -p dist/pkg dist/models
 	cp www/*.js www/*.d.ts www/embed-example.html dist/
-	cp -R www/engine www/ui dist/
+	cp -R www/engine www/ui www/explore dist/
 	cp pkg/ddpm_web.js pkg/ddpm_web.d.ts pkg/ddpm_web_bg.wasm dist/pkg/
 	cp -RL www/models/. dist/models/
 	sed 's#www/##g' index.html > dist/index.html

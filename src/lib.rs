@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod error;
+pub mod explore;
 pub mod images;
 pub mod model;
 pub mod noise;

@@ -86,6 +86,18 @@ class Client {
     return { id, result, cancel: () => this.hub.post({ type: 'cancel', id }) };
   }
 
+  /** x0 (`n` images of the model's shape, values in [-1, 1]) noised to the paper's step `t`
+   *  (0..T) with the noise of `seed`, and the model's prediction there: resolves to {t,
+   *  sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x_t, eps, eps_hat, x0_hat} (RGBA grids),
+   *  values: {the same, Float32Array}} (<ddpm-forward> draws it). */
+  forward(model, { x0, n = 1, t, seed = 0 }) {
+    const id = this.hub.newId();
+    const done = answer(this.hub, (msg) => (msg.id !== id ? null
+      : msg.type === 'forward-view' ? { value: msg } : msg.type === 'error' ? { error: msg.message } : null));
+    this.hub.post({ type: 'forward', id, model: model.url ?? model, x0: Float32Array.from(x0), n, t, seed });
+    return done;
+  }
+
   /** Drops every kept model file from Cache Storage; resolves to whether there were any. */
   clearCache() {
     const done = answer(this.hub, (msg) => (msg.type === 'cache-cleared' ? { value: msg.deleted } : null));

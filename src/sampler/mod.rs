@@ -166,7 +166,7 @@ impl Scheduler {
 
     /// x_0 and eps from the model output for x_t = a x_0 + b eps (a = sqrt(alpha_bar),
     /// b = sqrt(1 - alpha_bar)), by prediction type, unclipped.
-    fn predict_from(
+    pub(crate) fn predict_from(
         &self,
         model_output: Tensor<4>,
         x_t: Tensor<4>,

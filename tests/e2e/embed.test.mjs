@@ -10,7 +10,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { startServer } from '../../www/serve.mjs';
 import { integrity } from '../../scripts/sri.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, MINUTE, REPO_ROOT, screenshot } from './helpers.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, MINUTE, REPO_ROOT, closeAll, screenshot } from './helpers.mjs';
 
 const DIST = path.join(REPO_ROOT, 'dist');
 
@@ -57,11 +57,7 @@ describe('<ddpm-demo> on another origin', { timeout: 30 * MINUTE }, () => {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
   after(async () => {
-    await browser?.close().catch(() => {});
-    for (const s of [files?.server, blog?.server]) {
-      s?.closeAllConnections?.();
-      await new Promise((resolve) => (s ? s.close(resolve) : resolve()));
-    }
+    await closeAll(browser, [files?.server, blog?.server]);
   });
 
   /** Opens the blog page `name`; returns the page, its console errors, and a waiter on states. */

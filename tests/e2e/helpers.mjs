@@ -159,3 +159,12 @@ export function canvasStats(page, selector) {
     return { width: c.width, height: c.height, mean, variance: sum2 / n - mean * mean };
   }));
 }
+
+/** Closes `browser` and each HTTP server (any may be missing: a `before` that failed early). */
+export async function closeAll(browser, servers) {
+  await browser?.close().catch(() => {});
+  for (const s of servers) {
+    s?.closeAllConnections?.();
+    await new Promise((resolve) => (s ? s.close(resolve) : resolve()));
+  }
+}

@@ -11,6 +11,7 @@
 //      {type:'tune-start', id, base, rgba, n, lr, seed} {type:'tune-shard', id, batch, shard, shards}
 //      {type:'tune-apply', parts} {type:'tune-end'} (a helper's share of a fine-tuning run: cpu-pool.js)
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
+//      {type:'forward', id, model, x0, n, t, seed} (<ddpm-forward>: x_0 noised to the paper's t, the model's eps there)
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would): test hooks,
 //      answered only after an 'init' with testHooks: true (which also counts the GPU buffers in 'stats')
 // Out: {type:'backend', name, isGpu, software, note, limits} (limits: fine-tuning's {maxImages, maxBatch})
@@ -23,6 +24,7 @@
 //      {type:'tune-gradient', id, gradient, loss} {type:'weights-loaded', id, key} {type:'loaded', id}
 //      {type:'error', where, id, url, message, tooLarge?: {file, bytes}} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
 //      {type:'device-lost', message}
+//      {type:'forward-view', id, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x_t, eps, eps_hat, x0_hat}, values: {the same}}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
 // On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
 // caps them, 1 keeps it on this engine), and so is each fine-tuning step's batch. On a software
@@ -59,7 +61,7 @@ export function createHost(send) {
   };
 }
 
-const WHERE = { init: 'init', generate: 'generate', tune: 'tune', 'load-weights': 'weights' };
+const WHERE = { init: 'init', generate: 'generate', tune: 'tune', 'load-weights': 'weights', forward: 'forward' };
 
 function enqueue(msg) {
   const job = queue.then(() => handle(msg));
@@ -87,6 +89,7 @@ async function handle(msg) {
       case 'load-weights': return jobs.loadWeights(msg, mine);
       case 'load-args': return jobs.loadArgs(msg, mine);
       case 'drop': return jobs.drop(msg.key);
+      case 'forward': return await jobs.forward(msg, mine);
       default: throw new Error(`engine host: unknown message type ${JSON.stringify(msg.type)}`);
     }
   } catch (err) {

@@ -84,6 +84,19 @@ export async function tuneShard({ id, batch, shard, shards }, mine) {
 export const tuneApply = ({ parts }, mine) => void engineOf(mine).tune_apply(parts);
 export const tuneEnd = () => host.engine?.tune_end();
 
+// ---- explorable figures ----------------------------------------------------------------------
+
+/** One step of the forward process and the model's prediction there (Engine.forward_view). */
+export async function forward({ id, model, x0, n, t, seed }, mine) {
+  const view = await engineOf(mine).forward_view(String(model), x0, n, t, seed >>> 0);
+  if (mine !== host.epoch) return;
+  const arrays = Object.values(view.frames).map((f) => f.rgba).concat(Object.values(view.values));
+  post({
+    type: 'forward-view', id, t: view.t, sqrtAlphaBar: view.sqrt_alpha_bar,
+    sqrtOneMinusAlphaBar: view.sqrt_one_minus_alpha_bar, snr: view.snr, frames: view.frames, values: view.values,
+  }, buffers(arrays));
+}
+
 // ---- generating ------------------------------------------------------------------------------
 
 const isCancelled = (id) => cancelled.has(id);
