@@ -16,6 +16,7 @@
 
 import { backendSentence, backendWords } from './backend-words.js';
 import { connect } from './ddpm.js';
+import { make, styles } from './element.js';
 import { modelUrl } from './hub.js';
 import { Speed } from './speed.js';
 import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, samplerNamed, stepsPerSecText, wholeNumber } from './util.js';
@@ -23,11 +24,6 @@ import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, samplerNamed, stepsP
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
 const CSS = `
-:host { display: block; font: 14px/1.4 system-ui, sans-serif; max-width: 100%;
-  --fg: #1c1c1e; --bg: #fff; --line: #d9d9d6; --muted: #5f5f63; --accent: #2f5bd3; --on-accent: #fff; --bad-bg: #fdecec; --bad-fg: #8a1c1c; }
-@media (prefers-color-scheme: dark) {
-  :host { --fg: #ececec; --bg: #1f1f22; --line: #4a4a50; --muted: #b0b0b8; --accent: #8aa6ff; --on-accent: #0c0c10; --bad-bg: #3b1a1a; --bad-fg: #ffb4b4; }
-}
 .demo { border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: var(--bg); color: var(--fg); display: grid; gap: 8px; }
 .row { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
 label { display: inline-flex; gap: 4px; align-items: center; font-size: 13px; }
@@ -47,33 +43,7 @@ progress { width: 100%; height: 8px; }
 details { font-size: 12px; color: var(--muted); }
 summary { cursor: pointer; min-height: 44px; display: flex; align-items: center; width: max-content; }
 details p { margin: 0; overflow-wrap: anywhere; font-family: ui-monospace, monospace; }
-.error { background: var(--bad-bg); color: var(--bad-fg); border: 1px solid currentColor; border-radius: 6px; padding: 6px 8px; overflow-wrap: anywhere; }
-[hidden] { display: none !important; }
 `;
-
-
-function styles(root) {
-  try {
-    const sheet = new CSSStyleSheet();  // not blocked by a strict style-src, unlike <style>
-    sheet.replaceSync(CSS);
-    root.adoptedStyleSheets = [sheet];
-  } catch {
-    const style = document.createElement('style');
-    style.textContent = CSS;
-    root.append(style);
-  }
-}
-
-function make(tag, props = {}, children = []) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === 'class') e.className = v;
-    else if (k in e) e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...children);
-  return e;
-}
 
 class DdpmDemo extends HTMLElement {
   static observedAttributes = ['size'];
@@ -131,7 +101,7 @@ class DdpmDemo extends HTMLElement {
 
   #build() {
     const root = this.attachShadow({ mode: 'open' });
-    styles(root);
+    styles(root, CSS);
     const controls = ['none', 'full'].includes(this.getAttribute('controls')) ? this.getAttribute('controls') : 'minimal';
     const ui = this.ui = {};
     ui.generate = make('button', { type: 'button', textContent: 'Generate', disabled: true, part: 'generate' });
