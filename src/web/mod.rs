@@ -2,6 +2,7 @@
 //! backend when there is no adapter. No math here, and no synchronous read back: every
 //! tensor comes back with `into_data_async`.
 
+mod schedule;
 mod tuning;
 
 use std::cell::RefCell;
