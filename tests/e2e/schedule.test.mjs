@@ -34,6 +34,7 @@ const maxAbs = (a, b) => {
 describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
   let files;
   let browser;
+  const requests = [];
   const expected = readSafetensors(path.join(TINY, 'expected.safetensors'));
   /** diffusers' arrays of a schedule, by the element's names (log-SNR from alphas_cumprod, in f64) */
   const diffusers = (prefix) => ({
@@ -45,7 +46,7 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
 
   before(async () => {
     if (!existsSync(path.join(DIST, 'schedule.js'))) throw new Error(`${DIST}/schedule.js: run \`make dist\` first`);
-    files = await startServer({ port: 0, root: DIST });
+    files = await startServer({ port: 0, root: DIST, onRequest: (req) => requests.push(req.url) });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
   after(async () => {
@@ -83,7 +84,7 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
     return { context, page, consoleErrors, settled, events, readout };
   }
 
-  test('compare, src, t, keyboard and pointer; arrays match diffusers', async () => {
+  test('compare, src, t, keyboard and pointer; arrays match diffusers', async (t) => {
     const p = await open(`<ddpm-schedule id="a" compare="linear,squaredcos_cap_v2" t="500"></ddpm-schedule>
 <ddpm-schedule id="b" src="cfg/tiny/scheduler_config.json" curves="alpha_bar,log_snr"></ddpm-schedule>
 <ddpm-schedule id="bad" compare="linear,nope"></ddpm-schedule>`);
@@ -114,10 +115,12 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
         for (const key of ['beta', 'alpha_bar', 'beta_tilde']) {
           const err = maxAbs(shown[i][key], want[key]);
           assert.ok(err <= 1e-6, `${shown[i].name}.${key}: max abs error ${err} against diffusers`);
+          t.diagnostic(`${shown[i].name}.${key}: max abs error ${err.toExponential(2)} against diffusers`);
         }
         // ln(ac / (1 - ac)) amplifies alpha_bar's f32 rounding where 1 - ac is small (t = 0): relative
         const rel = shown[i].log_snr.reduce((m, v, t) => Math.max(m, Math.abs(v - want.log_snr[t]) / Math.max(1, Math.abs(want.log_snr[t]))), 0);
-        assert.ok(rel <= 1e-4, `${shown[i].name}.log_snr: max error ${rel} against ln(ac / (1 - ac)) of diffusers' alphas_cumprod`);
+        assert.ok(rel <= 1e-6, `${shown[i].name}.log_snr: max error ${rel} against ln(ac / (1 - ac)) of diffusers' alphas_cumprod`);
+        t.diagnostic(`${shown[i].name}.log_snr: max error ${rel.toExponential(2)} (relative past |log-SNR| = 1)`);
       }
       const bShown = await p.page.$eval('#b', (e) => [...e.curves[0].alpha_bar]);
       assert.ok(maxAbs(bShown, diffusers('linear').alpha_bar) <= 1e-6, 'the fetched scheduler_config.json is the linear schedule');
@@ -174,6 +177,8 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
       const error = (await p.events()).find((e) => e.type === 'error' && e.id === 'bad');
       assert.equal(error.detail.message, message);
       assert.deepEqual(p.consoleErrors, [], 'no console errors');
+      const wasm = requests.filter((u) => u.endsWith('/ddpm_web_bg.wasm'));
+      assert.equal(wasm.length, 1, 'three elements, one wasm module (the page\'s engine host)');
     } finally {
       await screenshot(p.page, 'e2e-schedule.png');
       await p.context.close();
