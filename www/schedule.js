@@ -241,6 +241,7 @@ class DdpmSchedule extends HTMLElement {
     const mine = ++this.#loads;
     this.dataset.state = 'loading';
     this.ui.status.textContent = 'Computing the schedules…';
+    this.ui.status.hidden = false;
     this.ui.error.hidden = true;
     let data;
     let keys;
@@ -262,7 +263,7 @@ class DdpmSchedule extends HTMLElement {
       return this.#fail(err.message);
     }
     this.#show(t);
-    this.ui.status.textContent = '';
+    this.ui.status.hidden = true;
     this.ui.plots.hidden = false;
     this.ui.readout.hidden = false;
     this.dataset.state = 'ready';
@@ -274,7 +275,7 @@ class DdpmSchedule extends HTMLElement {
     this.#loads += 1;  // a load in flight is stale now
     this.ui.error.textContent = message;
     this.ui.error.hidden = false;
-    this.ui.status.textContent = '';
+    this.ui.status.hidden = true;
     for (const part of [this.ui.legend, this.ui.plots, this.ui.readout]) part.hidden = true;
     this.dataset.state = 'error';
     this.dispatchEvent(new CustomEvent('error', { detail: { message } }));
