@@ -125,9 +125,9 @@ fn log_snr_matches_diffusers() {
             .map(|&ac| (ac as f64 / (1.0 - ac as f64)).ln() as f32)
             .collect();
         assert_eq!(ours.len(), 1000);
-        // alpha_bar agrees to 2.2e-7 relative; near alpha_bar = 1 (t = 0) 1 - alpha_bar amplifies it.
+        // alpha_bar agrees to 2.2e-7 relative, which 1 - alpha_bar amplifies near t = 0 (log-SNR ~ 9 there).
         let err = max_abs_diff(&ours, &theirs);
-        assert!(err <= 1e-3, "{name}.log_snr: max abs error {err}");
+        assert!(err <= 1e-5, "{name}.log_snr: max abs error {err}");
         assert!(ours.windows(2).all(|w| w[1] < w[0]), "{name}.log_snr is not falling");
     }
 }
