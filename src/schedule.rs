@@ -80,6 +80,19 @@ impl Schedule {
         ((1.0 - ab_prev) / (1.0 - ab) * self.step_beta(t, prev_t)).max(1e-20)
     }
 
+    /// log-SNR_t = ln(alpha_bar_t / (1 - alpha_bar_t)), the signal-to-noise ratio of x_t in nats,
+    /// over t = 0..T-1 (computed in f64 from the f32 alpha_bar).
+    pub fn log_snr(&self) -> Vec<f32> {
+        self.alpha_bar.iter().map(|&ab| (ab as f64 / (1.0 - ab as f64)).ln() as f32).collect()
+    }
+
+    /// beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t over t = 0..T-1: the variance
+    /// of DDPM's `fixed_small` (`posterior_variance(t, t - 1)`, as diffusers' `_get_variance`;
+    /// 1e-20 at t = 0). `fixed_large` is beta_t itself.
+    pub fn beta_tilde(&self) -> Vec<f32> {
+        (0..self.len()).map(|t| self.posterior_variance(t, t as i64 - 1)).collect()
+    }
+
     /// Coefficients of x_0 and x_t in the posterior mean mu~(x_t, x_0) of a step from `t` to
     /// `prev_t` (eq. 7), as diffusers' `DDPMScheduler.step` computes them.
     pub fn posterior_mean_coefs(&self, t: usize, prev_t: i64) -> (f32, f32) {

@@ -86,7 +86,7 @@ fn schedule_arrays_match_diffusers() {
         let arrays: [(&str, Vec<f32>); 5] = [
             ("betas", s.beta.clone()),
             ("alphas_cumprod", s.alpha_bar.clone()),
-            ("posterior_variance", t_all.clone().map(|t| s.posterior_variance(t, t as i64 - 1)).collect()),
+            ("posterior_variance", s.beta_tilde()),
             (
                 "posterior_mean_coef1",
                 t_all.clone().map(|t| s.posterior_mean_coefs(t, t as i64 - 1).0).collect(),
@@ -110,6 +110,25 @@ fn schedule_arrays_match_diffusers() {
             };
             assert!(err <= tol, "{key}: max relative error {err}");
         }
+    }
+}
+
+/// log-SNR against ln(ac / (1 - ac)) of diffusers' alphas_cumprod, taken in f64.
+#[test]
+fn log_snr_matches_diffusers() {
+    let expected = vectors("expected.safetensors");
+    for (name, sched) in schedulers() {
+        let ours = sched.schedule.log_snr();
+        let theirs: Vec<f32> = expected[&format!("{name}.alphas_cumprod")]
+            .data
+            .iter()
+            .map(|&ac| (ac as f64 / (1.0 - ac as f64)).ln() as f32)
+            .collect();
+        assert_eq!(ours.len(), 1000);
+        // alpha_bar agrees to 2.2e-7 relative, which 1 - alpha_bar amplifies near t = 0 (log-SNR ~ 9 there).
+        let err = max_abs_diff(&ours, &theirs);
+        assert!(err <= 1e-5, "{name}.log_snr: max abs error {err}");
+        assert!(ours.windows(2).all(|w| w[1] < w[0]), "{name}.log_snr is not falling");
     }
 }
 

@@ -118,3 +118,16 @@ export interface Client {
 }
 
 export function connect(options?: { backend?: 'auto' | 'cpu' }): Promise<Client>;
+
+/** A noise schedule's curves over t = 0..T-1 (beta_tilde: the `fixed_small` posterior variance). */
+export interface ScheduleCurves {
+  T: number;
+  beta: Float32Array;
+  alpha_bar: Float32Array;
+  log_snr: Float32Array;
+  beta_tilde: Float32Array;
+}
+
+/** The curves of a scheduler_config.json's text (`name` names it in errors), computed by the
+ *  engine's wasm; needs no connect(). */
+export function scheduleCurves(name: string, config: string): Promise<ScheduleCurves>;

@@ -7,6 +7,7 @@
 //   const run = ddpm.generate(model, { n: 4, sampler: 'dpm++', steps: 20, seed: 1, onProgress, onPreview });
 //   const result = await run.result;                   // {images: RGBA Uint8Array[], width, height, ms}, null if cancelled
 //   run.cancel();
+//   const { beta, alpha_bar, log_snr, beta_tilde } = await scheduleCurves('mine', configText);  // Float32Arrays
 
 import { connect as connectHub } from './engine/client.js';
 import { modelUrl } from './hub.js';
@@ -34,6 +35,19 @@ export async function connect({ backend = 'auto' } = {}) {
   hub.post({ type: 'init', preferGpu: backend !== 'cpu' });
   const { name, isGpu, software, note } = await started;
   return new Client(hub, { name, isGpu, software: Boolean(software), note: note ?? null });
+}
+
+/** The curves of a scheduler_config.json (its text; `name` names it in errors), computed by the
+ *  engine's wasm (no 'init': no model, no GPU): {T, beta, alpha_bar, log_snr, beta_tilde}. */
+export function scheduleCurves(name, config) {
+  const hub = connectHub();
+  const id = hub.newId();
+  const got = answer(hub, (msg) => (msg.id !== id ? null
+    : msg.type === 'schedule' ? { value: msg.curves }
+      : msg.type === 'error' && msg.where === 'schedule' ? { error: msg.message }
+        : msg.type === 'error' && msg.where === 'init' && msg.id === undefined ? { error: msg.message } : null));
+  hub.post({ type: 'schedule', id, name, config });
+  return got;
 }
 
 class Client {

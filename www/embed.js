@@ -16,15 +16,15 @@
 
 import { backendSentence, backendWords } from './backend-words.js';
 import { connect } from './ddpm.js';
+import { make, styles } from './element.js';
 import { modelUrl } from './hub.js';
 import { Speed } from './speed.js';
-import { THEME, adoptStyles } from './theme.js';
 import { DEFAULT_SAMPLER, SAMPLERS, defaultSteps, drawRgba, samplerNamed, stepsPerSecText, wholeNumber } from './util.js';
 
 const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const STRIP_FRAMES = 8;
 const CSS = `
-${THEME}.demo { border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: var(--bg); color: var(--fg); display: grid; gap: 8px; }
+.demo { border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: var(--bg); color: var(--fg); display: grid; gap: 8px; }
 .row { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
 label { display: inline-flex; gap: 4px; align-items: center; font-size: 13px; }
 input, select, button { font: inherit; min-height: 44px; }
@@ -43,21 +43,7 @@ progress { width: 100%; height: 8px; }
 details { font-size: 12px; color: var(--muted); }
 summary { cursor: pointer; min-height: 44px; display: flex; align-items: center; width: max-content; }
 details p { margin: 0; overflow-wrap: anywhere; font-family: ui-monospace, monospace; }
-.error { background: var(--bad-bg); color: var(--bad-fg); border: 1px solid currentColor; border-radius: 6px; padding: 6px 8px; overflow-wrap: anywhere; }
-[hidden] { display: none !important; }
 `;
-
-
-function make(tag, props = {}, children = []) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === 'class') e.className = v;
-    else if (k in e) e[k] = v;
-    else e.setAttribute(k, v);
-  }
-  e.append(...children);
-  return e;
-}
 
 class DdpmDemo extends HTMLElement {
   static observedAttributes = ['size'];
@@ -115,7 +101,7 @@ class DdpmDemo extends HTMLElement {
 
   #build() {
     const root = this.attachShadow({ mode: 'open' });
-    adoptStyles(root, CSS);
+    styles(root, CSS);
     const controls = ['none', 'full'].includes(this.getAttribute('controls')) ? this.getAttribute('controls') : 'minimal';
     const ui = this.ui = {};
     ui.generate = make('button', { type: 'button', textContent: 'Generate', disabled: true, part: 'generate' });

@@ -18,8 +18,8 @@
 
 import { backendSentence, backendWords } from './backend-words.js';
 import { connect } from './ddpm.js';
+import { styles } from './element.js';
 import { modelUrl } from './hub.js';
-import { THEME, adoptStyles } from './theme.js';
 import { drawRgba, wholeNumber } from './util.js';
 import { createPad } from './ui/draw.js';
 
@@ -34,7 +34,7 @@ const PANELS = [
   ['x0_hat', 'x̂₀', 'the x₀ it implies'],
 ];
 const CSS = `
-${THEME}.box { border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: var(--bg); color: var(--fg); display: grid; gap: 8px; }
+.box { border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: var(--bg); color: var(--fg); display: grid; gap: 8px; }
 .row { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
 .panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(88px, 1fr)); gap: 8px; }
 figure { margin: 0; display: grid; gap: 2px; justify-items: center; text-align: center; }
@@ -46,9 +46,7 @@ select, button { font: inherit; min-height: 44px; }
 button { padding: 4px 14px; border-radius: 6px; border: 1px solid var(--accent); background: var(--bg); color: var(--accent); cursor: pointer; }
 .numbers { font-variant-numeric: tabular-nums; }
 .muted { color: var(--muted); font-size: 12px; }
-.error { background: var(--bad-bg); color: var(--bad-fg); border-radius: 6px; padding: 8px; }
 .pad { touch-action: none; width: 168px; height: 168px; border-radius: 6px; background: #000; }
-[hidden] { display: none !important; }
 `;
 
 let digits = null;  // the real digits, fetched once per page
@@ -95,7 +93,7 @@ class DdpmForward extends HTMLElement {
   constructor() {
     super();
     const root = this.attachShadow({ mode: 'open' });
-    adoptStyles(root, CSS);
+    styles(root, CSS);
     const box = document.createElement('div');
     box.className = 'box';
     box.innerHTML = `

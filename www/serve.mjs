@@ -28,10 +28,12 @@ const USAGE = 'usage: node www/serve.mjs [--port 8080] [--root DIR] [--bind ADDR
  * @typedef {{ file?: string, dir?: string, ext?: string[], cors?: boolean, isolate?: boolean }} Rule
  */
 
-/** What `make demo` serves of the repository: the page and everything `<ddpm-demo>` loads. */
+/** What `make demo` serves of the repository: the page and everything `<ddpm-demo>` and the
+ *  explorable elements load (`www/explore/`: the real digits `<ddpm-forward>` starts from). */
 export const PAGE = [
   { file: 'index.html' },
   { dir: 'www/models/', cors: true },
+  { dir: 'www/explore/', ext: ['.json'], cors: true },
   { dir: 'www/', ext: ['.js', '.d.ts'], cors: true },
   { dir: 'www/', ext: ['.css', '.html'] },
   { dir: 'pkg/', ext: ['.js', '.wasm', '.d.ts'], cors: true },

@@ -3,6 +3,7 @@
 //! tensor comes back with `into_data_async`.
 
 mod explore;
+mod schedule;
 mod tuning;
 
 use std::cell::RefCell;

@@ -12,6 +12,7 @@
 //      {type:'tune-apply', parts} {type:'tune-end'} (a helper's share of a fine-tuning run: cpu-pool.js)
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
 //      {type:'forward', id, model, x0, n, t, seed} (<ddpm-forward>: x_0 noised to the paper's t, the model's eps there)
+//      {type:'schedule', id, name, config} (a scheduler_config.json's curves, for <ddpm-schedule>; needs no 'init')
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would): test hooks,
 //      answered only after an 'init' with testHooks: true (which also counts the GPU buffers in 'stats')
 // Out: {type:'backend', name, isGpu, software, note, limits} (limits: fine-tuning's {maxImages, maxBatch})
@@ -23,7 +24,7 @@
 //      {type:'tuned', id, key, steps, stopped, workers, cpu?, weights} {type:'tune-started', id}
 //      {type:'tune-gradient', id, gradient, loss} {type:'weights-loaded', id, key} {type:'loaded', id}
 //      {type:'error', where, id, url, message, tooLarge?: {file, bytes}} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
-//      {type:'device-lost', message}
+//      {type:'device-lost', message} {type:'schedule', id, curves: {T, beta, alpha_bar, log_snr, beta_tilde}}
 //      {type:'forward-view', id, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x_t, eps, eps_hat, x0_hat}, values: {the same}}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
 // On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
@@ -57,6 +58,7 @@ export function createHost(send) {
     if (msg.type === 'generate') jobs.generateReceived(msg.id);
     if (msg.type === 'load') return void loadOnce(msg.url, msg.sha256, msg.maxBytes);
     if (msg.type === 'stats' || msg.type === 'lose-device') return testHook(msg);
+    if (msg.type === 'schedule') return void scheduleCurves(msg);
     enqueue(msg);
   };
 }
@@ -147,8 +149,18 @@ function queueLoad(entry) {
   queue = job;
 }
 
-async function initEngine(preferGpu, note = null) {
-  if (host.engine) return postBackend();
+/** The wasm instance of this epoch (started once per epoch: a fresh one after a device loss). */
+let glueLoad = null;  // {epoch, promise}
+function loadGlue() {
+  if (glueLoad?.epoch !== host.epoch) {
+    const load = { epoch: host.epoch, promise: startGlue() };
+    load.promise.catch(() => { if (glueLoad === load) glueLoad = null; });  // a later request tries again
+    glueLoad = load;
+  }
+  return glueLoad.promise;
+}
+
+async function startGlue() {
   const jsUrl = new URL(`${PKG}ddpm_web.js`, import.meta.url);
   if (host.epoch > 0) jsUrl.searchParams.set('engine', String(host.epoch));  // a fresh wasm instance after a device loss
   let wasm;
@@ -165,6 +177,24 @@ async function initEngine(preferGpu, note = null) {
   } catch (err) {
     throw new Error(`${wasmUrl.href}: could not load the WebAssembly module (${describeError(err)})`);
   }
+  return wasm;
+}
+
+/** A schedule's curves (<ddpm-schedule>): pure math on the wasm module, no engine (so no GPU)
+ *  needed, and outside the job queue (it takes a millisecond). */
+async function scheduleCurves({ id, name, config }) {
+  try {
+    const curves = (await loadGlue()).schedule_curves(String(name), String(config));
+    const arrays = ['beta', 'alpha_bar', 'log_snr', 'beta_tilde'].map((k) => curves[k].buffer);
+    host.post({ type: 'schedule', id, curves }, arrays);
+  } catch (err) {
+    host.post({ type: 'error', where: 'schedule', id, message: describeError(err) });
+  }
+}
+
+async function initEngine(preferGpu, note = null) {
+  if (host.engine) return postBackend();
+  const wasm = await loadGlue();
   const engine = host.engine = await wasm.Engine.create(preferGpu);
   backendName = String(engine.backend ?? '');
   backendNote = note;
