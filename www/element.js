@@ -1,7 +1,6 @@
-// What the embeddable elements (<ddpm-demo>: embed.js, <ddpm-schedule>: schedule.js, <ddpm-forward>:
-// forward.js) share: the
-// colours (CSS variables, light and dark), styles that a strict style-src allows, and a small
-// element maker.
+// What the embeddable elements (<ddpm-demo>: embed.js, <ddpm-schedule>: schedule.js,
+// <ddpm-forward>: forward.js) share: the colours (CSS variables, light and dark), styles that a
+// strict style-src allows, and a small element maker.
 
 /** The :host's colours; each element's CSS follows it. */
 export const THEME = `
