@@ -22,12 +22,13 @@ describe('<ddpm-forward>', { timeout: 10 * MINUTE }, () => {
     if (!existsSync(path.join(DIST, 'forward.js'))) throw new Error(`${DIST}/forward.js: run \`make dist\` first`);
     files = await startServer({ port: 0, root: DIST });
     const a = files.url.replace(/\/$/, '');
-    const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>a post</title>
+    const html = (backend) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>a post</title>
 <script type="module" src="${a}/forward.js"></script></head><body><article><h1>The forward process</h1>
-<ddpm-forward id="f" t="500" seed="7" backend="cpu"></ddpm-forward></article></body></html>`;
+<ddpm-forward id="f" t="500" seed="7"${backend}></ddpm-forward></article></body></html>`;
     const server = http.createServer((req, res) => {
       res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'; style-src 'unsafe-inline'` });
-      res.end(html);
+      // /gpu.html: WebGPU where the browser has it (SwiftShader here); any other page: the CPU
+      res.end(html(req.url.startsWith('/gpu') ? '' : ' backend="cpu"'));
     });
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
     blog = { server, url: `http://127.0.0.1:${server.address().port}` };
@@ -138,5 +139,27 @@ describe('<ddpm-forward>', { timeout: 10 * MINUTE }, () => {
     // The CSP refuses the engine's blob: worker (the element then runs it on the page), which
     // Chromium reports on the console; nothing else may be there.
     assert.deepEqual(errors.filter((e) => !/worker|blob:/i.test(e)), [], 'no console errors under the strict CSP');
+  });
+
+  test('on WebGPU it shows what the CPU shows', { timeout: 6 * MINUTE }, async (t) => {
+    const values = async (name) => {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(`${blog.url}/${name}`);
+      await page.waitForFunction(() => document.getElementById('f').view?.t === 500, null, { timeout: 4 * MINUTE, polling: 100 });
+      const out = await page.$eval('#f', (e) => ({
+        where: e.shadowRoot.querySelector('.where').textContent,
+        eps: [...e.view.values.eps], epsHat: [...e.view.values.eps_hat], x0Hat: [...e.view.values.x0_hat],
+      }));
+      await page.context().close();
+      return out;
+    };
+    const [gpu, cpu] = [await values('gpu.html'), await values('post.html')];
+    t.diagnostic(`${gpu.where} | ${cpu.where}`);
+    assert.match(gpu.where, /WebGPU/, 'the element runs on WebGPU where the browser has it');
+    assert.match(cpu.where, /CPU/);
+    const diff = (u, v) => Math.max(...u.map((x, i) => Math.abs(x - v[i])));
+    assert.equal(diff(gpu.eps, cpu.eps), 0, 'the seed draws the same noise on both');
+    assert.ok(diff(gpu.epsHat, cpu.epsHat) < 1e-3, `eps_hat: WebGPU against the CPU, max diff ${diff(gpu.epsHat, cpu.epsHat)}`);
+    assert.ok(diff(gpu.x0Hat, cpu.x0Hat) < 1e-3, `x0_hat: max diff ${diff(gpu.x0Hat, cpu.x0Hat)}`);
   });
 });
