@@ -39,3 +39,40 @@ impl Noise {
 pub fn extend_normal(rng: &mut ChaCha8Rng, count: usize, out: &mut Vec<f32>) {
     out.extend((0..count).map(|_| -> f32 { StandardNormal.sample(rng) }));
 }
+
+/// x_T of images `first..first + n` of a strip of `count` whose noise moves from image 0 of
+/// `from` to image 0 of `to` along the great circle between them (Shoemake's slerp): image i at
+/// the fraction i / (count - 1) of the angle, so the ends are the two seeds' own x_T. Gaussian
+/// noise in many dimensions has nearly one norm, and slerp keeps to it; a straight line between
+/// two draws passes through noise too faint for the model to have seen as x_T.
+pub fn slerp(
+    from: u64,
+    to: u64,
+    count: usize,
+    first: usize,
+    n: usize,
+    [c, h, w]: [usize; 3],
+    device: &Device,
+) -> Tensor<4> {
+    let image_zero = |seed| {
+        let mut v = Vec::with_capacity(c * h * w);
+        extend_normal(&mut Noise::new(seed, 0, 1).streams[0], c * h * w, &mut v);
+        v
+    };
+    let (a, b) = (image_zero(from), image_zero(to));
+    let dot = |u: &[f32], v: &[f32]| u.iter().zip(v).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
+    let cos = (dot(&a, &b) / (dot(&a, &a) * dot(&b, &b)).sqrt()).clamp(-1.0, 1.0);
+    let theta = cos.acos();
+    let mut out = Vec::with_capacity(n * c * h * w);
+    for i in first..first + n {
+        let s = if count > 1 { i as f64 / (count - 1) as f64 } else { 0.0 };
+        // Two draws almost parallel: the arc is a line (and sin(theta) would divide by ~0).
+        let (wa, wb) = if theta.sin() < 1e-6 {
+            (1.0 - s, s)
+        } else {
+            (((1.0 - s) * theta).sin() / theta.sin(), (s * theta).sin() / theta.sin())
+        };
+        out.extend(a.iter().zip(&b).map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32));
+    }
+    Tensor::from_data(TensorData::new(out, [n, c, h, w]), device)
+}

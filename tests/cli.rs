@@ -591,3 +591,42 @@ fn train_runs_outside_the_repository_and_says_where_mnist_comes_from() {
         "{err}"
     );
 }
+
+#[test]
+fn sample_from_an_image_and_between_two_seeds() {
+    let model = tiny_dir();
+    let model = model.to_str().unwrap();
+    let run = |seed: &str, extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["sample", "--model", model, "--n", "3", "--steps", "10", "--seed", seed];
+        args.extend(["--out", dir.path().to_str().unwrap()]);
+        args.extend(extra);
+        let o = ddpm(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (0..3)
+            .map(|i| image::open(dir.path().join(format!("{i:04}.png"))).unwrap().into_luma8().into_raw())
+            .collect::<Vec<_>>()
+    };
+    let drawing = gradient_images();
+    let first = drawing.path().join("1.png");
+    let want = image::open(&first).unwrap().into_luma8().into_raw();
+    for image in run("2", &["--from-image", first.to_str().unwrap(), "--strength", "0"]) {
+        assert_eq!(image, want, "strength 0 writes the image back");
+    }
+    let edited = run("2", &["--from-image", first.to_str().unwrap(), "--strength", "0.5"]);
+    assert_ne!(edited[0], want);
+    assert_ne!(edited[0], edited[1], "each image has its own noise");
+    let strip = run("2", &["--to-seed", "9"]);
+    assert_eq!(strip[0], run("2", &[])[0], "image 0 is --seed's own");
+    assert_eq!(strip[2], run("9", &[])[0], "the last image is --to-seed's image 0");
+    assert!(strip[1] != strip[0] && strip[1] != strip[2]);
+
+    let small = drawing.path().join("small.png");
+    image::GrayImage::new(8, 8).save(&small).unwrap();
+    let o = ddpm(&["sample", "--model", model, "--from-image", small.to_str().unwrap(), "--out", "/tmp/x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("small.png: the image is 8x8, the model's images are 16x16"),
+        "{err}"
+    );
+}

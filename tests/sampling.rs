@@ -4,13 +4,14 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use ddpm_web::Error;
 use ddpm_web::config::{SchedulerConfig, UNetConfig};
 use ddpm_web::native::files::load_model;
+use ddpm_web::noise;
 use ddpm_web::sampler::{
-    DpmSolver, MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, Scheduler, Solver, sample,
+    Denoiser, DpmSolver, MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, Scheduler, Solver, Start, sample,
 };
 use ddpm_web::unet::UNet2DModel;
 
@@ -190,4 +191,101 @@ fn every_sampler_runs_by_name_and_dpm_solver_takes_few_steps() {
     }
     let e = "dpm".parse::<SamplerKind>().unwrap_err().to_string();
     assert!(e.contains("ddpm, ddim, dpm++, dpm++-karras"), "{e}");
+}
+
+/// The images of a run from `start` on the tiny model, and the steps it took.
+fn run_from(request: SampleRequest, start: Start) -> Result<(Vec<f32>, usize), Error> {
+    let m = load_model(&tiny_dir(), &Device::flex()).unwrap();
+    let mut chain = Denoiser::start(&m.unet, &m.scheduler, request, start)?;
+    let total = chain.total_steps();
+    while chain.step(&m.unet, &m.scheduler).is_some() {}
+    assert_eq!(chain.steps_done(), total);
+    Ok((to_vec(chain.sample()), total))
+}
+
+/// A [1, 1, 16, 16] image for the tiny model: a bright square on a dark ground.
+fn drawing() -> Tensor<4> {
+    let v: Vec<f32> = (0..16 * 16)
+        .map(|i| if (4..12).contains(&(i % 16)) && (4..12).contains(&(i / 16)) { 0.9 } else { -0.9 })
+        .collect();
+    Tensor::from_data(TensorData::new(v, [1, 1, 16, 16]), &Device::flex())
+}
+
+fn distance(a: &[f32], b: &[f32]) -> f32 {
+    (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / a.len() as f32).sqrt()
+}
+
+#[test]
+fn sdedit_runs_the_strength_of_the_steps_from_the_noised_drawing() {
+    let x0 = to_vec(drawing());
+    let request = SampleRequest { n: 2, ..ddim(2, 4) };
+    let image = |strength| Start::Image { x0: drawing(), strength };
+    let (same, steps) = run_from(request, image(0.0)).unwrap();
+    assert_eq!(steps, 0, "strength 0 runs no step");
+    assert_eq!(same, [x0.clone(), x0.clone()].concat(), "strength 0 gives the drawing back");
+    // diffusers' img2img: int(steps * strength) of the run's last timesteps
+    assert_eq!(run_from(request, image(0.35)).unwrap().1, 3);
+    assert_eq!(run_from(request, image(1.0)).unwrap().1, 10);
+    let (light, _) = run_from(request, image(0.2)).unwrap();
+    let (plain, _) = run_from(request, Start::Noise).unwrap();
+    let per_image = |v: &[f32]| v.chunks(x0.len()).map(|x| distance(x, &x0)).collect::<Vec<_>>();
+    for (l, p) in per_image(&light).iter().zip(per_image(&plain)) {
+        assert!(*l < p, "a light edit stays nearer the drawing ({l}) than a sample from noise ({p})");
+    }
+    assert_ne!(light[..x0.len()], light[x0.len()..], "each image has its own noise");
+    let (half, _) = run_from(SampleRequest { n: 1, first: 1, ..request }, image(0.5)).unwrap();
+    assert_eq!(
+        half[..],
+        run_from(request, image(0.5)).unwrap().0[x0.len()..],
+        "image 1 alone or in the batch"
+    );
+}
+
+#[test]
+fn interpolation_runs_from_one_seed_to_the_other() {
+    let count = 5;
+    let request = ddim(count, 3);
+    let (strip, _) = run_from(request, Start::Between { to_seed: 8, count }).unwrap();
+    let size = strip.len() / count;
+    let first = run(ddim(1, 3));
+    let last = run(ddim(1, 8));
+    assert!(distance(&strip[..size], &first) < 1e-5, "image 0 is seed 3's image 0");
+    assert!(distance(&strip[(count - 1) * size..], &last) < 1e-5, "the last image is seed 8's image 0");
+    let middle = &strip[2 * size..3 * size];
+    assert!(distance(middle, &first) > 1e-2 && distance(middle, &last) > 1e-2, "the middle is neither");
+    let part = run_from(SampleRequest { n: 2, first: 2, ..request }, Start::Between { to_seed: 8, count })
+        .unwrap()
+        .0;
+    assert_eq!(part[..], strip[2 * size..4 * size], "images 2-3 run apart");
+}
+
+#[test]
+fn slerp_keeps_the_norm_of_noise() {
+    let shape = [1, 28, 28];
+    let x = to_vec(noise::slerp(1, 2, 9, 0, 9, shape, &Device::flex()));
+    let d = (28 * 28) as f32;
+    for (i, img) in x.chunks(28 * 28).enumerate() {
+        let norm = img.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(
+            (norm / d.sqrt() - 1.0).abs() < 0.1,
+            "image {i}: |x_T| = {norm}, noise has about {}",
+            d.sqrt()
+        );
+    }
+}
+
+#[test]
+fn bad_starts_are_refused_with_the_reason() {
+    let request = ddim(2, 0);
+    let err = |start| run_from(request, start).unwrap_err().to_string();
+    assert!(
+        err(Start::Image { x0: drawing(), strength: 1.5 })
+            .contains("strength must be between 0 and 1, got 1.5")
+    );
+    let small = drawing().narrow(2, 0, 8);
+    assert!(
+        err(Start::Image { x0: small, strength: 0.5 })
+            .contains("shape [1, 1, 8, 16], the model's images [1, 1, 16, 16]")
+    );
+    assert!(err(Start::Between { to_seed: 1, count: 1 }).contains("images 0..2 of an interpolation of 1"));
 }

@@ -15,7 +15,7 @@ pub use dpm::DpmSolver;
 
 use crate::config::{Prediction, SchedulerConfig, Spacing};
 use crate::error::{Error, Result};
-use crate::noise::Noise;
+use crate::noise::{self, Noise};
 use crate::schedule::Schedule;
 use crate::unet::UNet2DModel;
 
@@ -225,11 +225,31 @@ impl SampleRequest {
     }
 }
 
+/// Where a run starts.
+#[derive(Debug, Clone, Default)]
+#[allow(clippy::large_enum_variant, reason = "one per run, never stored in bulk")]
+pub enum Start {
+    /// x_T ~ N(0, I), each image from its own stream of the seed.
+    #[default]
+    Noise,
+    /// Interpolation: image i is image i of a strip of `count` whose x_T moves from image 0 of
+    /// the request's seed to image 0 of `to_seed` (`noise::slerp`). Steps that add noise draw it
+    /// as a plain run of the seed does.
+    Between { to_seed: u64, count: usize },
+    /// SDEdit (Meng et al. 2022): `x0` ([1, C, H, W] in [-1, 1], one image for all) noised with
+    /// each image's x_T to the timestep `strength` of the way back through the run's timesteps,
+    /// and denoised from there, as diffusers' img2img pipelines do: strength 1 starts at the
+    /// first timestep, strength 0 runs no step and gives x_0 back.
+    Image { x0: Tensor<4>, strength: f64 },
+}
+
 /// The reverse chain as a state machine: one `step()` per UNet call, so a caller can show
 /// progress, read previews (async on the web) and cancel between steps.
 pub struct Denoiser {
     request: SampleRequest,
     solver: Box<dyn Solver>,
+    /// The timesteps a start from an image leaves out.
+    skip: usize,
     index: usize,
     noise: Noise,
     x: Tensor<4>,
@@ -238,23 +258,68 @@ pub struct Denoiser {
 impl Denoiser {
     /// Draws x_T ~ N(0, I) and prepares the timesteps.
     pub fn new(unet: &UNet2DModel, scheduler: &Scheduler, request: SampleRequest) -> Result<Self> {
-        request.check(unet.sample_shape())?;
+        Self::start(unet, scheduler, request, Start::Noise)
+    }
+
+    /// Prepares the timesteps and the x a run starts from.
+    pub fn start(
+        unet: &UNet2DModel,
+        scheduler: &Scheduler,
+        request: SampleRequest,
+        start: Start,
+    ) -> Result<Self> {
+        let shape = unet.sample_shape();
+        request.check(shape)?;
         let solver = request.sampler.solver(scheduler, request.steps, request.eta)?;
+        let device = unet.device();
         let mut noise = Noise::new(request.seed, request.first, request.n);
-        let x = noise.draw(unet.sample_shape(), &unet.device());
-        Ok(Denoiser { request, solver, index: 0, noise, x })
+        // x_T ~ N(0, I): where a plain run starts, and the noise an image is noised with.
+        let z = noise.draw(shape, &device);
+        let (x, skip) = match start {
+            Start::Noise => (z, 0),
+            Start::Between { to_seed, count } => {
+                if request.first + request.n > count {
+                    return Err(Error::Request(format!(
+                        "images {}..{} of an interpolation of {count}",
+                        request.first,
+                        request.first + request.n
+                    )));
+                }
+                (noise::slerp(request.seed, to_seed, count, request.first, request.n, shape, &device), 0)
+            }
+            Start::Image { x0, strength } => {
+                if !(0.0..=1.0).contains(&strength) {
+                    return Err(Error::Request(format!("strength must be between 0 and 1, got {strength}")));
+                }
+                let [c, h, w] = shape;
+                if x0.dims() != [1, c, h, w] {
+                    return Err(Error::Request(format!(
+                        "the image to start from has shape {:?}, the model's images [1, {c}, {h}, {w}]",
+                        x0.dims()
+                    )));
+                }
+                let ts = solver.timesteps();
+                let skip = ts.len() - ((ts.len() as f64 * strength) as usize).min(ts.len());
+                let x0 = x0.to_device(&device).repeat_dim(0, request.n);
+                match ts.get(skip) {
+                    Some(&t) => (scheduler.schedule.add_noise(x0, z, &vec![t; request.n])?, skip),
+                    None => (x0, skip),
+                }
+            }
+        };
+        Ok(Denoiser { request, solver, skip, index: skip, noise, x })
     }
 
     pub fn total_steps(&self) -> usize {
-        self.solver.timesteps().len()
+        self.solver.timesteps().len() - self.skip
     }
 
     pub fn steps_done(&self) -> usize {
-        self.index
+        self.index - self.skip
     }
 
     pub fn is_done(&self) -> bool {
-        self.index >= self.total_steps()
+        self.index >= self.solver.timesteps().len()
     }
 
     /// The current x_t (x_0 once done).
@@ -285,17 +350,30 @@ pub struct Progress<'p> {
     pub pred_x0: Option<&'p Tensor<4>>,
 }
 
-/// The whole reverse chain. `preview_every` = k gives x_t and x_0 to `progress` every k steps
-/// (0 = never); `cancel` is checked between steps.
+/// The whole reverse chain from x_T. `preview_every` = k gives x_t and x_0 to `progress` every k
+/// steps (0 = never); `cancel` is checked between steps.
 pub fn sample(
     unet: &UNet2DModel,
     scheduler: &Scheduler,
     request: SampleRequest,
     preview_every: usize,
+    progress: impl FnMut(Progress),
+    cancel: impl Fn() -> bool,
+) -> Result<Tensor<4>> {
+    sample_from(unet, scheduler, request, Start::Noise, preview_every, progress, cancel)
+}
+
+/// `sample` from `start`.
+pub fn sample_from(
+    unet: &UNet2DModel,
+    scheduler: &Scheduler,
+    request: SampleRequest,
+    start: Start,
+    preview_every: usize,
     mut progress: impl FnMut(Progress),
     cancel: impl Fn() -> bool,
 ) -> Result<Tensor<4>> {
-    let mut chain = Denoiser::new(unet, scheduler, request)?;
+    let mut chain = Denoiser::start(unet, scheduler, request, start)?;
     let total = chain.total_steps();
     while let Some(pred_x0) = chain.step(unet, scheduler) {
         let done = chain.steps_done();

@@ -11,24 +11,28 @@ use burn::tensor::Tensor;
 
 /// `norm.forward(x)`, the same numbers.
 pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
-    #[cfg(feature = "torch")]
-    if let (true, Some(gamma), Some(beta)) = (torch::on_libtorch(&x), &norm.gamma, &norm.beta) {
-        return torch::group_norm(x, gamma.val(), beta.val(), norm.num_groups, norm.epsilon);
-    }
-    #[cfg(any(feature = "gpu", target_family = "wasm"))]
-    if let (true, Some(gamma), Some(beta)) = (cube::applies(&x), &norm.gamma, &norm.beta) {
-        return cube::group_norm(x, gamma.val(), beta.val(), cube_norm(norm, false));
-    }
-    norm.forward(x)
+    group_norm_then(norm, x, false)
 }
 
 /// `silu(norm.forward(x))`: one kernel when sampling on a GPU (`cube.rs`).
 pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    group_norm_then(norm, x, true)
+}
+
+/// `norm.forward(x)`, then SiLU when `then_silu`, by the fastest route the device has.
+fn group_norm_then(norm: &GroupNorm, x: Tensor<4>, then_silu: bool) -> Tensor<4> {
     #[cfg(any(feature = "gpu", target_family = "wasm"))]
     if let (true, Some(gamma), Some(beta)) = (cube::applies(&x), &norm.gamma, &norm.beta) {
-        return cube::group_norm(x, gamma.val(), beta.val(), cube_norm(norm, true));
+        return cube::group_norm(x, gamma.val(), beta.val(), cube_norm(norm, then_silu));
     }
-    silu(group_norm(norm, x))
+    let y = match (&norm.gamma, &norm.beta) {
+        #[cfg(feature = "torch")]
+        (Some(gamma), Some(beta)) if torch::on_libtorch(&x) => {
+            torch::group_norm(x, gamma.val(), beta.val(), norm.num_groups, norm.epsilon)
+        }
+        _ => norm.forward(x),
+    };
+    if then_silu { silu(y) } else { y }
 }
 
 /// Multi-head softmax(q kᵀ / sqrt(d)) v over q, k, v of [batch, tokens, heads * d] (the

@@ -15,9 +15,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use ddpm_web::images::{Pixels, grid, grid_of, to_pixels};
+use ddpm_web::images::{Pixels, from_rgba, grid, grid_of, to_pixels};
 use ddpm_web::native::files::{load_model, save_model};
-use ddpm_web::sampler::{MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, sample};
+use ddpm_web::sampler::{MAX_BATCH, MAX_PIXELS, SampleRequest, SamplerKind, Start, sample, sample_from};
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
@@ -72,6 +72,44 @@ impl Sampling {
     }
 }
 
+/// Where `sample` starts instead of x_T ~ N(0, I).
+#[derive(clap::Args)]
+struct StartArgs {
+    /// SDEdit: start from this image (PNG or JPEG of the model's size) noised to --strength,
+    /// each of the n images with its own noise.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "to_seed")]
+    from_image: Option<PathBuf>,
+    /// With --from-image: how far back toward noise it goes, 0 (the image itself) to 1.
+    #[arg(long, default_value_t = 0.6, requires = "from_image")]
+    strength: f64,
+    /// Interpolation: image i starts from the noise i / (n - 1) of the way along the great circle
+    /// from --seed's image 0 to this seed's.
+    #[arg(long, value_name = "SEED")]
+    to_seed: Option<u64>,
+}
+
+impl StartArgs {
+    fn start(&self, n: usize, unet: &UNet2DModel) -> Result<Start> {
+        if let Some(to_seed) = self.to_seed {
+            return Ok(Start::Between { to_seed, count: n });
+        }
+        let Some(path) = &self.from_image else { return Ok(Start::Noise) };
+        let [c, h, w] = unet.sample_shape();
+        let img = image::open(path).map_err(|e| Error::io(path.display(), e))?.into_rgba8();
+        if img.dimensions() != (w as u32, h as u32) {
+            return Err(Error::Request(format!(
+                "{}: the image is {}x{}, the model's images are {w}x{h}",
+                path.display(),
+                img.width(),
+                img.height()
+            )));
+        }
+        let x0 = from_rgba(img.as_raw(), 1, [c, h, w])?;
+        let x0 = Tensor::<4>::from_data(TensorData::new(x0, [1, c, h, w]), &unet.device());
+        Ok(Start::Image { x0, strength: self.strength })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the UNet once: tensors `x` [N,C,H,W] and `t` [N] of INPUT to `sample` in OUTPUT.
@@ -104,6 +142,8 @@ enum Command {
         /// per image (0 = no strip).
         #[arg(long, default_value_t = 0, value_name = "K")]
         strip: usize,
+        #[command(flatten)]
+        start: StartArgs,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
@@ -320,6 +360,7 @@ const GRID_IMAGES: usize = 256;
 fn run_sample(
     model: &Path,
     request: SampleRequest,
+    start: &StartArgs,
     batch: Option<usize>,
     out: &Path,
     strip: usize,
@@ -348,13 +389,16 @@ fn run_sample(
         let first = b * per_batch;
         // Image i of the run is image `first + i` of the seed, whatever the batch size.
         let part = SampleRequest { n: per_batch.min(n - first), first: request.first + first, ..request };
-        let x0 = sample(
+        let x0 = sample_from(
             &model.unet,
             &model.scheduler,
             part,
+            start.start(n, &model.unet)?,
             if b == 0 { strip } else { 0 },
             |p| {
-                bar.set_position((b * request.steps + p.done) as u64);
+                // SDEdit runs fewer steps than asked for
+                bar.set_length((batches * p.total) as u64);
+                bar.set_position((b * p.total + p.done) as u64);
                 if let (Some(x_t), Some(pred_x0)) = (p.x_t, p.pred_x0) {
                     frames.push((x_t.clone(), pred_x0.clone()));
                 }
@@ -518,8 +562,8 @@ fn hub_models(mut command: Command) -> Result<Command> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Unet { model, input, out, backend } => run_unet(&model, &input, &out, backend),
-        Command::Sample { model, n, batch, sampling, out, strip, backend } => {
-            run_sample(&model, sampling.request(n), batch, &out, strip, backend)
+        Command::Sample { model, n, batch, sampling, out, strip, start, backend } => {
+            run_sample(&model, sampling.request(n), &start, batch, &out, strip, backend)
         }
         Command::Eval { model, n, sampling, batch, classifier, mnist_dir, samples, backend } => {
             let request = sampling.request(batch);
