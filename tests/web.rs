@@ -63,7 +63,7 @@ async fn a_seed_reproduces_its_images() {
 #[wasm_bindgen_test]
 async fn a_cancelled_run_takes_no_more_steps() {
     let engine = engine(false).await;
-    engine.start("base", 1, "ddpm", 1000, 0.0, 3, 0, 0).unwrap();
+    engine.start("base", 1, "ddpm", 1000, 0.0, 3, 0, 0, wasm_bindgen::JsValue::UNDEFINED).unwrap();
     for _ in 0..2 {
         assert!(!wait(engine.step(false)).await.is_undefined(), "a step ran");
     }

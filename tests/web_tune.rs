@@ -54,7 +54,7 @@ async fn twenty_adam_steps_lower_the_loss_on_webgpu() {
 
 /// The RGBA bytes of every image a DDIM-3 run of the model under `key` makes.
 async fn images(engine: &Engine, key: &str) -> Vec<Vec<u8>> {
-    engine.start(key, 2, "ddim", 3, 0.0, 11, 0, 0).unwrap();
+    engine.start(key, 2, "ddim", 3, 0.0, 11, 0, 0, wasm_bindgen::JsValue::UNDEFINED).unwrap();
     while !wait(engine.step(false)).await.is_undefined() {}
     let out = wait(engine.result()).await;
     let list: Array = Reflect::get(&out, &"images".into()).unwrap().into();

@@ -96,8 +96,25 @@ export interface GenerateOptions {
   /** On the CPU backend, the most workers the images are split across (default: one per
    *  core; 1 keeps them on the engine's own worker). The images are the same either way. */
   workers?: number;
+  /** Where the run starts instead of x_T ~ N(0, I). */
+  from?: ImageStart | InterpolationStart;
   onProgress?: (p: Progress) => void;
   onPreview?: (p: Preview) => void;
+}
+
+/** SDEdit: the image noised to `strength` (0..1) of the way through the run's timesteps and
+ *  denoised from there; strength 0 gives it back, each of the n images has its own noise. */
+export interface ImageStart {
+  /** One RGBA image (as a canvas gives it) of the model's size. */
+  image: Uint8Array | Uint8ClampedArray;
+  strength: number;
+}
+
+/** Image i (of n = count) starts from the noise i / (count - 1) of the way along the great
+ *  circle from `seed`'s image 0 to `toSeed`'s image 0 (spherical interpolation). */
+export interface InterpolationStart {
+  toSeed: number;
+  count: number;
 }
 
 export interface Run {
@@ -113,8 +130,31 @@ export interface Client {
   /** `url`: a diffusers folder's URL, or `hf:OWNER/NAME[@REVISION][/SUBFOLDER]` on the Hub. */
   load(url: string, options?: LoadOptions): Promise<Model>;
   generate(model: Model | string, options?: GenerateOptions): Run;
+  /** x0 noised to the paper's step t (0..T) with the noise of `seed`, and the model's
+   *  prediction there (what <ddpm-forward> draws). */
+  forward(model: Model | string, options: ForwardOptions): Promise<ForwardView>;
   /** Drops the kept model files; resolves to whether there were any to drop. */
   clearCache(): Promise<boolean>;
+}
+
+export interface ForwardOptions {
+  /** x_0: `n` RGBA images of the model's size (as a canvas gives them). */
+  image: Uint8Array | Uint8ClampedArray;
+  n?: number;
+  t: number;
+  seed?: number;
+}
+
+export interface ForwardView {
+  t: number;
+  sqrtAlphaBar: number;
+  sqrtOneMinusAlphaBar: number;
+  /** alpha_bar / (1 - alpha_bar); Infinity at t = 0. */
+  snr: number;
+  /** RGBA grids of the n images. */
+  frames: { x0: Frame; x_t: Frame; eps: Frame; eps_hat: Frame; x0_hat: Frame };
+  /** The same in [-1, 1]. */
+  values: { x0: Float32Array; x_t: Float32Array; eps: Float32Array; eps_hat: Float32Array; x0_hat: Float32Array };
 }
 
 export function connect(options?: { backend?: 'auto' | 'cpu' }): Promise<Client>;

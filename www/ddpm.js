@@ -78,8 +78,11 @@ class Client {
   }
 
   /** Samples `n` images; callbacks get every step's progress and, every `previewEvery` steps,
-   *  x_t and the predicted x_0 (RGBA). */
-  generate(model, { n = 1, sampler = DEFAULT_SAMPLER, steps, eta = 0, seed = 0, previewEvery = 0, workers, onProgress, onPreview } = {}) {
+   *  x_t and the predicted x_0 (RGBA). `from`: start from an image instead of x_T, {image: RGBA
+   *  bytes of one image of the model's size, strength 0..1} (SDEdit: noised to `strength` of
+   *  the way and denoised from there), or from the noise of an interpolation, {toSeed, count}:
+   *  image i's x_T lies i / (count - 1) of the way from seed's image 0 to toSeed's, n = count. */
+  generate(model, { n = 1, sampler = DEFAULT_SAMPLER, steps, eta = 0, seed = 0, previewEvery = 0, workers, from, onProgress, onPreview } = {}) {
     const T = model.info.num_train_timesteps;
     const id = this.hub.newId();
     const stop = this.hub.listen((msg) => {
@@ -95,20 +98,20 @@ class Client {
     this.hub.post({
       type: 'generate', id, model: model.url ?? model, n, sampler, eta, seed,
       steps: steps ?? defaultSteps(sampler, T),
-      previewEvery: previewEvery > 0 ? previewEvery : 1_000_000, workers,
+      previewEvery: previewEvery > 0 ? previewEvery : 1_000_000, workers, from,
     });
     return { id, result, cancel: () => this.hub.post({ type: 'cancel', id }) };
   }
 
-  /** x0 (`n` images of the model's shape, values in [-1, 1]) noised to the paper's step `t`
-   *  (0..T) with the noise of `seed`, and the model's prediction there: resolves to {t,
-   *  sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x_t, eps, eps_hat, x0_hat} (RGBA grids),
-   *  values: {the same, Float32Array}} (<ddpm-forward> draws it). */
-  forward(model, { x0, n = 1, t, seed = 0 }) {
+  /** x_0 (`image`: `n` RGBA images of the model's size, as a canvas gives them) noised to the
+   *  paper's step `t` (0..T) with the noise of `seed`, and the model's prediction there: resolves
+   *  to {t, sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x0, x_t, eps, eps_hat, x0_hat}
+   *  (RGBA grids), values: {the same, Float32Array in [-1, 1]}} (<ddpm-forward> draws it). */
+  forward(model, { image, n = 1, t, seed = 0 }) {
     const id = this.hub.newId();
     const done = answer(this.hub, (msg) => (msg.id !== id ? null
       : msg.type === 'forward-view' ? { value: msg } : msg.type === 'error' ? { error: msg.message } : null));
-    this.hub.post({ type: 'forward', id, model: model.url ?? model, x0: Float32Array.from(x0), n, t, seed });
+    this.hub.post({ type: 'forward', id, model: model.url ?? model, image: Uint8Array.from(image), n, t, seed });
     return done;
   }
 

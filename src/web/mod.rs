@@ -16,9 +16,9 @@ use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::images::{Pixels, grid_cols, grid_of, to_pixels};
+use crate::images::{Pixels, from_rgba, grid_cols, grid_of, to_pixels};
 use crate::model::{Model, ModelSource};
-use crate::sampler::{Denoiser, SampleRequest};
+use crate::sampler::{Denoiser, SampleRequest, Start};
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -121,6 +121,37 @@ fn unet_forward(inner: &Inner, key: &str, x: &[f32], shape: &[u32], t: &[f32]) -
     }
     let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &inner.device);
     Ok(unet.forward(x, t))
+}
+
+/// The start `Engine::start`'s `from` describes (see there).
+fn start_of(from: &JsValue, m: &Model, device: &Device) -> Result<Start, JsValue> {
+    if from.is_undefined() || from.is_null() {
+        return Ok(Start::Noise);
+    }
+    let field =
+        |name: &str| Reflect::get(from, &name.into()).ok().filter(|v| !v.is_undefined() && !v.is_null());
+    let number = |name: &str| {
+        field(name)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| js_err(format!("the start's \"{name}\" must be a number")))
+    };
+    if let Some(image) = field("image") {
+        let [c, h, w] = m.unet.sample_shape();
+        let rgba = Uint8Array::new(&image).to_vec();
+        let x0 = from_rgba(&rgba, 1, [c, h, w]).map_err(js_err)?;
+        let x0 = Tensor::<4>::from_data(TensorData::new(x0, [1, c, h, w]), device);
+        return Ok(Start::Image { x0, strength: number("strength")? });
+    }
+    if field("toSeed").is_some() {
+        let (to_seed, count) = (number("toSeed")?, number("count")?);
+        if to_seed < 0.0 || to_seed.fract() != 0.0 || count < 1.0 || count.fract() != 0.0 {
+            return Err(js_err(format!(
+                "an interpolation needs a whole toSeed and count >= 1, got {to_seed} and {count}"
+            )));
+        }
+        return Ok(Start::Between { to_seed: to_seed as u64, count: count as usize });
+    }
+    Err(js_err("a start is {image, strength} or {toSeed, count}"))
 }
 
 #[wasm_bindgen]
@@ -239,6 +270,10 @@ impl Engine {
     /// `seed` (`first` is 0 for a whole batch; a part of one split across workers starts
     /// later). Previews are grids of `cols` columns (0: `preview_columns(n)`); a part's
     /// preview is its band of the whole batch's grid, so the parts' bands stack into it.
+    /// `from` (undefined for x_T): {image: RGBA bytes of one image of the model's size,
+    /// strength} starts from that image (SDEdit), {toSeed, count} from the noise of image
+    /// `first + i` of an interpolation of `count` from `seed` to `toSeed`. Returns the steps
+    /// the run takes.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
@@ -250,15 +285,18 @@ impl Engine {
         seed: u32,
         first: usize,
         cols: usize,
-    ) -> Result<(), JsValue> {
+        from: JsValue,
+    ) -> Result<usize, JsValue> {
         let mut inner = self.inner.borrow_mut();
         let sampler = sampler.parse().map_err(js_err)?;
         let m = inner.model(key)?;
+        let start = start_of(&from, m, &inner.device)?;
         let request = SampleRequest { n, sampler, steps, eta, seed: seed as u64, first };
-        let run = Denoiser::new(&m.unet, &m.scheduler, request).map_err(js_err)?;
+        let run = Denoiser::start(&m.unet, &m.scheduler, request, start).map_err(js_err)?;
+        let total = run.total_steps();
         let cols = if cols == 0 { grid_cols(n) } else { cols };
         inner.run = Some((key.to_string(), run, Band { cols, top: first == 0 }));
-        Ok(())
+        Ok(total)
     }
 
     /// Runs one denoising step and waits for the device. Resolves to {done, total} (plus

@@ -1,5 +1,6 @@
 // Shared end-to-end plumbing: the static server, headless Chromium, one page with its errors.
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -167,4 +168,26 @@ export async function closeAll(browser, servers) {
     s?.closeAllConnections?.();
     await new Promise((resolve) => (s ? s.close(resolve) : resolve()));
   }
+}
+
+/**
+ * `dist/` (after `make dist`) on one origin and a blog on another, whose pages load from the
+ * first under a strict CSP: `html(path, distUrl)` gives a page's HTML. Resolves to
+ * {dist, blog, servers} (the two URLs, no trailing slash; the servers, for closeAll).
+ */
+export async function startBlog(html) {
+  const dist = path.join(REPO_ROOT, 'dist');
+  if (!existsSync(path.join(dist, 'embed.js'))) throw new Error(`${dist}: run \`make dist\` first`);
+  const files = await startServer({ port: 0, root: dist });
+  const a = files.url.replace(/\/$/, '');
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'; style-src 'unsafe-inline'` });
+    res.end(html(req.url, a));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    dist: a,
+    blog: `http://127.0.0.1:${server.address().port}`,
+    servers: [files.server, server],
+  };
 }

@@ -5,13 +5,14 @@
 // Content-Security-Policy forbids the worker, on the page itself.
 //
 // In:  {type:'init', preferGpu, testHooks?, gpuMaxBuffer?} {type:'load', url, sha256?, maxBytes?} {type:'generate', id, model, n, sampler, steps,
-//      eta, seed, previewEvery, workers?, first?, cols?, cpuOnSoftware?} {type:'cancel', id?} {type:'clear-cache'}
+//      eta, seed, previewEvery, workers?, first?, cols?, cpuOnSoftware?, from?} (from: {image, strength} for SDEdit, {toSeed, count}
+//      for an interpolation: Engine.start) {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
 //      {type:'tune', id, base, rgba, n, lr, seed, steps, batch, readEvery, workers?, onGpu?} {type:'tune-stop'}
 //      {type:'tune-start', id, base, rgba, n, lr, seed} {type:'tune-shard', id, batch, shard, shards}
 //      {type:'tune-apply', parts} {type:'tune-end'} (a helper's share of a fine-tuning run: cpu-pool.js)
 //      {type:'load-weights', id, key, base, name, bytes} {type:'drop', key}
-//      {type:'forward', id, model, x0, n, t, seed} (<ddpm-forward>: x_0 noised to the paper's t, the model's eps there)
+//      {type:'forward', id, model, image, n, t, seed} (<ddpm-forward>: x_0, RGBA, noised to the paper's t, the model's eps there)
 //      {type:'schedule', id, name, config} (a scheduler_config.json's curves, for <ddpm-schedule>; needs no 'init')
 //      {type:'stats'} {type:'lose-device'} (destroys the WebGPU device, as a lost GPU would): test hooks,
 //      answered only after an 'init' with testHooks: true (which also counts the GPU buffers in 'stats')
@@ -25,7 +26,7 @@
 //      {type:'tune-gradient', id, gradient, loss} {type:'weights-loaded', id, key} {type:'loaded', id}
 //      {type:'error', where, id, url, message, tooLarge?: {file, bytes}} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
 //      {type:'device-lost', message} {type:'schedule', id, curves: {T, beta, alpha_bar, log_snr, beta_tilde}}
-//      {type:'forward-view', id, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x_t, eps, eps_hat, x0_hat}, values: {the same}}
+//      {type:'forward-view', id, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x0, x_t, eps, eps_hat, x0_hat}, values: {the same}}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
 // On the CPU, a batch is split across helper workers where it can be (cpu-pool.js; `workers`
 // caps them, 1 keeps it on this engine), and so is each fine-tuning step's batch. On a software

@@ -87,8 +87,8 @@ export const tuneEnd = () => host.engine?.tune_end();
 // ---- explorable figures ----------------------------------------------------------------------
 
 /** One step of the forward process and the model's prediction there (Engine.forward_view). */
-export async function forward({ id, model, x0, n, t, seed }, mine) {
-  const view = await engineOf(mine).forward_view(String(model), x0, n, t, seed >>> 0);
+export async function forward({ id, model, image, n, t, seed }, mine) {
+  const view = await engineOf(mine).forward_view(String(model), toBytes(image), n, t, seed >>> 0);
   if (mine !== host.epoch) return;
   const arrays = Object.values(view.frames).map((f) => f.rgba).concat(Object.values(view.values));
   post({
@@ -105,7 +105,7 @@ const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 /** Samples `n` images one step at a time, previewing every `previewEvery` steps; on the CPU,
  *  the grid's rows are shared with helper workers where it can be. */
 export async function generate(msg, mine) {
-  const { id, model, n, sampler, steps, eta, seed, previewEvery, first = 0, cols = 0, workers, cpuOnSoftware } = msg;
+  const { id, model, n, sampler, steps, eta, seed, previewEvery, first = 0, cols = 0, workers, cpuOnSoftware, from } = msg;
   const engine = engineOf(mine);
   const live = () => mine === host.epoch;  // false once a lost device replaced the engine
   if (isCancelled(id)) return post({ type: 'cancelled', id, done: 0, total: steps });
@@ -125,7 +125,7 @@ export async function generate(msg, mine) {
   const parts = first > 0 ? null
     : !engine.is_gpu ? planParts(n, gridCols, workers)
     : host.softwareAdapter && cpuOnSoftware ? planParts(n, gridCols, workers, 1) : null;  // even one CPU worker beats it
-  engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0);  // refuses a bad request as a whole
+  engine.start(String(model), n, sampler, steps, eta, seed >>> 0, 0, 0, from);  // refuses a bad request as a whole
   engine.cancel();
   if (parts) {
     const r = await runParts(msg, parts, gridCols, setupOf, { onProgress: progress, onPreview: preview });
@@ -172,10 +172,9 @@ function gpuImagesPerCall(engine, key, n) {
 /** Runs the steps of one batch (`msg`'s n images from `first`) on `engine`; resolves to
  *  {images, width, height, done, total}, {cancelled, done, total}, or null once `live()` is false. */
 async function runSteps(engine, msg, { live, every, onProgress, onPreview }) {
-  const { id, model, n, sampler, steps, eta, seed, first, cols } = msg;
-  await engine.start(String(model), n, sampler, steps, eta, seed >>> 0, first, cols);
+  const { id, model, n, sampler, steps, eta, seed, first, cols, from } = msg;
+  let total = engine.start(String(model), n, sampler, steps, eta, seed >>> 0, first, cols, from);
   let done = 0;
-  let total = steps;
   try {
     while (done < total) {
       if (isCancelled(id)) {
