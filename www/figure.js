@@ -1,8 +1,8 @@
-// What the explorable figures (<ddpm-forward>, <ddpm-sdedit>, <ddpm-interpolate>) share: the
-// engine and the model from the `model`, `hub` and `backend` attributes, whole-number attributes
-// checked with the attribute's name, one render at a time with only the latest request waiting,
-// an error box, and the real MNIST digits and the drawing pad as images of the model's size.
-// The figures only draw: every number comes from the engine.
+// What the explorable figures (<ddpm-forward>, <ddpm-trajectory>, <ddpm-sdedit>,
+// <ddpm-interpolate>) share: the engine and the model from the `model`, `hub` and `backend`
+// attributes, whole-number attributes checked with the attribute's name, one render at a time with
+// only the latest request waiting, an error box, and the real MNIST digits and the drawing pad as
+// images of the model's size. The figures only draw: every number comes from the engine.
 
 import { backendSentence, backendWords } from './backend-words.js';
 import { connect } from './ddpm.js';
@@ -131,7 +131,12 @@ export class Figure extends HTMLElement {
     this.ddpm = await connect({ backend: this.getAttribute('backend') === 'cpu' ? 'cpu' : 'auto' });
     const where = this.$('.where');
     if (where) where.textContent = backendSentence(backendWords(this.ddpm.backend));
-    const url = modelUrl(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI, this.getAttribute('hub') || undefined);
+    let url;
+    try {
+      url = modelUrl(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI, this.getAttribute('hub') || undefined);
+    } catch (err) {
+      throw new Error(`model="${this.getAttribute('model')}" of <${this.localName}>: ${err.message}`);
+    }
     const model = await this.ddpm.load(url);
     const { sample_size: [h, w], in_channels: c } = model.info;
     this.accept(model.info, url);

@@ -12,22 +12,20 @@
 // "PNG" saves a strip of x_t (a row per sampler), "GIF" an animation of x_t and the predicted
 // x_0 of both. The sampling is the engine's (ddpm.js's generate); this file keeps and draws frames.
 //
-// Attributes: model (a diffusers folder URL or hf: id; default the shipped MNIST model next to
-// this script), hub, backend (cpu to skip WebGPU), seed (default 0), ddpm-steps (1..T, default T),
+// Attributes: model (a diffusers folder URL or hf: id; default the shipped MNIST model next to this
+// script), hub, backend (cpu to skip WebGPU), seed (default 0), ddpm-steps (1..T, default T),
 // ddim-steps (1..T, default 50), eta (DDIM's, 0..1, default 0), position (where the scrubber
 // stands, 0..1 of the way, default 1: the samples), autoplay (plays the scrubber once both are
 // sampled). Events: ready {T}, progress {sampler, done, total}, done {sampler, seed, steps, eta,
-// frames}, error {message}. data-state: loading | running | ready | error. Properties: `frames`,
-// per sampler the kept frames {done, total, xt, x0} (RGBA), in step order; `samples`, per sampler
-// its image {width, height, rgba} once sampled; png() and gif() resolve to the exports' Blobs.
+// frames}, error {message}. data-state: waiting (until it nears the view) | loading | running |
+// ready | error. Properties: `frames`, per sampler the kept frames {done, total, xt, x0} (RGBA), in
+// step order; `samples`, per sampler its image {width, height, rgba} once sampled; png() and gif()
+// resolve to the exports' Blobs.
 
-import { backendSentence, backendWords } from './backend-words.js';
-import { connect } from './ddpm.js';
-import { make, styles } from './element.js';
-import { modelUrl } from './hub.js';
-import { concatBytes, defaultSteps, drawRgba, stepsPerSecText, wholeNumber } from './util.js';
+import { make } from './element.js';
+import { Figure, define } from './figure.js';
+import { concatBytes, defaultSteps, drawRgba, stepsPerSecText } from './util.js';
 
-const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const GIFENC = new URL('./vendor/gifenc.esm.js', import.meta.url).href;
 const SHOWN = ['ddpm', 'ddim'];          // left to right, and the exports' rows
 const RUN_ORDER = ['ddim', 'ddpm'];      // DDIM first: seconds where DDPM takes minutes
@@ -44,22 +42,24 @@ const TILE_PX = 96;   // an exported image's size at most, in whole multiples of
 const GAP = 4;
 const REVOKE_MS = 60_000;  // a download reads its object URL after click() returns
 const CSS = `
-.box { border: 1px solid var(--line); border-radius: 8px; padding: 10px; background: var(--bg); color: var(--fg); display: grid; gap: 8px; }
-.row { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
 .sides { display: grid; grid-template-columns: repeat(auto-fit, minmax(232px, 1fr)); gap: 12px; }
 .side { display: grid; gap: 4px; align-content: start; }
 .pair { display: flex; gap: 8px; }
-figure { margin: 0; display: grid; gap: 2px; justify-items: center; text-align: center; }
-figcaption { font-size: 12px; color: var(--muted); }
-canvas.img { image-rendering: pixelated; background: #000; width: 112px; max-width: 100%; height: auto; }
+canvas.img { width: 112px; }
 canvas.stale { opacity: 0.35; }
-input[type=range] { flex: 1 1 120px; min-height: 44px; }
-button { font: inherit; min-height: 44px; min-width: 44px; padding: 4px 14px; border-radius: 6px; border: 1px solid var(--accent); background: var(--bg); color: var(--accent); cursor: pointer; }
-button:disabled { opacity: 0.55; cursor: not-allowed; }
+input[type=range] { flex: 1 1 120px; }
+button { min-width: 44px; }
 progress { width: 100%; height: 8px; }
-.numbers { font-variant-numeric: tabular-nums; }
-.muted { color: var(--muted); font-size: 12px; }
 `;
+const HTML = `
+  <div class="row"><strong>One seed, two samplers</strong><span class="muted seedline"></span></div>
+  <div class="row"><label for="pos">Reverse process</label>
+    <input id="pos" type="range" min="1" max="1" step="1" value="1" disabled>
+    <output class="posval numbers" for="pos"></output>
+    <button type="button" class="play" aria-pressed="false" disabled>Play</button></div>
+  <div class="sides"></div>
+  <div class="row"><button type="button" class="png" disabled>Save PNG strip</button>
+    <button type="button" class="gif" disabled>Save GIF</button><span class="muted where"></span></div>`;
 
 /** What a run of `s` ({steps, eta, seed}) is told by: same key, same frames. */
 const keyOf = (s) => `${s.steps} ${s.eta} ${s.seed}`;
@@ -70,26 +70,11 @@ const stepAt = (n, v, max) => Math.max(1, Math.ceil((v * n) / max));
 /** `count` scrubber positions over 1..max, evenly spaced, the first and the last included. */
 const spread = (count, max) => Array.from({ length: count }, (_, i) => (count > 1 ? Math.round(1 + (i * (max - 1)) / (count - 1)) : max));
 
-class DdpmTrajectory extends HTMLElement {
+class DdpmTrajectory extends Figure {
   static observedAttributes = ['seed', 'ddpm-steps', 'ddim-steps', 'eta', 'position'];
 
   constructor() {
-    super();
-    const root = this.attachShadow({ mode: 'open' });
-    styles(root, CSS);
-    const box = make('div', { class: 'box' });
-    box.innerHTML = `
-      <div class="row"><strong>One seed, two samplers</strong><span class="muted seedline"></span></div>
-      <div class="row"><label for="pos">Reverse process</label>
-        <input id="pos" type="range" min="1" max="1" step="1" value="1" disabled>
-        <output class="posval numbers" for="pos"></output>
-        <button type="button" class="play" aria-pressed="false" disabled>Play</button></div>
-      <div class="sides"></div>
-      <div class="row"><button type="button" class="png" disabled>Save PNG strip</button>
-        <button type="button" class="gif" disabled>Save GIF</button><span class="muted where"></span></div>
-      <div class="error" role="alert" hidden></div>`;
-    root.append(box);
-    this.$ = (sel) => box.querySelector(sel);
+    super(CSS, HTML);
     this.ui = {};
     for (const name of SHOWN) {
       const side = make('section', { class: 'side' });
@@ -117,11 +102,11 @@ class DdpmTrajectory extends HTMLElement {
   }
 
   connectedCallback() {
-    if (this.started) {
-      if (this.model) this.refresh();
-      return;
-    }
-    this.started = true;
+    if (this.started && this.model) this.refresh();  // back in the page: carry on
+    super.connectedCallback();
+  }
+
+  wire() {
     const pos = this.$('#pos');
     pos.addEventListener('input', () => {
       this.pos = Number(pos.value) / Number(pos.max);
@@ -136,7 +121,6 @@ class DdpmTrajectory extends HTMLElement {
     this.$('.play').addEventListener('click', () => (this.playing ? this.pause() : this.play()));
     this.$('.png').addEventListener('click', () => this.save('png'));
     this.$('.gif').addEventListener('click', () => this.save('gif'));
-    this.start().catch((err) => this.fail(err));
   }
 
   disconnectedCallback() {
@@ -156,44 +140,17 @@ class DdpmTrajectory extends HTMLElement {
    *  naming a bad attribute. */
   settings() {
     const T = this.T;
-    const seed = this.whole('seed', 0, 0, 2 ** 32 - 1);
+    const seed = this.number('seed', 0, 0, 2 ** 32 - 1);
     return {
-      ddpm: { steps: this.whole('ddpm-steps', defaultSteps('ddpm', T), 1, T), eta: 0, seed },
-      ddim: { steps: this.whole('ddim-steps', defaultSteps('ddim', T), 1, T), eta: this.fraction('eta', 0), seed },
-      position: this.fraction('position', 1),
+      ddpm: { steps: this.number('ddpm-steps', defaultSteps('ddpm', T), 1, T), eta: 0, seed },
+      ddim: { steps: this.number('ddim-steps', defaultSteps('ddim', T), 1, T), eta: this.fraction('eta', 0, 0, 1), seed },
+      position: this.fraction('position', 1, 0, 1),
     };
   }
 
-  whole(name, fallback, lo, hi) {
-    const raw = this.getAttribute(name);
-    return raw === null || raw.trim() === '' ? fallback : wholeNumber(raw, lo, hi, `${name} of <ddpm-trajectory>`);
-  }
-
-  fraction(name, fallback) {
-    const raw = this.getAttribute(name);
-    if (raw === null || raw.trim() === '') return fallback;
-    const v = raw.trim();
-    if (!/^(\d+\.?\d*|\.\d+)$/.test(v) || Number(v) > 1) throw new Error(`${name} of <ddpm-trajectory> must be a number from 0 to 1 (got "${v}").`);
-    return Number(v);
-  }
-
-  async start() {
-    this.dataset.state = 'loading';
-    this.ddpm = await connect({ backend: this.getAttribute('backend') === 'cpu' ? 'cpu' : 'auto' });
-    this.$('.where').textContent = backendSentence(backendWords(this.ddpm.backend));
-    let url;
-    try {
-      url = modelUrl(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI, this.getAttribute('hub') || undefined);
-    } catch (err) {
-      throw new Error(`model="${this.getAttribute('model')}" of <ddpm-trajectory>: ${err.message}`);
-    }
-    this.model = await this.ddpm.load(url);
-    const { sample_size: [h, w], num_train_timesteps: T } = this.model.info;
-    this.T = T;
+  accept({ sample_size: [h, w] }) {
     this.frameBytes = 2 * h * w * 4;  // x_t and x_0, RGBA, of one image
     this.tile = { w, h, scale: Math.max(1, Math.floor(TILE_PX / Math.max(w, h))) };
-    this.dispatchEvent(new CustomEvent('ready', { detail: { T } }));
-    this.refresh();
   }
 
   /** Follows the attributes: stops a run that is no longer wanted, or DDPM while DDIM waits,
@@ -456,14 +413,9 @@ class DdpmTrajectory extends HTMLElement {
   }
 
   fail(err) {
-    const message = err?.message || String(err);
-    const box = this.$('.error');
-    box.textContent = message;
-    box.hidden = false;
-    this.dataset.state = 'error';
+    super.fail(err);
     this.enable();
-    this.dispatchEvent(new CustomEvent('error', { detail: { message } }));
   }
 }
 
-if (!customElements.get('ddpm-trajectory')) customElements.define('ddpm-trajectory', DdpmTrajectory);
+define('ddpm-trajectory', DdpmTrajectory);

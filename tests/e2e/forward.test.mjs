@@ -5,37 +5,24 @@
 // at a small t, and a drawing can replace the digit.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startServer } from '../../www/serve.mjs';
-import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, MINUTE, REPO_ROOT, closeAll, screenshot } from './helpers.mjs';
-
-const DIST = path.join(REPO_ROOT, 'dist');
+import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, MINUTE, closeAll, screenshot, startBlog } from './helpers.mjs';
 
 describe('<ddpm-forward>', { timeout: 10 * MINUTE }, () => {
-  let files;
+  let env;
   let blog;
   let browser;
   before(async () => {
-    if (!existsSync(path.join(DIST, 'forward.js'))) throw new Error(`${DIST}/forward.js: run \`make dist\` first`);
-    files = await startServer({ port: 0, root: DIST });
-    const a = files.url.replace(/\/$/, '');
-    const html = (backend) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>a post</title>
+    // /gpu.html: WebGPU where the browser has it (SwiftShader here); any other page: the CPU
+    env = await startBlog((url, a) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>a post</title>
 <script type="module" src="${a}/forward.js"></script></head><body><article><h1>The forward process</h1>
-<ddpm-forward id="f" t="500" seed="7"${backend}></ddpm-forward></article></body></html>`;
-    const server = http.createServer((req, res) => {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'; style-src 'unsafe-inline'` });
-      // /gpu.html: WebGPU where the browser has it (SwiftShader here); any other page: the CPU
-      res.end(html(req.url.startsWith('/gpu') ? '' : ' backend="cpu"'));
-    });
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    blog = { server, url: `http://127.0.0.1:${server.address().port}` };
+<ddpm-forward id="f" t="500" seed="7"${url.startsWith('/gpu') ? '' : ' backend="cpu"'}></ddpm-forward></article></body></html>`);
+    blog = { url: env.blog };
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
   after(async () => {
-    await closeAll(browser, [files?.server, blog?.server]);
+    await closeAll(browser, env?.servers ?? []);
   });
 
   test('shows the forward process at t, follows the slider and the attributes', { timeout: 8 * MINUTE }, async (t) => {

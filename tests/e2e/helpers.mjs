@@ -172,7 +172,7 @@ export async function closeAll(browser, servers) {
 
 /**
  * `dist/` (after `make dist`) on one origin and a blog on another, whose pages load from the
- * first under a strict CSP: `html(path, distUrl)` gives a page's HTML. Resolves to
+ * first under a strict CSP (scripts and styles from the first origin only, no inline styles): `html(path, distUrl)` gives a page's HTML. Resolves to
  * {dist, blog, servers} (the two URLs, no trailing slash; the servers, for closeAll).
  */
 export async function startBlog(html) {
@@ -181,7 +181,7 @@ export async function startBlog(html) {
   const files = await startServer({ port: 0, root: dist });
   const a = files.url.replace(/\/$/, '');
   const server = http.createServer((req, res) => {
-    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'; style-src 'unsafe-inline'` });
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'; style-src ${a}` });
     res.end(html(req.url, a));
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -6,15 +6,11 @@
 // should be, and a bad attribute names itself. On WebGPU it keeps the frames the CPU keeps.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startServer } from '../../www/serve.mjs';
-import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, MINUTE, REPO_ROOT, closeAll } from './helpers.mjs';
+import { ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, MINUTE, closeAll, startBlog } from './helpers.mjs';
 
-const DIST = path.join(REPO_ROOT, 'dist');
 // The exports' sizes: the shipped model's 32x32 images drawn 3x (96 px), 4 px apart and around.
 const TILE = 96;
 const GAP = 4;
@@ -92,31 +88,24 @@ function gifFrames(bytes) {
 }
 
 describe('<ddpm-trajectory>', { timeout: 12 * MINUTE }, () => {
-  let files;
+  let env;
   let blog;
   let browser;
   before(async () => {
-    if (!existsSync(path.join(DIST, 'trajectory.js'))) throw new Error(`${DIST}/trajectory.js: run \`make dist\` first`);
-    files = await startServer({ port: 0, root: DIST });
-    const a = files.url.replace(/\/$/, '');
-    const html = (attrs) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>a post</title>
+    // /gpu.html: WebGPU where the browser has it (SwiftShader here), with /cpu3.html its CPU
+    // counterpart; /bad-model.html: a malformed Hub id; any other page: the CPU, with more steps
+    const attrs = (url) => (url.startsWith('/gpu') ? 'seed="5" ddpm-steps="3" ddim-steps="3"'
+      : url.startsWith('/cpu3') ? 'seed="5" ddpm-steps="3" ddim-steps="3" backend="cpu"'
+        : url.startsWith('/bad-model') ? 'model="hf:nope" backend="cpu"'
+          : 'seed="5" ddpm-steps="20" ddim-steps="10" backend="cpu"');
+    env = await startBlog((url, a) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>a post</title>
 <script type="module" src="${a}/trajectory.js"></script></head><body><article><h1>Two samplers, one seed</h1>
-<ddpm-trajectory id="tr" ${attrs}></ddpm-trajectory></article></body></html>`;
-    const server = http.createServer((req, res) => {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': `default-src ${a}; script-src ${a} 'wasm-unsafe-eval'; style-src ${a}` });
-      // /gpu.html: WebGPU where the browser has it (SwiftShader here), with /cpu3.html its CPU
-      // counterpart; /bad-model.html: a malformed Hub id; any other page: the CPU, with more steps
-      res.end(html(req.url.startsWith('/gpu') ? 'seed="5" ddpm-steps="3" ddim-steps="3"'
-        : req.url.startsWith('/cpu3') ? 'seed="5" ddpm-steps="3" ddim-steps="3" backend="cpu"'
-          : req.url.startsWith('/bad-model') ? 'model="hf:nope" backend="cpu"'
-            : 'seed="5" ddpm-steps="20" ddim-steps="10" backend="cpu"'));
-    });
-    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    blog = { server, url: `http://127.0.0.1:${server.address().port}` };
+<ddpm-trajectory id="tr" ${attrs(url)}></ddpm-trajectory></article></body></html>`);
+    blog = { url: env.blog };
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
   after(async () => {
-    await closeAll(browser, [files?.server, blog?.server]);
+    await closeAll(browser, env?.servers ?? []);
   });
 
   /** A page on `name`, its console errors, and its element's events (which do not bubble). */
