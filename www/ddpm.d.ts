@@ -68,7 +68,8 @@ export interface Frame {
 export interface Preview {
   done: number;
   total: number;
-  /** The current x_t and the predicted x_0, every image in one grid. */
+  /** The current x_t and the predicted x_0, every image in one grid, with a 1-pixel white
+   *  border around and between the images (also around a single image). */
   xt: Frame | null;
   x0: Frame | null;
 }
