@@ -75,7 +75,7 @@ test-wasm: setup-web
 # A self-contained folder for any static host: the page, embed.js, the engine and the models.
 dist: build-web
 	rm -rf dist && mkdir -p dist/pkg dist/models
-	cp www/*.js www/*.d.ts www/embed-example.html dist/
+	cp www/*.js www/*.d.ts www/embed-example.html www/explainer.html www/explainer.css dist/
 	cp -R www/engine www/ui www/explore www/vendor dist/
 	cp pkg/ddpm_web.js pkg/ddpm_web.d.ts pkg/ddpm_web_bg.wasm dist/pkg/
 	cp -RL www/models/. dist/models/
