@@ -80,7 +80,7 @@ struct StartArgs {
     #[arg(long, value_name = "IMAGE", conflicts_with = "to_seed")]
     from_image: Option<PathBuf>,
     /// With --from-image: how far back toward noise it goes, 0 (the image itself) to 1.
-    #[arg(long, default_value_t = 0.6, requires = "from_image")]
+    #[arg(long, default_value_t = 0.4, requires = "from_image")]
     strength: f64,
     /// Interpolation: image i starts from the noise i / (n - 1) of the way along the great circle
     /// from --seed's image 0 to this seed's.
