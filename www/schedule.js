@@ -3,9 +3,10 @@
 //   <script type="module" src="https://HOST/schedule.js"></script>
 //   <ddpm-schedule compare="linear,squaredcos_cap_v2" t="500"></ddpm-schedule>
 //
-// Over t = 0..T-1 it plots beta_t beside the posterior variance beta~_t (DDPM's fixed_large and
-// fixed_small variances; log scale), alpha_bar_t, and log-SNR_t = ln(alpha_bar_t / (1 - alpha_bar_t)),
-// one curve per schedule, with a legend and a read-out of every curve at one t.
+// Over the paper's t = 1..T (as <ddpm-forward>'s t; beta_1 is diffusers' betas[0]) it plots beta_t
+// beside the posterior variance beta~_t (DDPM's fixed_large and fixed_small variances; log scale),
+// alpha_bar_t, and log-SNR_t = ln(alpha_bar_t / (1 - alpha_bar_t)), one curve per schedule, with
+// a legend and a read-out of every curve at one t.
 // Attributes: compare (named presets, comma-separated: linear = DDPM's 1e-4..0.02, scaled_linear =
 // Stable Diffusion's 0.00085..0.012, squaredcos_cap_v2 = Nichol & Dhariwal's cosine; all T = 1000),
 // src (URLs of scheduler_config.json files, comma-separated, fetched), t (the step the read-out
@@ -117,7 +118,7 @@ class DdpmSchedule extends HTMLElement {
 
   #data = null;    // [{name, T, beta, alpha_bar, log_snr, beta_tilde}]
   #panels = [];    // [{key, spec, x, y, cursor, dots}]
-  #t = 0;
+  #t = 0;         // the read-out's index into the arrays: the paper's t - 1
   #loads = 0;
   #queued = false;
 
@@ -126,9 +127,9 @@ class DdpmSchedule extends HTMLElement {
     return this.#data ? this.#data.map((d) => ({ ...d })) : null;
   }
 
-  /** The step the read-out shows. */
+  /** The step the read-out shows (the paper's t, 1..T). */
   get t() {
-    return this.#t;
+    return this.#t + 1;
   }
 
   connectedCallback() {
@@ -181,14 +182,14 @@ class DdpmSchedule extends HTMLElement {
     });
   }
 
-  /** The `t` attribute as a whole number in 0..T-1 (null when absent); throws naming it. */
+  /** The index the `t` attribute (the paper's t, 1..T) names (null when absent); throws naming it. */
   #pinned() {
     const raw = this.getAttribute('t');
     if (raw === null || raw.trim() === '') return null;
     const T = this.#maxT();
     const v = Number(raw);
-    if (!Number.isInteger(v) || v < 0 || v >= T) throw new Error(`t="${raw}" must be a whole number from 0 to ${T - 1}`);
-    return v;
+    if (!Number.isInteger(v) || v < 1 || v > T) throw new Error(`t="${raw}" must be a whole number from 1 to ${T}`);
+    return v - 1;
   }
 
   #safePinned() {
@@ -268,7 +269,7 @@ class DdpmSchedule extends HTMLElement {
     this.ui.readout.hidden = false;
     this.dataset.state = 'ready';
     const lengths = data.map((d) => ({ T: d.T, beta: d.beta.length, alpha_bar: d.alpha_bar.length, log_snr: d.log_snr.length, beta_tilde: d.beta_tilde.length }));
-    this.dispatchEvent(new CustomEvent('ready', { detail: { names: data.map((d) => d.name), lengths, t, values: this.#values(t) } }));
+    this.dispatchEvent(new CustomEvent('ready', { detail: { names: data.map((d) => d.name), lengths, t: t + 1, values: this.#values(t) } }));
   }
 
   #fail(message) {
@@ -291,8 +292,8 @@ class DdpmSchedule extends HTMLElement {
     const x = (t) => M.left + (t / Math.max(1, T - 1)) * (W - M.left - M.right);
     this.#panels = keys.map((key) => this.#panel(key, x, T));
     this.ui.plots.replaceChildren(...this.#panels.map((p) => p.figure));
-    this.ui.plots.setAttribute('aria-valuemin', '0');
-    this.ui.plots.setAttribute('aria-valuemax', String(T - 1));
+    this.ui.plots.setAttribute('aria-valuemin', '1');
+    this.ui.plots.setAttribute('aria-valuemax', String(T));
   }
 
   #panel(key, x, T) {
@@ -332,15 +333,15 @@ class DdpmSchedule extends HTMLElement {
       return H - M.bottom - ((c - flo) / (fhi - flo)) * (H - M.top - M.bottom);
     };
     const plot = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'data-panel': key });
-    plot.setAttribute('aria-label', `${spec.title}, against t from 0 to ${T - 1}`);
+    plot.setAttribute('aria-label', `${spec.title}, against t from 1 to ${T}`);
     for (const v of yTicks) {
       plot.append(svg('line', { class: 'grid-line', x1: M.left, x2: W - M.right, y1: y(v), y2: y(v) }));
       const label = svg('text', { class: 'tick', x: M.left - 6, y: y(v) + 4, 'text-anchor': 'end' });
       label.textContent = spec.log ? `1e${Math.round(Math.log10(v))}` : num(v);
       plot.append(label);
     }
-    for (const t of ticks(0, T - 1, 5)) {
-      const label = svg('text', { class: 'tick', x: x(t), y: H - 8, 'text-anchor': 'middle' });
+    for (const t of ticks(1, T, 5)) {
+      const label = svg('text', { class: 'tick', x: x(t - 1), y: H - 8, 'text-anchor': 'middle' });
       label.textContent = String(t);
       plot.append(label);
     }
@@ -360,12 +361,12 @@ class DdpmSchedule extends HTMLElement {
 
   // ---- the read-out ------------------------------------------------------------------------
 
-  /** Every curve's value at t, per schedule (undefined past a schedule's T). */
+  /** Every curve's value at index t, per schedule (undefined past a schedule's T). */
   #values(t) {
     return this.#data.map((d) => ({ name: d.name, beta: d.beta[t], beta_tilde: d.beta_tilde[t], alpha_bar: d.alpha_bar[t], log_snr: d.log_snr[t] }));
   }
 
-  /** Shows step `t` (cursor, dots, read-out); no event. */
+  /** Shows index `t` (cursor, dots, read-out); no event. */
   #show(t) {
     this.#t = t;
     for (const p of this.#panels) {
@@ -381,22 +382,22 @@ class DdpmSchedule extends HTMLElement {
       }
     }
     const cols = this.#panels.flatMap((p) => p.spec.arrays.map((a, k) => [a, p.spec.labels[k]]));
-    const head = make('tr', {}, [make('th', { scope: 'col', textContent: `t = ${t}` }), ...cols.map(([, label]) => make('th', { scope: 'col', textContent: label }))]);
+    const head = make('tr', {}, [make('th', { scope: 'col', textContent: `t = ${t + 1}` }), ...cols.map(([, label]) => make('th', { scope: 'col', textContent: label }))]);
     const rows = this.#values(t).map((v, i) => make('tr', { 'data-schedule': v.name }, [
       make('th', { scope: 'row' }, [make('span', { class: `swatch s${i}`, 'aria-hidden': 'true' }), ` ${v.name}`]),
       ...cols.map(([a]) => make('td', { 'data-curve': a, textContent: num(v[a]) })),
     ]));
     this.ui.readout.replaceChildren(make('table', {}, [make('thead', {}, [head]), make('tbody', {}, rows)]));
-    this.ui.plots.setAttribute('aria-valuenow', String(t));
-    this.ui.plots.setAttribute('aria-valuetext', `t = ${t}`);
+    this.ui.plots.setAttribute('aria-valuenow', String(t + 1));
+    this.ui.plots.setAttribute('aria-valuetext', `t = ${t + 1}`);
   }
 
-  /** Moves the read-out to `t` and says so (tchange), if it changed. */
+  /** Moves the read-out to index `t` and says so (tchange, with the paper's t), if it changed. */
   #move(t) {
     t = Math.max(0, Math.min(this.#maxT() - 1, Math.round(t)));
     if (t === this.#t) return;
     this.#show(t);
-    this.dispatchEvent(new CustomEvent('tchange', { detail: { t, values: this.#values(t) } }));
+    this.dispatchEvent(new CustomEvent('tchange', { detail: { t: t + 1, values: this.#values(t) } }));
   }
 
   #point(e) {

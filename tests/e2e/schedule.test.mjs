@@ -125,13 +125,14 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
       const bShown = await p.page.$eval('#b', (e) => [...e.curves[0].alpha_bar]);
       assert.ok(maxAbs(bShown, diffusers('linear').alpha_bar) <= 1e-6, 'the fetched scheduler_config.json is the linear schedule');
 
-      // t="500" pins the read-out: the numbers shown are diffusers' at t = 500 (4 significant digits)
+      // t="500" pins the read-out: the numbers shown are the paper's at t = 500, diffusers' [499]
+      // (4 significant digits)
       const at500 = await p.readout('a');
       assert.equal(at500.head, 't = 500');
       for (const [name, prefix] of [['linear', 'linear'], ['squaredcos_cap_v2', 'cosine']]) {
         const want = diffusers(prefix);
         for (const key of ['beta', 'beta_tilde', 'alpha_bar', 'log_snr']) {
-          const v = want[key][500];
+          const v = want[key][499];
           assert.ok(Math.abs(at500.rows[name][key] - v) <= 5e-4 * Math.abs(v), `${name} ${key} at t=500: shown ${at500.rows[name][key]}, diffusers ${v}`);
         }
       }
@@ -149,23 +150,23 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
       assert.equal(await p.page.$eval('#a', (e) => e.shadowRoot.querySelector('.plots').getAttribute('aria-valuenow')), '511');
       await p.page.keyboard.press('End');
       const atEnd = await p.readout('a');
-      assert.equal(atEnd.head, 't = 999');
+      assert.equal(atEnd.head, 't = 1000');
       assert.ok(Math.abs(atEnd.rows.linear.beta - 0.02) < 1e-6);
       events = (await p.events()).filter((e) => e.type === 'tchange' && e.id === 'a');
-      assert.deepEqual(events.map((e) => e.detail.t), [501, 511, 999]);
+      assert.deepEqual(events.map((e) => e.detail.t), [501, 511, 1000]);
       assert.equal(events[0].detail.values[0].name, 'linear');
-      assert.ok(Math.abs(events[0].detail.values[0].alpha_bar - diffusers('linear').alpha_bar[501]) < 1e-6, 'tchange carries the values at t');
+      assert.ok(Math.abs(events[0].detail.values[0].alpha_bar - diffusers('linear').alpha_bar[500]) < 1e-6, 'tchange carries the values at t');
 
-      // the pointer moves t: a quarter of the way along the alpha_bar panel's x axis is t = 250
+      // the pointer moves t: a quarter of the way along the alpha_bar panel's x axis is index 250, t = 251
       const box = await p.page.$eval('#a', (e) => {
         const r = e.shadowRoot.querySelector('svg[data-panel=alpha_bar]').getBoundingClientRect();
         return { x: r.x, y: r.y, w: r.width, h: r.height };
       });
       const [W, left, right] = [640, 58, 14];  // schedule.js's viewBox width and margins
       await p.page.mouse.move(box.x + ((left + 0.25 * (W - left - right)) / W) * box.w, box.y + box.h / 2);
-      assert.equal((await p.readout('a')).head, 't = 250');
+      assert.equal((await p.readout('a')).head, 't = 251');
       const last = (await p.events()).filter((e) => e.type === 'tchange' && e.id === 'a').at(-1);
-      assert.equal(last.detail.t, 250);
+      assert.equal(last.detail.t, 251);
       // leaving the plots goes back to the pinned t
       await p.page.mouse.move(1, 1);
       assert.equal((await p.readout('a')).head, 't = 500');
@@ -187,7 +188,7 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
 
   test('an unreadable config says which and why', async () => {
     const p = await open(`<ddpm-schedule id="missing" src="no/such/scheduler_config.json"></ddpm-schedule>
-<ddpm-schedule id="broken" src="schedule.js"></ddpm-schedule><ddpm-schedule id="t" compare="linear" t="1000"></ddpm-schedule>`);
+<ddpm-schedule id="broken" src="schedule.js"></ddpm-schedule><ddpm-schedule id="t" compare="linear" t="0"></ddpm-schedule>`);
     try {
       await p.settled(['missing', 'broken', 't']);
       const errorOf = (id) => p.page.$eval(`#${id}`, (e) => [e.dataset.state, e.shadowRoot.querySelector('.error').textContent]);
@@ -197,7 +198,7 @@ describe('<ddpm-schedule>', { timeout: 2 * MINUTE }, () => {
       const [state2, message2] = await errorOf('broken');
       assert.equal(state2, 'error');
       assert.match(message2, /schedule\.js: invalid JSON/);
-      assert.deepEqual(await errorOf('t'), ['error', 't="1000" must be a whole number from 0 to 999']);
+      assert.deepEqual(await errorOf('t'), ['error', 't="0" must be a whole number from 1 to 1000']);
       assert.deepEqual(p.consoleErrors.filter((e) => !/404/.test(e)), [], 'no console errors besides the 404');
     } finally {
       await p.context.close();
