@@ -138,4 +138,18 @@ describe('<ddpm-sdedit> and <ddpm-interpolate>', { timeout: 10 * MINUTE }, () =>
     assert.deepEqual(errors.filter((e) => !/worker|blob:/i.test(e)), [], 'no console errors under the strict CSP');
     await page.context().close();
   });
+
+  test('the page holds SDEdit closed, and runs it once opened', { timeout: 6 * MINUTE }, async () => {
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 4000 } })).newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(`page error: ${e.message}`));
+    await page.goto(`${env.dist}/index.html?backend=cpu`);
+    await page.waitForFunction(() => document.querySelector('ddpm-sdedit')?.dataset.state === 'waiting', null, { timeout: MINUTE });
+    await page.waitForTimeout(1000);
+    assert.equal(await page.$eval('ddpm-sdedit', (e) => e.dataset.state), 'waiting', 'closed, it does not run beside Generate');
+    await page.click('#sketch-details summary');
+    await page.waitForFunction(() => document.querySelector('ddpm-sdedit').result?.images.length === 4, null, { timeout: 4 * MINUTE, polling: 200 });
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  });
 });
