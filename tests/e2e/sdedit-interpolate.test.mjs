@@ -2,15 +2,25 @@
 // CSP, on the shipped model and the CPU backend, with few steps. SDEdit at strength 0 gives the
 // drawing back to 8 bits, a light edit stays nearer the drawing than a heavy one, a stroke on the
 // pad becomes what the run starts from; the interpolation's ends are the two seeds' own samples
-// and its middle is neither; buttons and bad attributes do what they say.
+// and its middle is neither; buttons and bad attributes do what they say. On WebGPU both give
+// what the CPU gives; in the page, SDEdit waits closed until opened.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import { CHROMIUM, CHROMIUM_ARGS, MINUTE, closeAll, startBlog } from './helpers.mjs';
 
+const SMALL = {
+  sdedit: 'strength="0.5" seeds="1" sampler="ddim" steps="4"',
+  interpolate: 'from="3" to="5" count="2" sampler="ddim" steps="2"',
+};
 const PAGES = {
   '/sdedit.html': '<ddpm-sdedit id="e" strength="0" seeds="2" sampler="ddim" steps="10" backend="cpu"></ddpm-sdedit>',
   '/interpolate.html': '<ddpm-interpolate id="e" from="3" to="5" count="4" sampler="ddim" steps="8" backend="cpu"></ddpm-interpolate>',
+  // few steps, on WebGPU where the browser has it (SwiftShader here) and on the CPU
+  '/gpu-sdedit.html': `<ddpm-sdedit id="e" ${SMALL.sdedit}></ddpm-sdedit>`,
+  '/cpu-sdedit.html': `<ddpm-sdedit id="e" ${SMALL.sdedit} backend="cpu"></ddpm-sdedit>`,
+  '/gpu-interpolate.html': `<ddpm-interpolate id="e" ${SMALL.interpolate}></ddpm-interpolate>`,
+  '/cpu-interpolate.html': `<ddpm-interpolate id="e" ${SMALL.interpolate} backend="cpu"></ddpm-interpolate>`,
 };
 
 /** Largest difference between two byte arrays' RGB values. */
@@ -24,7 +34,7 @@ describe('<ddpm-sdedit> and <ddpm-interpolate>', { timeout: 10 * MINUTE }, () =>
     env = await startBlog((url, a) => {
       const path = url.split('?')[0];
       const body = PAGES[path] ?? '';
-      const script = path === '/interpolate.html' ? 'interpolate.js' : 'sdedit.js';
+      const script = path.endsWith('interpolate.html') ? 'interpolate.js' : 'sdedit.js';
       return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>a post</title>
 <script type="module" src="${a}/${script}"></script></head><body><article>${body}</article></body></html>`;
     });
@@ -151,5 +161,25 @@ describe('<ddpm-sdedit> and <ddpm-interpolate>', { timeout: 10 * MINUTE }, () =>
     await page.waitForFunction(() => document.querySelector('ddpm-sdedit').result?.images.length === 4, null, { timeout: 4 * MINUTE, polling: 200 });
     assert.deepEqual(errors, []);
     await page.context().close();
+  });
+
+  test('on WebGPU they give what the CPU gives', { timeout: 6 * MINUTE }, async (t) => {
+    for (const kind of ['sdedit', 'interpolate']) {
+      const got = {};
+      for (const where of ['gpu', 'cpu']) {
+        const { page, errors, nextResult } = await open(`${where}-${kind}.html`);
+        got[where] = { ...(await nextResult()), where: await page.$eval('#e', (e) => e.shadowRoot.querySelector('.where').textContent) };
+        assert.deepEqual(errors.filter((e) => !/worker|blob:/i.test(e)), []);
+        await page.context().close();
+      }
+      t.diagnostic(`${kind}: ${got.gpu.where} | ${got.cpu.where}`);
+      assert.match(got.gpu.where, /WebGPU/);
+      assert.match(got.cpu.where, /CPU/);
+      got.gpu.images.forEach((img, i) => {
+        const d = rgbDiff(img, got.cpu.images[i]);
+        t.diagnostic(`${kind} image ${i}: WebGPU against the CPU, max byte difference ${d}`);
+        assert.ok(d <= 2, `${kind} image ${i}: WebGPU and the CPU differ by ${d} / 255`);
+      });
+    }
   });
 });
