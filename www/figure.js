@@ -8,7 +8,7 @@ import { backendSentence, backendWords } from './backend-words.js';
 import { connect } from './ddpm.js';
 import { styles } from './element.js';
 import { modelUrl } from './hub.js';
-import { drawRgba, wholeNumber } from './util.js';
+import { defaultSteps, drawRgba, samplerNamed, wholeNumber } from './util.js';
 
 export const DEFAULT_MODEL = new URL('./models/mnist/', import.meta.url).href;
 const DIGITS = new URL('./explore/digits.json', import.meta.url).href;
@@ -124,6 +124,16 @@ export class Figure extends HTMLElement {
       throw new Error(`${name} of <${this.localName}> must be a number from ${lo} to ${hi} (got "${raw}").`);
     }
     return v;
+  }
+
+  /** The `sampler` attribute's sampler name (`fallback` when absent); throws naming the names. */
+  samplerOr(fallback) {
+    return samplerNamed(this.getAttribute('sampler') || fallback, `sampler of <${this.localName}>`).name;
+  }
+
+  /** The `steps` attribute, 1..T (the sampler's default when absent). */
+  stepsFor(sampler) {
+    return this.number('steps', defaultSteps(sampler, this.T), 1, this.T);
   }
 
   async start() {

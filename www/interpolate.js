@@ -18,7 +18,7 @@
 // view) | loading | working | ready | error. `result` is the last result.
 
 import { Figure, define, sampleFor, showStrip } from './figure.js';
-import { DEFAULT_SAMPLER, defaultSteps, samplerNamed } from './util.js';
+import { DEFAULT_SAMPLER } from './util.js';
 
 const CSS = `
 .strip { display: grid; grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)); gap: 6px; }
@@ -58,8 +58,8 @@ class DdpmInterpolate extends Figure {
   get from() { return this.number('from', 0, 0, 2 ** 32 - 1); }
   get to() { return this.number('to', 1, 0, 2 ** 32 - 1); }
   get count() { return this.number('count', 8, 2, 16); }
-  get sampler() { return samplerNamed(this.getAttribute('sampler') || DEFAULT_SAMPLER, `sampler of <${this.localName}>`).name; }
-  get steps() { return this.number('steps', defaultSteps(this.sampler, this.T), 1, this.T); }
+  get sampler() { return this.samplerOr(DEFAULT_SAMPLER); }
+  get steps() { return this.stepsFor(this.sampler); }
 
   async render() {
     const { from, to, count, sampler, steps } = this;

@@ -21,7 +21,7 @@
 
 import { Figure, define, drawnDigit, imageFigure, realDigit, sampleFor, showStrip } from './figure.js';
 import { createPad } from './ui/draw.js';
-import { defaultSteps, drawRgba, samplerNamed } from './util.js';
+import { drawRgba } from './util.js';
 
 const SETTLE_MS = 250;
 // On DDPM's linear schedule t0 = 0.4 T keeps sqrt(alpha_bar) of about 0.5 of the drawing: its
@@ -96,8 +96,8 @@ class DdpmSdedit extends Figure {
   get strength() { return this.fraction('strength', DEFAULT_STRENGTH, 0, 1); }
   get seeds() { return this.number('seeds', 4, 1, 16); }
   get seed() { return this.number('seed', 0, 0, 2 ** 32 - 1); }
-  get sampler() { return samplerNamed(this.getAttribute('sampler') || 'ddim', `sampler of <${this.localName}>`).name; }
-  get steps() { return this.number('steps', defaultSteps(this.sampler, this.T), 1, this.T); }
+  get sampler() { return this.samplerOr('ddim'); }
+  get steps() { return this.stepsFor(this.sampler); }
   get eta() { return this.fraction('eta', 0, 0, 1); }
 
   async render({ first, drawn, digit }) {
