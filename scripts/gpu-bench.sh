@@ -20,16 +20,6 @@ BUDGET=${BUDGET:-540}
 source scripts/gpu-setup.sh
 [ "${PYTORCH:-1}" = 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-# Run "$@" for at most $1 seconds, less if BUDGET has less left; skip it when under 15 s are left.
-bounded() {
-    local limit=$1 left=$((BUDGET - SECONDS))
-    shift
-    [ "$left" -lt "$limit" ] && limit=$left
-    if [ "$limit" -lt 15 ]; then stamp "skipped (budget): $*"; return 1; fi
-    stamp "start (<= ${limit}s): $*"
-    timeout "$limit" "$@"
-    stamp "exit $?"
-}
 M=/tmp/mnist-f32
 /tmp/ddpm convert --model www/models/mnist --out $M --dtype f32
 

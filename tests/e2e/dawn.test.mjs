@@ -1,8 +1,8 @@
 // WebGPU through Dawn (Chrome's WebGPU engine, npm `webgpu`) in Node, on SwiftShader's Vulkan driver
 // from Debian's chromium: benches/dawn.mjs runs the tiny parity model in the engine of pkg/, its
 // UNet matches diffusers (tests/data/tiny/expected.safetensors, `unet_out`) within 1e-4 with the
-// sampling path's own kernels, and a DDIM step is timed and counted, so that the harness behind
-// BENCHMARKS.md's figures keeps working.
+// sampling path's own kernels, a DDIM step is timed and counted, and fine-tuning runs, so that the
+// harness behind BENCHMARKS.md's figures keeps working.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -19,7 +19,7 @@ test('benches/dawn.mjs: the tiny model on Dawn + SwiftShader matches diffusers',
 }, async (t) => {
   const { stdout } = await promisify(execFile)(process.execPath, [
     path.join(REPO_ROOT, 'benches/dawn.mjs'), '--model', path.join(REPO_ROOT, 'tests/data/tiny'),
-    '--parity', '--batches', '1', '--steps', '1', '--by-kernel',
+    '--parity', '--batches', '1', '--steps', '1', '--by-kernel', '--tune', '3', '--tune-batch', '2',
   ], { cwd: REPO_ROOT, timeout: 4 * MINUTE, maxBuffer: 1 << 20 });
   const lines = stdout.trim().split('\n').map((l) => (t.diagnostic(l), JSON.parse(l)));
   const get = (what) => lines.find((l) => l.what === what);
@@ -41,5 +41,11 @@ test('benches/dawn.mjs: the tiny model on Dawn + SwiftShader matches diffusers',
   assert.equal(ops.reduce_kernel, undefined, `no reduction kernels left: ${JSON.stringify(ops)}`);
   assert.ok(step.launches_per_step <= 200, `${step.launches_per_step} launches a step`);
   assert.ok(step.peak_buffer_bytes > 0, 'buffer bytes are tracked');
+  // Fine-tuning as the page does it, on the same device: three Adam steps, each loss read back.
+  const tune = get('tune');
+  assert.deepEqual([tune.steps, tune.batch, tune.read_every], [3, 2, 1]);
+  assert.ok(Number.isFinite(tune.loss_first_read) && Number.isFinite(tune.loss_last), `losses ${tune.loss_first_read}, ${tune.loss_last}`);
+  assert.ok(tune.launches_per_step > step.launches_per_step, `a training step (${tune.launches_per_step} launches) does more than a sampling step`);
+  assert.ok(tune.total_ms > 0);
   assert.ok(lines.every((l) => l.backend === 'ours'));
 });
