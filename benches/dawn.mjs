@@ -274,6 +274,8 @@ async function tune(engine, opt, dawn, print) {
     const loss = await engine.tune_step(opt.tuneBatch, k % readEvery === 0 || k === opt.tune);
     if (loss !== undefined) losses.push(loss);
     steps.push({ ms: performance.now() - s, launches: counters.dispatches });
+    // a line every 50 steps, so that a run cut short by a time limit still tells its pace
+    if (k % 50 === 0 && k < opt.tune) print({ backend: 'ours', what: 'tune_progress', step: k, elapsed_ms: round(performance.now() - t0), loss });
   }
   const totalMs = performance.now() - t0;
   engine.tune_end();

