@@ -275,7 +275,7 @@ async function tune(engine, opt, dawn, print) {
     if (loss !== undefined) losses.push(loss);
     steps.push({ ms: performance.now() - s, launches: counters.dispatches });
     // a line every 50 steps, so that a run cut short by a time limit still tells its pace
-    if (k % 50 === 0 && k < opt.tune) print({ backend: 'ours', what: 'tune_progress', step: k, elapsed_ms: round(performance.now() - t0), loss });
+    if (k % 50 === 0 && k < opt.tune) print({ backend: 'ours', what: 'tune_progress', step: k, elapsed_ms: round(performance.now() - t0), loss_last_read: losses.at(-1) });
   }
   const totalMs = performance.now() - t0;
   engine.tune_end();
