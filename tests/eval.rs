@@ -11,7 +11,8 @@ use ddpm_web::eval::fid::frechet_distance;
 use ddpm_web::eval::nearest::nearest_distances;
 
 fn ddpm(args: &[&str]) -> std::process::Output {
-    let root = env!("CARGO_MANIFEST_DIR");
+    // Where the test runs, not where it compiled: a shared target folder serves other clones.
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
     Command::new(env!("CARGO_BIN_EXE_ddpm")).current_dir(root).args(args).output().expect("ddpm runs")
 }
 

@@ -11,9 +11,17 @@ use ddpm_web::native::files::load_model;
 use ddpm_web::train::Trainer;
 use ddpm_web::weights::{HostTensor, read_safetensors};
 
+/// The checkout under test. Read when the test runs (cargo sets it then too), not baked in when it
+/// compiles: a shared target folder serves test binaries to other clones, where the compile-time
+/// checkout may be gone.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The tiny parity model and vectors from diffusers (`tests/data/tiny`, its README says how they were made).
 pub fn tiny_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny")
+    repo_root().join("tests/data/tiny")
 }
 
 /// The same tiny model as diffusers' `save_pretrained(safe_serialization=False)` writes it:
