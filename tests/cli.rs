@@ -13,13 +13,20 @@ fn ddpm(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ddpm")).args(args).output().expect("ddpm runs")
 }
 
+/// `ddpm ARGS`, which must succeed: the test fails with its command line and stderr otherwise.
+fn ddpm_ok(args: &[&str]) -> std::process::Output {
+    let o = ddpm(args);
+    assert!(o.status.success(), "ddpm {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
 #[test]
 fn unet_command_matches_diffusers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");
     let model = tiny_dir();
     let input = tiny_dir().join("inputs.safetensors");
-    let o = ddpm(&[
+    ddpm_ok(&[
         "unet",
         "--model",
         model.to_str().unwrap(),
@@ -28,7 +35,6 @@ fn unet_command_matches_diffusers() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = read_safetensors("out", &std::fs::read(&out).unwrap(), false).unwrap();
     let want = &vectors("expected.safetensors")["unet_out"];
     assert_eq!(got["sample"].shape, want.shape);
@@ -41,7 +47,7 @@ fn sample_command_writes_pngs_and_a_grid() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_dir();
     let out = dir.path().to_str().unwrap();
-    let o = ddpm(&[
+    ddpm_ok(&[
         "sample",
         "--model",
         model.to_str().unwrap(),
@@ -54,7 +60,6 @@ fn sample_command_writes_pngs_and_a_grid() {
         "--out",
         out,
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let images: Vec<_> =
         (0..5).map(|i| image::open(dir.path().join(format!("{i:04}.png"))).unwrap().to_luma8()).collect();
     for img in &images {
@@ -96,8 +101,7 @@ fn sample_command_in_batches_writes_the_images_of_one_batch() {
         if !batch.is_empty() {
             args.extend(["--batch", batch]);
         }
-        let o = ddpm(&args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = ddpm_ok(&args);
         let stdout = String::from_utf8_lossy(&o.stdout).to_string();
         let pngs: Vec<Vec<u8>> =
             (0..5).map(|i| std::fs::read(dir.path().join(format!("{i:04}.png"))).unwrap()).collect();
@@ -117,7 +121,7 @@ fn sample_command_in_batches_writes_the_images_of_one_batch() {
 fn convert_to_f16_halves_the_weights_and_loads() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_dir();
-    let o = ddpm(&[
+    ddpm_ok(&[
         "convert",
         "--model",
         model.to_str().unwrap(),
@@ -126,7 +130,6 @@ fn convert_to_f16_halves_the_weights_and_loads() {
         "--dtype",
         "f16",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let size = |d: &std::path::Path| {
         std::fs::metadata(d.join("diffusion_pytorch_model.safetensors")).unwrap().len() as f64
     };
@@ -138,7 +141,7 @@ fn convert_to_f16_halves_the_weights_and_loads() {
         false,
     );
     assert!(header.unwrap().contains_key("conv_in.weight"), "diffusers key names kept");
-    let o = ddpm(&[
+    ddpm_ok(&[
         "sample",
         "--model",
         dir.path().to_str().unwrap(),
@@ -149,14 +152,13 @@ fn convert_to_f16_halves_the_weights_and_loads() {
         "--out",
         dir.path().join("s").to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
 fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
     let dir = tempfile::tempdir().unwrap();
     let bin = tiny_bin_dir();
-    let o = ddpm(&[
+    ddpm_ok(&[
         "convert",
         "--model",
         bin.to_str().unwrap(),
@@ -165,7 +167,6 @@ fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
         "--dtype",
         "f32",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let read = |d: &std::path::Path| {
         read_safetensors("w", &std::fs::read(d.join("diffusion_pytorch_model.safetensors")).unwrap(), false)
             .unwrap()
@@ -180,7 +181,7 @@ fn convert_turns_a_pytorch_bin_into_the_same_safetensors() {
 #[test]
 fn bench_prints_a_json_line_per_batch_and_one_for_sampling() {
     let model = tiny_dir();
-    let o = ddpm(&[
+    let o = ddpm_ok(&[
         "bench",
         "--model",
         model.to_str().unwrap(),
@@ -192,7 +193,6 @@ fn bench_prints_a_json_line_per_batch_and_one_for_sampling() {
         "--sample",
         "3",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -220,48 +220,26 @@ fn train_on_a_folder_checkpoints_and_resumes() {
     }
     std::fs::write(data.path().join("broken.png"), b"not a png").unwrap();
     let out = tempfile::tempdir().unwrap();
-    let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
-    let args = |steps: &str, resume: bool| {
-        let mut a = vec![
-            "train",
-            "--data",
-            data.path().to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--scheduler",
-            sched.to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-            "--steps",
-            steps,
-            "--batch",
-            "2",
-            "--warmup",
-            "2",
-            "--checkpoint-every",
-            "2",
-        ];
+    let run = |steps: &str, resume: bool| {
+        let mut extra = vec!["--steps", steps, "--checkpoint-every", "2"];
         if resume {
-            a.push("--resume");
+            extra.push("--resume");
         }
-        a.into_iter().map(String::from).collect::<Vec<_>>()
+        let (ok, log) = train_with(data.path(), out.path(), &extra);
+        assert!(ok, "{log}");
+        log
     };
-    let run = |a: Vec<String>| {
-        let o = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(&a).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stderr).to_string()
-    };
-    let log = run(args("4", false));
+    let log = run("4", false);
     assert!(log.contains("broken.png") && log.contains("3 images"), "{log}");
     let state = |p: &std::path::Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(p.join("train_state/state.json")).unwrap()).unwrap()
     };
     assert_eq!(state(out.path())["step"], 4);
-    let log = run(args("6", true));
+    let log = run("6", true);
     assert!(log.contains("resuming") && log.contains("step 4"), "{log}");
     assert_eq!(state(out.path())["step"], 6);
     // The EMA weights are a diffusers model that samples.
-    let o = ddpm(&[
+    ddpm_ok(&[
         "sample",
         "--model",
         out.path().to_str().unwrap(),
@@ -272,44 +250,18 @@ fn train_on_a_folder_checkpoints_and_resumes() {
         "--out",
         out.path().join("s").to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `ddpm train` on `data` with the tiny config: `steps` steps into `out`, resuming if asked.
-fn train_tiny(
-    data: &std::path::Path,
-    out: &std::path::Path,
-    steps: &str,
-    resume: bool,
-) -> std::process::Output {
-    let (cfg, sched) = (tiny_dir().join("config.json"), tiny_dir().join("scheduler_config.json"));
-    let mut a = vec![
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--scheduler",
-        sched.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        steps,
-        "--batch",
-        "2",
-        "--warmup",
-        "3",
-        "--lr",
-        "1e-3",
-        "--ema",
-        "0.9",
-    ];
+/// `ddpm train` with the tiny config on `data`: `steps` steps into `out` (lr 1e-3, EMA 0.9),
+/// resuming if asked; it must succeed. Its stderr (the log).
+fn train_tiny(data: &std::path::Path, out: &std::path::Path, steps: &str, resume: bool) -> String {
+    let mut extra = vec!["--steps", steps, "--lr", "1e-3", "--ema", "0.9"];
     if resume {
-        a.push("--resume");
+        extra.push("--resume");
     }
-    let o = ddpm(&a);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
+    let (ok, log) = train_with(data, out, &extra);
+    assert!(ok, "{log}");
+    log
 }
 
 /// Four 16x16 gray PNGs.
@@ -369,8 +321,7 @@ fn resume_without_ema_weights_restarts_the_ema() {
     train_tiny(data.path(), straight.path(), "6", false);
     train_tiny(data.path(), carried.path(), "3", false);
     std::fs::remove_file(carried.path().join("diffusion_pytorch_model.safetensors")).unwrap();
-    let o = train_tiny(data.path(), carried.path(), "6", true);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = train_tiny(data.path(), carried.path(), "6", true);
     assert!(
         stderr.contains("no EMA weights") && stderr.contains("restarts from the training weights at step 3"),
         "{stderr}"
@@ -394,7 +345,7 @@ fn init_fine_tunes_from_a_model() {
     let data = gradient_images();
     let (base, tuned) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     train_tiny(data.path(), base.path(), "3", false);
-    let o = ddpm(&[
+    ddpm_ok(&[
         "train",
         "--data",
         data.path().to_str().unwrap(),
@@ -411,7 +362,6 @@ fn init_fine_tunes_from_a_model() {
         "--lr",
         "1e-3",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Two Adam steps of at most lr each away from the base model's (EMA) weights.
     let (a, b) = (
         read_weights(base.path(), "diffusion_pytorch_model.safetensors"),
@@ -601,8 +551,7 @@ fn sample_from_an_image_and_between_two_seeds() {
         let mut args = vec!["sample", "--model", model, "--n", "3", "--steps", "10", "--seed", seed];
         args.extend(["--out", dir.path().to_str().unwrap()]);
         args.extend(extra);
-        let o = ddpm(&args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        ddpm_ok(&args);
         (0..3)
             .map(|i| image::open(dir.path().join(format!("{i:04}.png"))).unwrap().into_luma8().into_raw())
             .collect::<Vec<_>>()
