@@ -10,9 +10,10 @@ use ddpm_web::eval::dataset::Dataset;
 use ddpm_web::eval::fid::frechet_distance;
 use ddpm_web::eval::nearest::nearest_distances;
 
+mod common;
+
 fn ddpm(args: &[&str]) -> std::process::Output {
-    // Where the test runs, not where it compiled: a shared target folder serves other clones.
-    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let root = common::repo_root();
     Command::new(env!("CARGO_BIN_EXE_ddpm")).current_dir(root).args(args).output().expect("ddpm runs")
 }
 

@@ -199,31 +199,20 @@ impl UNetConfig {
         if self.downsample_padding > 1 {
             return bad("downsample_padding", self.downsample_padding.to_string(), "supported: 0, 1");
         }
-        let groups = self.norm_num_groups;
-        if let Some(c) = self.block_out_channels.iter().find(|c| groups == 0 || **c % groups != 0) {
-            return bad(
-                "norm_num_groups",
-                groups.to_string(),
-                &format!("must divide every block_out_channels entry ({c})"),
-            );
-        }
-        if let Some(g) = self.attn_norm_num_groups
-            && let Some(c) = self.block_out_channels.iter().find(|c| g == 0 || **c % g != 0)
-        {
-            return bad(
-                "attn_norm_num_groups",
-                g.to_string(),
-                &format!("must divide every block_out_channels entry ({c})"),
-            );
-        }
-        if let Some(d) = self.attention_head_dim
-            && let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0)
-        {
-            return bad(
-                "attention_head_dim",
-                d.to_string(),
-                &format!("must divide every block_out_channels entry ({c})"),
-            );
+        let divisors = [
+            ("norm_num_groups", Some(self.norm_num_groups)),
+            ("attn_norm_num_groups", self.attn_norm_num_groups),
+            ("attention_head_dim", self.attention_head_dim),
+        ];
+        for (field, d) in divisors {
+            let Some(d) = d else { continue };
+            if let Some(c) = self.block_out_channels.iter().find(|c| d == 0 || **c % d != 0) {
+                return bad(
+                    field,
+                    d.to_string(),
+                    &format!("must divide every block_out_channels entry ({c})"),
+                );
+            }
         }
         if self.block_out_channels[0] < 2 {
             return bad(
