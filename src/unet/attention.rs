@@ -50,11 +50,8 @@ impl Attention {
             None => x.clone(),
         };
         let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
-        let q = self.to_q.forward(tokens.clone());
-        let k = self.to_k.forward(tokens.clone());
-        let v = self.to_v.forward(tokens);
         // softmax(q k^T / sqrt(d_head)) v per head, as one fused op where the backend has one
-        let out = fused::attention(q, k, v, self.heads);
+        let out = fused::attention(tokens, [&self.to_q, &self.to_k, &self.to_v], self.heads);
         let out = self.to_out[0].forward(out).swap_dims(1, 2).reshape([b, c, h, w]);
         let out = out + x;
         if self.rescale_output_factor == 1.0 { out } else { out.div_scalar(self.rescale_output_factor) }

@@ -38,11 +38,33 @@ pub struct Norm {
     pub silu: bool,
 }
 
-/// Group norm of x [n, c, h, w] in `norm.groups` groups, `* gamma + beta` per channel, then SiLU
-/// if `norm.silu`: the numbers of burn's `GroupNorm::forward` (and `activation::silu`).
-pub fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, norm: Norm) -> Tensor<4> {
+/// A ResNet block's projected time embedding, added per (image, channel) before its second norm:
+/// `proj` [n, c] (the projection's matmul) plus `bias` [c] (the projection's bias), so neither the
+/// bias nor the sum is a launch of its own.
+pub struct Shift {
+    pub proj: Tensor<2>,
+    pub bias: Tensor<1>,
+}
+
+/// Group norm of x [n, c, h, w] (plus `shift`) in `norm.groups` groups, `* gamma + beta` per
+/// channel, then SiLU if `norm.silu`: the numbers of burn's `GroupNorm::forward` (and
+/// `activation::silu`) on `x + (proj + bias)`.
+pub fn group_norm(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    shift: Option<Shift>,
+    norm: Norm,
+) -> Tensor<4> {
+    let shifted = shift.is_some();
+    // Without a shift the kernel reads neither tensor (its code for them is compiled out), so
+    // gamma stands in.
+    let Shift { proj, bias } =
+        shift.unwrap_or_else(|| Shift { proj: gamma.clone().unsqueeze(), bias: gamma.clone() });
     let (x, gamma, beta) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch());
-    Tensor::from_dispatch(<burn::backend::Dispatch as CubeOps>::group_norm(x, gamma, beta, norm))
+    let (proj, bias) = (proj.into_dispatch(), bias.into_dispatch());
+    let out = <burn::backend::Dispatch as CubeOps>::group_norm(x, proj, bias, gamma, beta, norm, shifted);
+    Tensor::from_dispatch(out)
 }
 
 /// The widest attention head the attention kernel takes: each unit keeps a query and its
@@ -50,31 +72,49 @@ pub fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, norm: Norm) -
 /// head over 256 or 512 channels) take burn's attention.
 pub const MAX_HEAD_DIM: usize = 64;
 
-/// Multi-head softmax(q kᵀ / sqrt(d)) v over q, k, v of [batch, tokens, heads * d] (the
-/// projections' outputs, unsplit), as [batch, tokens, heads * d]; d at most `MAX_HEAD_DIM`.
-pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
-    let (q, k, v) = (q.into_dispatch(), k.into_dispatch(), v.into_dispatch());
-    Tensor::from_dispatch(<burn::backend::Dispatch as CubeOps>::attention(q, k, v, heads))
+/// Multi-head softmax((q + b_q) (k + b_k)ᵀ / sqrt(d)) (v + b_v) over q, k, v of [batch, tokens,
+/// heads * d] (the projections' matmuls, unsplit), as [batch, tokens, heads * d]; d at most
+/// `MAX_HEAD_DIM`. b_k is not needed: it adds (q + b_q) · b_k to every score of a query, which
+/// the softmax cancels. b_v comes out of the weighted sum as b_v itself, so it is added once.
+pub fn attention(qkv: [Tensor<3>; 3], [q_bias, v_bias]: [Tensor<1>; 2], heads: usize) -> Tensor<3> {
+    let [q, k, v] = qkv.map(Tensor::into_dispatch);
+    let (q_bias, v_bias) = (q_bias.into_dispatch(), v_bias.into_dispatch());
+    Tensor::from_dispatch(<burn::backend::Dispatch as CubeOps>::attention(q, k, v, q_bias, v_bias, heads))
 }
 
 #[backend_extension(Cube)]
 pub trait CubeOps: Backend {
+    #[allow(clippy::too_many_arguments)]
     fn group_norm(
         x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        shift_bias: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         norm: Norm,
+        shifted: bool,
     ) -> FloatTensor<Self>;
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        q_bias: FloatTensor<Self>,
+        v_bias: FloatTensor<Self>,
         heads: usize,
     ) -> FloatTensor<Self>;
 }
 
 impl CubeOps for CubeBackend {
-    fn group_norm(x: CubeTensor, gamma: CubeTensor, beta: CubeTensor, norm: Norm) -> CubeTensor {
+    fn group_norm(
+        x: CubeTensor,
+        shift: CubeTensor,
+        shift_bias: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        norm: Norm,
+        shifted: bool,
+    ) -> CubeTensor {
         let Norm { groups, eps, silu } = norm;
         let [n, c, h, w] = x.meta.shape().dims();
         // Written channels-last ([n, h, w, c] in memory, seen as [n, c, h, w]): the layout
@@ -85,6 +125,8 @@ impl CubeOps for CubeBackend {
             CubeCount::Static((n * groups) as u32, 1, 1),
             CubeDim::new_1d(UNITS),
             x.into_tensor_arg(),
+            shift.into_tensor_arg(),
+            into_contiguous(shift_bias).into_tensor_arg(),
             into_contiguous(gamma).into_tensor_arg(),
             into_contiguous(beta).into_tensor_arg(),
             nhwc.clone().into_tensor_arg(),
@@ -93,12 +135,20 @@ impl CubeOps for CubeBackend {
             eps as f32,
             UNITS as usize,
             silu,
+            shifted,
             ElemType::Float(FloatKind::F32),
         );
         permute(nhwc, &[0, 3, 1, 2])
     }
 
-    fn attention(q: CubeTensor, k: CubeTensor, v: CubeTensor, heads: usize) -> CubeTensor {
+    fn attention(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        q_bias: CubeTensor,
+        v_bias: CubeTensor,
+        heads: usize,
+    ) -> CubeTensor {
         let [b, tokens, c] = q.meta.shape().dims();
         let head_dim = c / heads;
         let out = empty_device_dtype(q.client.clone(), q.device.clone(), [b, tokens, c].into(), q.dtype);
@@ -111,6 +161,8 @@ impl CubeOps for CubeBackend {
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
+            into_contiguous(q_bias).into_tensor_arg(),
+            into_contiguous(v_bias).into_tensor_arg(),
             out.clone().into_tensor_arg(),
             heads as u32,
             (head_dim as f32).sqrt().recip(),
@@ -125,13 +177,17 @@ mod kernel {
     use burn_cubecl::cubecl;
     use cubecl::prelude::*;
 
-    /// One workgroup per (image, group) of x [n, c, h, w] in any layout: its mean, then its
-    /// variance about that mean (two passes, as burn computes it, rather than E[x²] - mean²),
-    /// then the output, into `out` [n, h, w, c] (contiguous). Units walk a group channel-first,
-    /// so neighbouring units touch neighbouring values in a channels-last x and in `out`.
+    /// One workgroup per (image, group) of x [n, c, h, w] in any layout (plus, if `shifted`,
+    /// shift [n, c] + shift_bias [c] per channel): its mean, then its variance about that mean
+    /// (two passes, as burn computes it, rather than E[x²] - mean²), then the output, into `out`
+    /// [n, h, w, c] (contiguous). Units walk a group channel-first, so neighbouring units touch
+    /// neighbouring values in a channels-last x and in `out`.
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn group_norm_kernel<F: Float>(
         x: &Tensor<F>,
+        shift: &Tensor<F>,
+        shift_bias: &Tensor<F>,
         gamma: &Tensor<F>,
         beta: &Tensor<F>,
         out: &mut Tensor<F>,
@@ -140,6 +196,7 @@ mod kernel {
         eps: f32,
         #[comptime] units: usize,
         #[comptime] silu: bool,
+        #[comptime] shifted: bool,
         #[define(F)] _dtype: ElemType,
     ) {
         let cpg = channels_per_group as usize;
@@ -155,7 +212,7 @@ mod kernel {
         let mut i = UNIT_POS_X as usize;
         while i < size {
             let (c, p) = (i % cpg, i / cpg);
-            sum += x[base + c * x.stride(1) + (p / w) * x.stride(2) + (p % w) * x.stride(3)];
+            sum += value(x, shift, shift_bias, image, base, first_channel, c, p / w, p % w, shifted);
             i += units;
         }
         shared[UNIT_POS_X as usize] = sum;
@@ -165,7 +222,7 @@ mod kernel {
         let mut i = UNIT_POS_X as usize;
         while i < size {
             let (c, p) = (i % cpg, i / cpg);
-            let d = x[base + c * x.stride(1) + (p / w) * x.stride(2) + (p % w) * x.stride(3)] - mean;
+            let d = value(x, shift, shift_bias, image, base, first_channel, c, p / w, p % w, shifted) - mean;
             squares += d * d;
             i += units;
         }
@@ -178,7 +235,7 @@ mod kernel {
         while i < size {
             let (c, p) = (i % cpg, i / cpg);
             let channel = first_channel + c;
-            let v = x[base + c * x.stride(1) + (p / w) * x.stride(2) + (p % w) * x.stride(3)];
+            let v = value(x, shift, shift_bias, image, base, first_channel, c, p / w, p % w, shifted);
             let mut y = (v - mean) * inv_std * gamma[channel] + beta[channel];
             if silu {
                 y = y / (F::new(1.0) + F::exp(-y));
@@ -188,14 +245,44 @@ mod kernel {
         }
     }
 
+    /// x at (image, first_channel + c, row, col), `base` being the offset of (image,
+    /// first_channel); plus shift [image, channel] + shift_bias [channel] if `shifted`, in the
+    /// order `x + (proj + bias)` of a Linear's output added to x.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn value<F: Float>(
+        x: &Tensor<F>,
+        shift: &Tensor<F>,
+        shift_bias: &Tensor<F>,
+        image: usize,
+        base: usize,
+        first_channel: usize,
+        c: usize,
+        row: usize,
+        col: usize,
+        #[comptime] shifted: bool,
+    ) -> F {
+        let mut v = x[base + c * x.stride(1) + row * x.stride(2) + col * x.stride(3)];
+        if shifted {
+            let channel = first_channel + c;
+            v += shift[image * shift.stride(0) + channel * shift.stride(1)] + shift_bias[channel];
+        }
+        v
+    }
+
     /// One unit per (image, head, query): the softmax over keys kept online (a running maximum
     /// and sum, rescaled as a larger score arrives, as flash attention does), so scores are
-    /// never stored and the whole attention is one launch.
+    /// never stored and the whole attention is one launch. q, k and v are the projections'
+    /// matmuls; q's bias is added as q is read, v's to the output (`attention` says why k's is not
+    /// needed).
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn attention_kernel<F: Float>(
         q: &Tensor<F>,
         k: &Tensor<F>,
         v: &Tensor<F>,
+        q_bias: &Tensor<F>,
+        v_bias: &Tensor<F>,
         out: &mut Tensor<F>,
         heads: u32,
         scale: f32,
@@ -214,7 +301,7 @@ mod kernel {
         let mut sum = Array::<F>::new(head_dim);
         let at_q = image * q.stride(0) + query * q.stride(1);
         for d in 0..head_dim {
-            q_row[d] = q[at_q + (first + d) * q.stride(2)] * F::cast_from(scale);
+            q_row[d] = (q[at_q + (first + d) * q.stride(2)] + q_bias[first + d]) * F::cast_from(scale);
             sum[d] = F::new(0.0);
         }
         // Below any score; a finite literal (WGSL has no infinity literal).
@@ -239,7 +326,7 @@ mod kernel {
         let at_out = image * out.stride(0) + query * out.stride(1);
         let out_stride = out.stride(2);
         for d in 0..head_dim {
-            out[at_out + (first + d) * out_stride] = sum[d] / weight;
+            out[at_out + (first + d) * out_stride] = sum[d] / weight + v_bias[first + d];
         }
     }
 
@@ -275,7 +362,8 @@ mod tests {
     }
 
     /// The kernel against burn's `GroupNorm` (and SiLU) on wgpu: groups of fewer and of more
-    /// values than a workgroup's units, several images, and gamma and beta away from 1 and 0.
+    /// values than a workgroup's units, several images, gamma and beta away from 1 and 0, with and
+    /// without a time embedding's shift [n, c] and bias [c] added first.
     #[test]
     fn one_kernel_gives_burns_group_norm_and_silu() {
         let device = gpu();
@@ -290,25 +378,34 @@ mod tests {
             let x = Tensor::<4>::random([n, c, h, h], Distribution::Normal(0.3, 2.0), &device);
             let channels_last = Tensor::<4>::random([n, h, h, c], Distribution::Normal(0.3, 2.0), &device)
                 .permute([0, 3, 1, 2]);
+            let proj = Tensor::<2>::random([n, c], Distribution::Normal(0.0, 1.5), &device);
+            let bias = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+            let added = (proj.clone() + bias.clone().unsqueeze()).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
             for (layout, x) in [("nchw", x.clone()), ("nhwc", channels_last)] {
                 assert!(super::applies(&x));
-                let want = norm.forward(x.clone());
-                for silu in [false, true] {
-                    let norm = super::Norm { groups, eps: 1e-5, silu };
-                    let got = super::group_norm(x.clone(), gamma.clone(), beta.clone(), norm);
-                    let want = if silu { burn::tensor::activation::silu(want.clone()) } else { want.clone() };
-                    let err: f32 = (got - want).abs().max().into_scalar();
-                    assert!(
-                        err < 1e-4,
-                        "{layout} [{n}, {c}, {h}, {h}] in {groups} groups, silu {silu}: max abs error {err}"
-                    );
+                for shifted in [false, true] {
+                    let want = norm.forward(if shifted { x.clone() + added.clone() } else { x.clone() });
+                    for silu in [false, true] {
+                        let norm = super::Norm { groups, eps: 1e-5, silu };
+                        let shift = shifted.then(|| super::Shift { proj: proj.clone(), bias: bias.clone() });
+                        let got = super::group_norm(x.clone(), gamma.clone(), beta.clone(), shift, norm);
+                        let want =
+                            if silu { burn::tensor::activation::silu(want.clone()) } else { want.clone() };
+                        let err: f32 = (got - want).abs().max().into_scalar();
+                        assert!(
+                            err < 1e-4,
+                            "{layout} [{n}, {c}, {h}, {h}] in {groups} groups, shifted {shifted}, silu {silu}: \
+                             max abs error {err}"
+                        );
+                    }
                 }
             }
         }
     }
 
-    /// The kernel against burn's attention over the heads split out: one head and several,
-    /// token counts off a workgroup's size, heads of 4 to `MAX_HEAD_DIM` values.
+    /// The kernel against burn's attention over the heads split out, on q, k, v with their biases
+    /// added: one head and several, token counts off a workgroup's size, heads of 4 to
+    /// `MAX_HEAD_DIM` values.
     #[test]
     fn one_kernel_gives_burns_multi_head_attention() {
         let device = gpu();
@@ -316,19 +413,22 @@ mod tests {
             let c = heads * d;
             let random = || Tensor::<3>::random([b, tokens, c], Distribution::Normal(0.0, 2.0), &device);
             let (q, k, v) = (random(), random(), random());
+            let biases = [0; 3].map(|_| Tensor::<1>::random([c], Distribution::Normal(0.0, 1.0), &device));
+            let biased = |t: &Tensor<3>, i: usize| t.clone() + biases[i].clone().unsqueeze();
             let split = |t: Tensor<3>| t.reshape([b, tokens, heads, d]).swap_dims(1, 2);
             let options = burn::tensor::ops::AttentionModuleOptions::default();
             let want = burn::tensor::module::attention(
-                split(q.clone()),
-                split(k.clone()),
-                split(v.clone()),
+                split(biased(&q, 0)),
+                split(biased(&k, 1)),
+                split(biased(&v, 2)),
                 None,
                 None,
                 options,
             )
             .swap_dims(1, 2)
             .reshape([b, tokens, c]);
-            let got = super::attention(q, k, v, heads);
+            let [q_bias, _, v_bias] = biases;
+            let got = super::attention([q, k, v], [q_bias, v_bias], heads);
             let err: f32 = (got - want).abs().max().into_scalar();
             assert!(err < 1e-4, "[{b}, {tokens}, {heads} x {d}]: max abs error {err}");
         }

@@ -64,12 +64,12 @@ impl ResnetBlock2D {
     /// `silu_temb`: SiLU of the time embedding, which diffusers' ResnetBlock2D computes first.
     pub fn forward(&self, x: Tensor<4>, silu_temb: Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(fused::group_norm_silu(&self.norm1, x.clone()));
-        let temb = self.time_emb_proj.forward(silu_temb).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
         let h = if self.scale_shift {
+            let temb = self.time_emb_proj.forward(silu_temb).unsqueeze_dim::<3>(2).unsqueeze_dim::<4>(3);
             let [scale, shift] = chunk2(temb);
             silu(fused::group_norm(&self.norm2, h) * (scale + 1.0) + shift)
         } else {
-            fused::group_norm_silu(&self.norm2, h + temb)
+            fused::add_time_group_norm_silu(&self.norm2, h, &self.time_emb_proj, silu_temb)
         };
         let h = self.conv2.forward(self.dropout.forward(h));
         let skip = match &self.conv_shortcut {
