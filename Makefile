@@ -9,7 +9,7 @@ WASM_PACK_VERSION := 0.15.1
 WASM_BINDGEN_VERSION := 0.2.130
 
 .DELETE_ON_ERROR:
-.PHONY: setup setup-native setup-build setup-web vendor test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist card-mnist ship-mnist gpu-pack dawn-pack gpu-unpack fuzz clean-cache test-torch
+.PHONY: setup setup-native setup-build setup-web vendor test check-tree lint test-native test-wasm test-e2e audit demo build-web dist serve bench bench-web bench-dawn venv torch train-mnist eval-mnist card-mnist ship-mnist gpu-pack dawn-pack gpu-unpack fuzz test-torch
 
 setup: setup-native setup-web
 
@@ -54,10 +54,10 @@ test-native: setup-native
 	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} cargo test --no-fail-fast
 
 # wasm-opt (binaryen 132 from npm, not Debian's) drops the names and shrinks the code: BENCHMARKS.md, Sizes.
-pkg/ddpm_web_bg.wasm: $(shell find src vendor/burn-flex/src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml
+# Its outputs are kept by input hash (scripts/wasm-opt.sh), so a clone of a tree built before skips it.
+pkg/ddpm_web_bg.wasm: $(shell find src vendor/burn-flex/src -name "*.rs") Cargo.toml Cargo.lock .cargo/config.toml scripts/wasm-opt.sh
 	wasm-pack build --target web --release --out-dir pkg . --no-default-features
-	node_modules/.bin/wasm-opt -O -Oz pkg/ddpm_web_bg.wasm -o pkg/ddpm_web_bg.opt.wasm
-	mv pkg/ddpm_web_bg.opt.wasm pkg/ddpm_web_bg.wasm
+	scripts/wasm-opt.sh pkg/ddpm_web_bg.wasm
 
 build-web: setup-build pkg/ddpm_web_bg.wasm vendor
 
