@@ -6,7 +6,7 @@ mod explore;
 mod schedule;
 mod tuning;
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -172,18 +172,34 @@ fn webgpu_missing() -> Option<String> {
     }
 }
 
+thread_local! {
+    static WEBGPU: OnceCell<Device> = const { OnceCell::new() };
+}
+
+/// This context's WebGPU device. burn starts its WebGPU runtime once per thread and refuses a
+/// second start, so the first device is kept and every later Engine of the context shares it.
+pub async fn webgpu_device() -> Result<Device, String> {
+    if let Some(why) = webgpu_missing() {
+        return Err(why);
+    }
+    if let Some(device) = WEBGPU.with(|cell| cell.get().cloned()) {
+        return Ok(device);
+    }
+    let started = Device::wgpu_options().init_async().await;
+    // Another Engine may have started the runtime while this one waited for its adapter.
+    match (started, WEBGPU.with(|cell| cell.get().cloned())) {
+        (_, Some(device)) => Ok(device),
+        (Ok(device), None) => Ok(WEBGPU.with(|cell| cell.get_or_init(|| device).clone())),
+        (Err(e), None) => Err(format!("WebGPU could not start: {e}")),
+    }
+}
+
 #[wasm_bindgen]
 impl Engine {
     /// WebGPU when `prefer_gpu` and an adapter can be had; burn's CPU backend otherwise.
     pub async fn create(prefer_gpu: bool) -> Engine {
         console_error_panic_hook::set_once();
-        let gpu = if !prefer_gpu {
-            Err("WebGPU not requested".to_string())
-        } else if let Some(why) = webgpu_missing() {
-            Err(why)
-        } else {
-            Device::wgpu_options().init_async().await.map_err(|e| format!("WebGPU could not start: {e}"))
-        };
+        let gpu = if prefer_gpu { webgpu_device().await } else { Err("WebGPU not requested".to_string()) };
         let (device, backend, is_gpu, gpu_note) = match gpu {
             Ok(device) => (device, "WebGPU".to_string(), true, None),
             Err(note) => (Device::flex(), "CPU (wasm)".to_string(), false, Some(note)),

@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::cell::OnceCell;
-
 use burn::tensor::{Device, Tensor};
 use ddpm_web::model::{Model, ModelSource};
 use ddpm_web::web::Engine;
@@ -18,17 +16,9 @@ pub const WEIGHTS: &[u8] = include_bytes!("../data/tiny/diffusion_pytorch_model.
 pub const INPUTS: &[u8] = include_bytes!("../data/tiny/inputs.safetensors");
 pub const EXPECTED: &[u8] = include_bytes!("../data/tiny/expected.safetensors");
 
-thread_local! {
-    static WEBGPU: OnceCell<Option<Device>> = const { OnceCell::new() };
-}
-
-/// The WebGPU device, initialised once per page; None when the browser has no adapter.
+/// The WebGPU device the Engines of this page share; None when the browser has no adapter.
 pub async fn webgpu() -> Option<Device> {
-    if let Some(d) = WEBGPU.with(|c| c.get().cloned()) {
-        return d;
-    }
-    let d = Device::wgpu_options().init_async().await.ok();
-    WEBGPU.with(|c| c.get_or_init(|| d.clone()).clone())
+    ddpm_web::web::webgpu_device().await.ok()
 }
 
 pub fn load(device: &Device) -> Model {
@@ -44,8 +34,11 @@ pub async fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data_async().await.expect("read back").try_into_vec::<f32>().expect("f32")
 }
 
+/// An Engine with the tiny model under "base", on WebGPU when `prefer_gpu` (the test browser has
+/// an adapter, so falling back to the CPU there is a failure).
 pub async fn engine(prefer_gpu: bool) -> Engine {
     let engine = Engine::create(prefer_gpu).await;
+    assert_eq!(engine.is_gpu(), prefer_gpu, "backend {}: {:?}", engine.backend(), engine.gpu_note());
     engine
         .load_model(
             "base",
