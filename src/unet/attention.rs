@@ -49,10 +49,12 @@ impl Attention {
             Some(norm) => fused::group_norm(norm, x.clone()),
             None => x.clone(),
         };
-        let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
+        // [b, h * w, c] by way of [b, h, w, c]: a view, without a copy, of the channels-last
+        // tensors a GPU leaves when sampling, and of the projection's output on the way back.
+        let tokens = normed.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
         // softmax(q k^T / sqrt(d_head)) v per head, as one fused op where the backend has one
         let out = fused::attention(tokens, [&self.to_q, &self.to_k, &self.to_v], self.heads);
-        let out = self.to_out[0].forward(out).swap_dims(1, 2).reshape([b, c, h, w]);
+        let out = self.to_out[0].forward(out).reshape([b, h, w, c]).permute([0, 3, 1, 2]);
         let out = out + x;
         if self.rescale_output_factor == 1.0 { out } else { out.div_scalar(self.rescale_output_factor) }
     }

@@ -8,6 +8,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::attention::Attention;
+use super::layout::{cat_channels, upsample_nearest_2x};
 use super::resnet::{ResnetBlock2D, ResnetSettings, conv3x3};
 
 /// Attention settings of a block: heads of width `head_dim` and GroupNorm `groups` (none: no norm).
@@ -56,9 +57,7 @@ impl Upsample2D {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [n, c, h, w] = x.dims();
-        let up = x.reshape([n, c, h, 1, w, 1]).expand([n, c, h, 2, w, 2]).reshape([n, c, 2 * h, 2 * w]);
-        self.conv.forward(up)
+        self.conv.forward(upsample_nearest_2x(x))
     }
 }
 
@@ -185,7 +184,7 @@ impl UpBlock {
     pub fn forward(&self, mut x: Tensor<4>, skips: &mut Vec<Tensor<4>>, temb: &Tensor<2>) -> Tensor<4> {
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().expect("one skip state per up-block resnet");
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), temb.clone());
+            x = resnet.forward(cat_channels(vec![x, skip]), temb.clone());
             if let Some(attn) = self.attentions.get(i) {
                 x = attn.forward(x);
             }

@@ -7,6 +7,7 @@ mod blocks;
 mod cube;
 mod embedding;
 mod fused;
+mod layout;
 pub(crate) mod resnet;
 #[cfg(feature = "torch")]
 mod torch;
