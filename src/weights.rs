@@ -128,6 +128,8 @@ struct Loader<'a> {
     file: &'a str,
     at: PathTracker,
     tensors: BTreeMap<String, HostTensor>,
+    /// Zeros for every parameter the file lacks, instead of reporting it missing.
+    zeros: bool,
     missing: Vec<String>,
     errors: Vec<Error>,
 }
@@ -143,14 +145,20 @@ impl ModuleMapper for Loader<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (key, transposed) = self.at.key();
-        let Some(host) = self.tensors.remove(&key) else {
-            self.missing.push(key);
-            return param;
-        };
         let mut expected = param.lazy_shape().to_vec();
         if transposed {
             expected.reverse();
         }
+        let host = match self.tensors.remove(&key) {
+            Some(host) => host,
+            None if self.zeros => {
+                HostTensor { data: vec![0.0; expected.iter().product()], shape: expected.clone() }
+            }
+            None => {
+                self.missing.push(key);
+                return param;
+            }
+        };
         if host.shape != expected {
             self.errors.push(Error::Tensor {
                 file: self.file.into(),
@@ -160,21 +168,22 @@ impl ModuleMapper for Loader<'_> {
             return param;
         }
         let device = param.lazy_device();
-        if D == 4 && crate::unet::channels_last_weights(&device) {
+        let tensor = if D == 4 && crate::unet::channels_last_weights(&device) {
             // Convolution weights laid out [out, kh, kw, in] in memory, the layout burn's
             // cubecl convolution reads: seen as [out, in, kh, kw], they are not copied first.
             let (data, shape) = channels_last(&host);
             let axes: [usize; D] = std::array::from_fn(|k| [0, 3, 1, 2][k]);
-            return param
-                .map(move |_| Tensor::<D>::from_data(TensorData::new(data, shape), &device).permute(axes))
-                .set_require_grad(true);
-        }
-        // Linear weights are transposed here, on the host, so the parameter is a plain
-        // contiguous tensor as if burn had initialised it (same kernels, same numbers).
-        let (data, shape) = if transposed { transpose(&host) } else { (host.data, host.shape) };
-        param
-            .map(move |_| Tensor::<D>::from_data(TensorData::new(data, shape), &device))
-            .set_require_grad(true)
+            Tensor::<D>::from_data(TensorData::new(data, shape), &device).permute(axes)
+        } else {
+            // Linear weights are transposed here, on the host, so the parameter is a plain
+            // contiguous tensor as if burn had initialised it (same kernels, same numbers).
+            let (data, shape) = if transposed { transpose(&host) } else { (host.data, host.shape) };
+            Tensor::<D>::from_data(TensorData::new(data, shape), &device)
+        };
+        // burn's own loading step, which leaves the initialiser unrun: `Param::map` would first
+        // fill the parameter with random values, on the device, only to drop them.
+        let id = param.id;
+        param.transform_for_load(tensor, id).set_require_grad(true)
     }
 }
 
@@ -202,7 +211,8 @@ fn transpose(t: &HostTensor) -> (Vec<f32>, Vec<usize>) {
 pub fn load<M: Module>(model: M, file: &str, bytes: &[u8]) -> Result<M> {
     let tensors =
         read_safetensors(file, bytes, false)?.into_iter().map(|(k, v)| (modern_key(&k), v)).collect();
-    let mut loader = Loader { file, at: PathTracker::default(), tensors, missing: vec![], errors: vec![] };
+    let mut loader =
+        Loader { file, at: PathTracker::default(), tensors, zeros: false, missing: vec![], errors: vec![] };
     let model = model.map(&mut loader);
     if let Some(first) = loader.errors.into_iter().next() {
         return Err(first);
@@ -212,6 +222,15 @@ pub fn load<M: Module>(model: M, file: &str, bytes: &[u8]) -> Result<M> {
         return Err(Error::Keys { file: file.into(), missing: loader.missing, unexpected });
     }
     Ok(model)
+}
+
+/// `model` with every parameter zero, laid out on its device as `load` lays out a file's: a
+/// stand-in that runs the same kernels as the loaded model (to compile them ahead of the weights).
+pub fn zeros<M: Module>(model: M) -> M {
+    let at = PathTracker::default();
+    let mut loader =
+        Loader { file: "", at, tensors: BTreeMap::new(), zeros: true, missing: vec![], errors: vec![] };
+    model.map(&mut loader)
 }
 
 /// One parameter under its diffusers key, in PyTorch layout, flattened (still on the device).

@@ -7,13 +7,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::tensor::Device;
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::{Device, Tensor};
 use common::*;
 use ddpm_web::Error;
 use ddpm_web::model::Model;
 use ddpm_web::native::files::{load_model, save_model};
-use ddpm_web::weights::{HostTensor, SaveDtype, read_safetensors, to_safetensors};
+use ddpm_web::unet::UNet2DModel;
+use ddpm_web::weights::{HostTensor, SaveDtype, named_tensors, read_safetensors, to_safetensors, zeros};
 
 fn dev() -> Device {
     Device::flex()
@@ -100,6 +103,46 @@ fn f16_refuses_values_beyond_its_range_naming_the_tensor() {
     let e = to_safetensors(&w, SaveDtype::F16).unwrap_err().to_string();
     assert!(e.contains("conv_in.weight") && e.contains("1000000") && e.contains("f16"), "{e}");
     assert!(to_safetensors(&w, SaveDtype::F32).is_ok(), "f32 holds it");
+}
+
+/// A module of one parameter whose initialiser says when it runs.
+#[derive(Module, Debug)]
+struct Probe {
+    weight: Param<Tensor<2>>,
+}
+
+static PROBE_INITIALISED: AtomicBool = AtomicBool::new(false);
+
+#[test]
+fn loading_fills_parameters_without_running_their_initialisers() {
+    let init = |device: &Device, _| {
+        PROBE_INITIALISED.store(true, Ordering::SeqCst);
+        Tensor::<2>::zeros([2, 3], device)
+    };
+    let probe = Probe { weight: Param::uninitialized(ParamId::new(), init, dev(), true, [2, 3].into()) };
+    let values = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let file =
+        BTreeMap::from([("weight".to_string(), HostTensor { shape: vec![2, 3], data: values.clone() })]);
+    let bytes = to_safetensors(&file, SaveDtype::F32).unwrap();
+    let loaded = ddpm_web::weights::load(probe, "probe.safetensors", &bytes).unwrap();
+    assert_eq!(to_vec(loaded.weight.val()), values);
+    // The initialiser's values would only be dropped: on a GPU, a kernel launch per parameter.
+    assert!(!PROBE_INITIALISED.load(Ordering::SeqCst), "the initialiser ran during the load");
+}
+
+#[test]
+fn the_zero_stand_in_has_every_parameter_zero_and_predicts_zero_noise() {
+    let model = load_model(&tiny_dir(), &dev()).unwrap();
+    let blank = zeros(UNet2DModel::new(&model.unet.config, &dev()));
+    assert_eq!(blank.num_params(), model.unet.num_params());
+    let params = named_tensors(&blank);
+    assert_eq!(params.len(), named_tensors(&model.unet).len());
+    for p in params {
+        assert!(to_vec(p.tensor).iter().all(|&v| v == 0.0), "{} is not zero", p.key);
+    }
+    let inputs = vectors("inputs.safetensors");
+    let eps = to_vec(blank.forward(tensor4(&inputs["x"], &dev()), &inputs["t"].data));
+    assert!(eps.iter().all(|&v| v == 0.0), "conv_out has zero weights and bias");
 }
 
 #[test]
