@@ -180,10 +180,9 @@ impl ModuleMapper for Loader<'_> {
             let (data, shape) = if transposed { transpose(&host) } else { (host.data, host.shape) };
             Tensor::<D>::from_data(TensorData::new(data, shape), &device)
         };
-        // burn's own loading step, which leaves the initialiser unrun: `Param::map` would first
-        // fill the parameter with random values, on the device, only to drop them.
-        let id = param.id;
-        param.transform_for_load(tensor, id).set_require_grad(true)
+        // A new parameter under the same id: `Param::map` would first run the initialiser,
+        // filling the parameter with random values on the device only to drop them.
+        Param::initialized(param.id, tensor).set_require_grad(true)
     }
 }
 
