@@ -8,6 +8,7 @@
 //   node benches/dawn.mjs --model tests/data/tiny --parity            (UNet against diffusers)
 //   node benches/dawn.mjs --model DIR --backends ours,ort --onnx DIR/unet.onnx
 //   node benches/dawn.mjs --model www/models/mnist --batches '' --tune 200    (fine-tuning, batch 8)
+//   node benches/dawn.mjs --model www/models/mnist --batches 1 --warm   (kernels compiled before the load, as the page does)
 // `ort` is onnxruntime-web's WebGPU execution provider on the same Dawn device kind, the model
 // exported by benches/export_onnx.py (needs torch: `make venv`), with the DDIM loop of
 // benches/ort.html; both backends are counted by the same wrappers. --icd system uses the
@@ -204,7 +205,20 @@ async function ours(opt, dawn, print) {
   const engine = await Engine.create(true);
   if (!engine.is_gpu) throw new Error(`the engine fell back to the CPU: ${engine.gpu_note}`);
   print({ backend: 'ours', what: 'adapter', adapter: adapterName(dawn.adapters.at(-1)) });
+  if (opt.warm) {
+    // What the page does while the weights download: the kernels compiled on a zero-weight stand-in.
+    const w0 = performance.now();
+    counters.dispatches = 0;
+    counters.pipelines = 0;
+    const config = path.join(opt.model, 'config.json');
+    const eps = await engine.warm(config, readFileSync(config, 'utf8'), Infinity);
+    print({ backend: 'ours', what: 'warm', ran: eps !== undefined, ms: round(performance.now() - w0), launches: counters.dispatches, pipelines: counters.pipelines });
+  }
+  const l0 = performance.now();
+  counters.dispatches = 0;
+  counters.pipelines = 0;
   const info = loadModel(engine, opt.model);
+  const load = { load_ms: round(performance.now() - l0), load_launches: counters.dispatches, load_pipelines: counters.pipelines };
   const loadMs = performance.now() - t0;
 
   let first = true;
@@ -226,7 +240,8 @@ async function ours(opt, dawn, print) {
     const runMs = performance.now() - r0;
     if (first) {
       print({ backend: 'ours', what: 'first_image', model: opt.model, params: info.params, batch: n, sampler: opt.sampler, steps: opt.steps,
-        load_ms: round(loadMs), first_image_ms: round(performance.now() - t0), images: images.images.length });
+        ...load, start_to_loaded_ms: round(loadMs), loaded_to_first_image_ms: round(performance.now() - t0 - loadMs),
+        first_image_ms: round(performance.now() - t0), images: images.images.length });
       first = false;
     }
     report('ours', n, steps, counters.peak('ours'), opt, print, runMs);
@@ -403,13 +418,14 @@ async function main() {
       icd: { type: 'string', default: 'auto' },
       pkg: { type: 'string', default: path.join(REPO, 'pkg') },
       tune: { type: 'string', default: '0' },
+      warm: { type: 'boolean', default: false },
       'tune-batch': { type: 'string', default: '8' },
     },
   });
   const opt = {
     model: path.resolve(o.model), batches: o.batches.split(',').filter(Boolean).map(Number), steps: Number(o.steps),
     sampler: o.sampler, seed: Number(o.seed), onnx: o.onnx && path.resolve(o.onnx), parity: o.parity, byKernel: o['by-kernel'],
-    pkg: path.resolve(o.pkg), tune: Number(o.tune), tuneBatch: Number(o['tune-batch']),
+    pkg: path.resolve(o.pkg), tune: Number(o.tune), tuneBatch: Number(o['tune-batch']), warm: o.warm,
   };
   // auto: VK_ICD_FILENAMES when set, else SwiftShader; system: the Vulkan loader's own drivers.
   const icd = o.icd === 'system' ? null : o.icd === 'auto' ? (process.env.VK_ICD_FILENAMES || swiftshaderIcd()) : o.icd;

@@ -1,6 +1,6 @@
 //! In the browser (`wasm-pack test --headless --chrome`): UNet parity with diffusers on burn's
-//! CPU backend and on WebGPU, seeded sampling is reproducible, and a cancelled run stops.
-//! (Fine-tuning: `tests/web_tune.rs`.)
+//! CPU backend and on WebGPU, seeded sampling is reproducible, a cancelled run stops, and the
+//! warm-up runs where it should. (Fine-tuning: `tests/web_tune.rs`.)
 
 #![cfg(target_family = "wasm")]
 
@@ -9,6 +9,7 @@ mod web;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use ddpm_web::sampler::{Denoiser, SampleRequest, SamplerKind};
+use ddpm_web::web::Engine;
 use ddpm_web::weights::read_safetensors;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -70,4 +71,19 @@ async fn a_cancelled_run_takes_no_more_steps() {
     engine.cancel();
     assert!(wait(engine.step(false)).await.is_undefined(), "no step runs after cancel");
     assert!(JsFuture::from(engine.result()).await.is_err(), "no result after cancel");
+}
+
+#[wasm_bindgen_test]
+async fn warm_compiles_on_webgpu_only_and_never_past_the_largest_buffer() {
+    let (gpu, cpu) = (engine(true).await, engine(false).await);
+    let warm = |e: &Engine, config: &str, max_buffer: f64| e.warm("config.json", config, max_buffer);
+    let eps = js_sys::Float32Array::from(wait(warm(&gpu, CONFIG, f64::INFINITY)).await).to_vec();
+    assert_eq!(eps.len(), 16 * 16, "the stand-in ran on WebGPU, one 16x16 image");
+    assert!(eps.iter().all(|&v| v == 0.0), "zero weights predict zero noise");
+    assert!(wait(warm(&cpu, CONFIG, f64::INFINITY)).await.is_undefined(), "nothing to compile on the CPU");
+    // The tiny model's largest tensor at one image is 65,536 bytes (its attention's scores).
+    assert!(wait(warm(&gpu, CONFIG, 65_535.0)).await.is_undefined(), "one image is over the buffer");
+    let bad = JsFuture::from(warm(&gpu, r#"{"block_out_channels": "wide"}"#, f64::INFINITY)).await;
+    let message = js_sys::Error::from(bad.expect_err("a bad config is refused")).message();
+    assert!(String::from(message).contains("config.json"), "the error names the file");
 }

@@ -16,9 +16,11 @@ use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::config::UNetConfig;
 use crate::images::{Pixels, from_rgba, grid_cols, grid_of, to_pixels};
 use crate::model::{Model, ModelSource};
 use crate::sampler::{Denoiser, SampleRequest, Start};
+use crate::unet::UNet2DModel;
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -36,6 +38,15 @@ async fn read<const D: usize>(x: Tensor<D>) -> Result<(Vec<f32>, [usize; D]), Js
         .await
         .map_err(|e| js_err(format!("reading back from the device failed: {e:?}")))?;
     Ok((data.try_into_vec::<f32>().map_err(|e| js_err(format!("{e:?}")))?, shape))
+}
+
+/// A promise of `x` read back as a Float32Array, or of undefined for None.
+fn read_promise(x: Result<Option<Tensor<4>>, JsValue>) -> Promise {
+    future_to_promise(async move {
+        let Some(x) = x? else { return Ok(JsValue::UNDEFINED) };
+        let (data, _) = read(x).await?;
+        Ok(Float32Array::from(&data[..]).into())
+    })
 }
 
 /// RGBA bytes for ImageData.
@@ -121,6 +132,24 @@ fn unet_forward(inner: &Inner, key: &str, x: &[f32], shape: &[u32], t: &[f32]) -
     }
     let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &inner.device);
     Ok(unet.forward(x, t))
+}
+
+/// `Engine::warm`'s forward pass of one image through a stand-in with zero weights, or None
+/// where one image's largest tensor is over `max_buffer` bytes.
+fn stand_in_forward(
+    device: &Device,
+    config_name: &str,
+    config_json: &str,
+    max_buffer: f64,
+) -> Result<Option<Tensor<4>>, JsValue> {
+    let config = UNetConfig::from_json(config_name, config_json).map_err(js_err)?;
+    if config.largest_tensor_bytes(1) as f64 > max_buffer {
+        return Ok(None);
+    }
+    let unet = crate::weights::zeros(UNet2DModel::new(&config, device));
+    let [c, h, w] = unet.sample_shape();
+    let x = Tensor::<4>::from_data(TensorData::new(vec![0f32; c * h * w], [1, c, h, w]), device);
+    Ok(Some(unet.forward(x, &[0.0])))
 }
 
 /// The start `Engine::start`'s `from` describes (see there).
@@ -247,6 +276,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Compiles the GPU kernels that a model of this config runs, while its weights are still
+    /// downloading: one image through a stand-in with zero weights, laid out as loaded weights
+    /// are. Resolves once the device is done, to the stand-in's output (zeros), or to undefined
+    /// where it did not run: there is nothing to compile on the CPU, and no image fits where one
+    /// image's largest tensor is over `max_buffer` bytes (the adapter's largest buffer).
+    pub fn warm(&self, config_name: &str, config_json: &str, max_buffer: f64) -> Promise {
+        let out = if self.is_gpu {
+            stand_in_forward(&self.inner.borrow().device, config_name, config_json, max_buffer)
+        } else {
+            Ok(None)
+        };
+        read_promise(out)
+    }
+
     /// Forgets the model under `key` (a run on it is dropped too).
     pub fn drop_model(&self, key: &str) {
         let mut inner = self.inner.borrow_mut();
@@ -275,11 +318,7 @@ impl Engine {
     /// read back as a Float32Array: one forward pass outside a run, so that a harness can hold the
     /// backend to diffusers' `model(x, t).sample` (tests/e2e/dawn.test.mjs).
     pub fn unet(&self, key: &str, x: &[f32], shape: &[u32], t: &[f32]) -> Promise {
-        let out = unet_forward(&self.inner.borrow(), key, x, shape, t);
-        future_to_promise(async move {
-            let (data, _) = read(out?).await?;
-            Ok(Float32Array::from(&data[..]).into())
-        })
+        read_promise(unet_forward(&self.inner.borrow(), key, x, shape, t).map(Some))
     }
 
     /// Starts a run with the model under `key`: draws x_T for images `first..first + n` of

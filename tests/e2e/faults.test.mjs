@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { MINUTE, REPO_ROOT, TINY as TINY_URL, canvasStats, startEnv, withPage } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, TINY as TINY_URL, canvasStats, engineStats, startEnv, withPage } from './helpers.mjs';
 
 const TINY = path.join(REPO_ROOT, 'tests/data/tiny');          // the broken folders' source
 const WEIGHTS = 'diffusion_pytorch_model.safetensors';
@@ -263,21 +263,10 @@ describe('bad input and faults in the page', { timeout: 60 * MINUTE }, () => {
   test('100 generations in a row leave memory flat', { timeout: 25 * MINUTE }, async (t) => {
     await withPage(t, env, `?model=${TINY_URL}&test-hooks`, 'e2e-100-generations.png', async ({ page, waitForState }) => {
       const cdp = await page.context().newCDPSession(page);
-      const stats = () => page.evaluate(async () => {
-        const hub = (await import('/www/engine/client.js')).connect();
-        return new Promise((resolve) => {
-          const stop = hub.listen((msg) => {
-            if (msg.type !== 'stats') return;
-            stop();
-            resolve(msg);
-          });
-          hub.post({ type: 'stats' });
-        });
-      });
       const measure = async () => {
         await cdp.send('HeapProfiler.collectGarbage');
         const { usedSize } = await cdp.send('Runtime.getHeapUsage');
-        return { pageHeap: usedSize, ...(await stats()) };
+        return { pageHeap: usedSize, ...(await engineStats(page)) };
       };
       await waitForState('ready', 5 * MINUTE);
       await page.getByTestId('sampler').selectOption('ddim');

@@ -161,6 +161,22 @@ export function canvasStats(page, selector) {
   }));
 }
 
+/** The engine host's test-hook 'stats' (an 'init' with testHooks: true came first):
+ *  {wasmBytes, warmed, gpuBuffers, gpuBytes}. */
+export function engineStats(page) {
+  return page.evaluate(async () => {
+    const hub = (await import('/www/engine/client.js')).connect();
+    return new Promise((resolve) => {
+      const stop = hub.listen((msg) => {
+        if (msg.type !== 'stats') return;
+        stop();
+        resolve(msg);
+      });
+      hub.post({ type: 'stats' });
+    });
+  });
+}
+
 /** Closes `browser` and each HTTP server (any may be missing: a `before` that failed early). */
 export async function closeAll(browser, servers) {
   await browser?.close().catch(() => {});

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { MINUTE, REPO_ROOT, startEnv, withPage } from './helpers.mjs';
+import { MINUTE, REPO_ROOT, engineStats, startEnv, withPage } from './helpers.mjs';
 import { startMockHub } from './mock-hub.mjs';
 import { legacyAttentionName, readSafetensors, torchSave } from './torch-bin.mjs';
 
@@ -203,7 +203,7 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
       await withPage(t, env, 'tests/e2e/fixtures/api.html', `e2e-hub-limits-${backend}.png`, async ({ page }) => {
         results[backend] = await page.evaluate(async ({ backend, gpuMaxBuffer, tiny }) => {
           const hostHub = (await import('/www/engine/client.js')).connect();
-          hostHub.post({ type: 'init', preferGpu: backend !== 'cpu', testHooks: true, gpuMaxBuffer });
+          hostHub.post({ type: 'init', preferGpu: backend !== 'cpu', testHooks: true, gpuMaxBuffer, warmOnSoftware: true });
           const { connect } = await import('/www/ddpm.js');
           const ddpm = await connect({ backend });
           const model = await ddpm.load(tiny);
@@ -211,6 +211,7 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
           const out = await ddpm.generate(model, { n: 5, sampler: 'ddim', steps: 2, seed: 9, workers: 1, onProgress: (p) => progress.push(`${p.done}/${p.total}`) }).result;
           return { isGpu: ddpm.backend.isGpu, info: model.info, progress, images: out.images.map((x) => Array.from(x)) };
         }, { backend, gpuMaxBuffer, tiny: '/tests/data/tiny/' });
+        results[backend].warmed = (await engineStats(page)).warmed;
       });
     };
     const results = {};
@@ -221,6 +222,9 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
     const gpu = results.auto;
     t.diagnostic(JSON.stringify({ isGpu: gpu.isGpu, progress: gpu.progress, bytes: gpu.info.image_tensor_bytes }));
     assert.equal(gpu.isGpu, true, 'SwiftShader gives a WebGPU adapter');
+    // The kernels were compiled on a zero-weight stand-in while the weights downloaded (on
+    // SwiftShader only by the test hook); the CPU has nothing to compile.
+    assert.deepEqual([gpu.warmed, results.cpu.warmed], [1, 0]);
     assert.equal(gpu.info.image_tensor_bytes, 65_536);
     assert.deepEqual(gpu.progress, ['1/6', '2/6', '3/6', '4/6', '5/6', '6/6'], 'three calls of 2, 2 and 1 images');
     assert.equal(gpu.images.length, 5);
@@ -234,6 +238,7 @@ describe('hf: models on a stand-in Hub', { timeout: 20 * MINUTE }, () => {
         const model = await ddpm.load(tiny);
         return ddpm.generate(model, { n: 1, steps: 1 }).result.then(() => null, (e) => e.message);
       }, '/tests/data/tiny/');
+      assert.equal((await engineStats(page)).warmed, 0, 'no warm-up on a software adapter');
       assert.match(message, /one 16×16 image of this model needs a 64 KiB buffer on the GPU, and this adapter's WebGPU allows at most 10 KiB in one buffer/);
       assert.match(message, /maxStorageBufferBindingSize[\s\S]*\?backend=cpu/);
     });

@@ -4,7 +4,7 @@
 // (the WebGPU devices). It runs in a Web Worker (worker.js) or, where a page's
 // Content-Security-Policy forbids the worker, on the page itself.
 //
-// In:  {type:'init', preferGpu, testHooks?, gpuMaxBuffer?} {type:'load', url, sha256?, maxBytes?} {type:'generate', id, model, n, sampler, steps,
+// In:  {type:'init', preferGpu, testHooks?, gpuMaxBuffer?, warmOnSoftware?} {type:'load', url, sha256?, maxBytes?} {type:'generate', id, model, n, sampler, steps,
 //      eta, seed, previewEvery, workers?, first?, cols?, cpuOnSoftware?, from?} (from: {image, strength} for SDEdit, {toSeed, count}
 //      for an interpolation: Engine.start) {type:'cancel', id?} {type:'clear-cache'}
 //      {type:'load-args', id, key, args} (a model's files as another host read them: cpu-pool.js)
@@ -24,7 +24,7 @@
 //      {type:'tune-progress', id, step, total, loss, stepsPerSec, etaSec, workers, cpu?}
 //      {type:'tuned', id, key, steps, stopped, workers, cpu?, weights} {type:'tune-started', id}
 //      {type:'tune-gradient', id, gradient, loss} {type:'weights-loaded', id, key} {type:'loaded', id}
-//      {type:'error', where, id, url, message, tooLarge?: {file, bytes}} {type:'stats', wasmBytes, gpuBuffers, gpuBytes}
+//      {type:'error', where, id, url, message, tooLarge?: {file, bytes}} {type:'stats', wasmBytes, warmed, gpuBuffers, gpuBytes}
 //      {type:'device-lost', message} {type:'schedule', id, curves: {T, beta, alpha_bar, log_snr, beta_tilde}}
 //      {type:'forward-view', id, t, sqrtAlphaBar, sqrtOneMinusAlphaBar, snr, frames: {x0, x_t, eps, eps_hat, x0_hat}, values: {the same}}
 // Models are keyed by their absolute URL prefix; a fine-tuned model by the key the page gives.
@@ -32,6 +32,7 @@
 // caps them, 1 keeps it on this engine), and so is each fine-tuning step's batch. On a software
 // WebGPU adapter, fine-tuning runs on the CPU workers (`cpu: true` in its messages) unless
 // `onGpu`, and so does a generation marked `cpuOnSoftware` (fine-tuning's before / after).
+// On WebGPU, a model's kernels are compiled while its weights download (jobs.js, Engine.warm).
 // When the WebGPU device is lost, a new engine starts on the CPU, reloads every model and
 // fine-tuned weights it had, and reruns the generation that was in flight.
 
@@ -40,8 +41,8 @@ import * as jobs from './jobs.js';
 import { TooLarge, clearModelCache } from './model-files.js';
 import { describeError, host } from './state.js';
 
-const PKG = '../../pkg/';
-let gpuMaxBufferHook = null;  // the wasm-pack output, relative to this file (`make dist` rewrites it)
+const PKG = '../../pkg/';  // the wasm-pack output, relative to this file (`make dist` rewrites it)
+let gpuMaxBufferHook = null;
 
 let queue = Promise.resolve();  // jobs run one after another on the one engine
 const loads = new Map();        // `url sha256` -> {url, sha256, answer, settle, ready} (one download per model)
@@ -81,6 +82,8 @@ async function handle(msg) {
         if (msg.testHooks) enableTestHooks();
         // A smaller largest GPU buffer than the adapter's, so tests can split batches and refuse models.
         if (msg.testHooks && msg.gpuMaxBuffer) gpuMaxBufferHook = Number(msg.gpuMaxBuffer);
+        // The warm-up on a software adapter too, so tests on SwiftShader can see it.
+        if (msg.testHooks && msg.warmOnSoftware) host.warmOnSoftware = true;
         return await initEngine(msg.preferGpu !== false, msg.note);
       case 'generate': return await jobs.generate(msg, mine);
       case 'clear-cache': return host.post({ type: 'cache-cleared', deleted: await clearModelCache() });
@@ -111,7 +114,7 @@ function testHook(msg) {
     return host.post({ type: 'error', where: 'test-hook', message: `engine host: '${msg.type}' is a test hook: send 'init' with testHooks: true first` });
   }
   if (msg.type === 'lose-device') return loseDevices();
-  host.post({ type: 'stats', wasmBytes: host.memory ? host.memory.buffer.byteLength : null, ...gpuBuffers() });
+  host.post({ type: 'stats', wasmBytes: host.memory ? host.memory.buffer.byteLength : null, warmed: host.warmed, ...gpuBuffers() });
 }
 
 /** Loads each model URL once; a later request gets the same answer (ready or error) again.

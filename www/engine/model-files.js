@@ -11,9 +11,10 @@ import { describeError } from './state.js';
  * dropped and fetched afresh once. Resolves to {args, layout, cached, texts} once loaded.
  * `convertBin(url, bytes)`: diffusers' older .bin as safetensors bytes (the engine's reader).
  * `maxBytes`: a file larger than that is not downloaded (a TooLarge error says its size), so
- * the visitor can confirm it first.
+ * the visitor can confirm it first. `onWeightsFetch(configUrl, configText)`: called as the weights
+ * start to download (not when they come from Cache Storage), so the engine can get ready meanwhile.
  */
-export async function loadModelFiles(url, { sha256, onProgress, load, convertBin, maxBytes = Infinity }) {
+export async function loadModelFiles(url, { sha256, onProgress, load, convertBin, maxBytes = Infinity, onWeightsFetch = () => {} }) {
   const take = async (files) => {
     // A .bin kept as safetensors was checked when it was downloaded.
     if (sha256 && !(files.weights.cached && files.weights.convertedFrom)) await checkSha256(files.weights, sha256);
@@ -22,7 +23,7 @@ export async function loadModelFiles(url, { sha256, onProgress, load, convertBin
     await load(args);
     return args;
   };
-  const opts = { onProgress, convertBin, maxBytes };
+  const opts = { onProgress, convertBin, maxBytes, onWeightsFetch };
   let files = await fetchModelFiles(url, { ...opts, useCache: true });
   let args;
   try {
@@ -82,23 +83,24 @@ const STATUS_TEXT = {
  * scheduler_config.json) or pipeline (model_index.json + unet/ + scheduler/). `prefix` is an
  * absolute URL. A missing scheduler config is allowed (bytes: null).
  */
-async function fetchModelFiles(prefixIn, { onProgress, useCache, convertBin, maxBytes }) {
+async function fetchModelFiles(prefixIn, { onProgress, useCache, convertBin, maxBytes, onWeightsFetch }) {
   const prefix = folderUrl(prefixIn, import.meta.url);
   const cache = useCache ? await openCache() : null;
   const list = [];
-  const get = async (name, allow404) => {
-    const file = await getFile(new URL(name, prefix).href, name, { cache, allow404, onProgress, maxBytes });
+  const get = async (name, allow404, onDownload) => {
+    const file = await getFile(new URL(name, prefix).href, name, { cache, allow404, onProgress, maxBytes, onDownload });
     list.push(file);
     return file;
   };
   // A folder with only diffusers' older diffusion_pytorch_model.bin (torch.save's zip): the
   // engine's reader turns it into safetensors (it builds tensors only, no Python runs), kept
   // under the safetensors' URL so that a later visit neither downloads nor parses the .bin.
-  const getWeights = async (name) => {
-    const file = await get(name, true);
+  const getWeights = async (name, config) => {
+    const onDownload = () => onWeightsFetch(config.url, decode(config.bytes));
+    const file = await get(name, true, onDownload);
     if (file.bytes) return file;
     const binName = name.replace(/safetensors$/, 'bin');
-    const bin = await getFile(new URL(binName, prefix).href, binName, { cache: null, allow404: true, onProgress, maxBytes });
+    const bin = await getFile(new URL(binName, prefix).href, binName, { cache: null, allow404: true, onProgress, maxBytes, onDownload });
     if (!bin.bytes) {
       throw new Error(`${file.url}: ${httpStatus(file.status)}, and there is no ${binName} beside it either ` +
         `(${httpStatus(bin.status)}): the folder has no weights`);
@@ -110,7 +112,7 @@ async function fetchModelFiles(prefixIn, { onProgress, useCache, convertBin, max
   const flatConfig = await get('config.json', true);
   if (flatConfig.bytes) {
     const scheduler = await get('scheduler_config.json', true);
-    const weights = await getWeights('diffusion_pytorch_model.safetensors');
+    const weights = await getWeights('diffusion_pytorch_model.safetensors', flatConfig);
     return { prefix, layout: 'flat', config: flatConfig, scheduler, weights, list };
   }
   const index = await get('model_index.json', true);
@@ -121,7 +123,7 @@ async function fetchModelFiles(prefixIn, { onProgress, useCache, convertBin, max
   }
   const config = await get('unet/config.json', false);
   const scheduler = await get('scheduler/scheduler_config.json', true);
-  const weights = await getWeights('unet/diffusion_pytorch_model.safetensors');
+  const weights = await getWeights('unet/diffusion_pytorch_model.safetensors', config);
   return { prefix, layout: 'pipeline', config, scheduler, weights, list };
 }
 
@@ -130,9 +132,10 @@ const httpStatus = (status) => `HTTP ${status} ${STATUS_TEXT[status] || ''}`.tri
 /**
  * One file, from Cache Storage when there, else from the network: {url, name, bytes|null, cached,
  * status}. With `allow404` a missing file is bytes: null; a 403 counts as missing too (S3 and
- * other object stores answer 403 for a key that does not exist).
+ * other object stores answer 403 for a key that does not exist). `onDownload`: called once, as
+ * the body starts to come from the network (past the size check).
  */
-async function getFile(url, name, { cache, allow404, onProgress, maxBytes = Infinity }) {
+async function getFile(url, name, { cache, allow404, onProgress, maxBytes = Infinity, onDownload = null }) {
   const report = (loaded, total, cached, extra) => onProgress({ file: name, url, loaded, total, cached, ...extra });
   const missing = (cached, status) => {
     if (allow404) return { url, name, bytes: null, cached, status };
@@ -159,7 +162,11 @@ async function getFile(url, name, { cache, allow404, onProgress, maxBytes = Infi
     if (resp.status === 404 || (allow404 && resp.status === 403)) return missing(false, resp.status);
     if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText || STATUS_TEXT[resp.status] || ''}`.trimEnd());
     try {
-      const bytes = await readBody(url, resp, maxBytes, (loaded, total, speed) => report(loaded, total, false, { ...speed, attempt }));
+      const bytes = await readBody(url, resp, maxBytes, (loaded, total, speed) => {
+        onDownload?.();
+        onDownload = null;
+        report(loaded, total, false, { ...speed, attempt });
+      });
       return { url, name, bytes, cached: false };
     } catch (err) {
       if (!(err instanceof CutShort) || attempt >= 2) throw err;

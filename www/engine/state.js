@@ -9,6 +9,8 @@ export const host = {
   softwareAdapter: false,  // WebGPU on a fallback adapter (SwiftShader): the CPU emulating a GPU
   glue: null,              // the wasm-bindgen module's exports
   memory: null,            // the wasm instance's memory
+  warmed: 0,               // models whose GPU kernels were compiled while their weights downloaded
+  warmOnSoftware: false,   // a test hook: that warm-up on a software adapter too
   post: () => {},
 };
 
