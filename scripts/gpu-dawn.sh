@@ -8,6 +8,7 @@
 #   1. parity on this GPU through Dawn: the tiny model's UNet against diffusers' vectors;
 #   2. the shipped MNIST model: the first image (load, shader compilation, DDIM-50 at batch 1),
 #      then DDIM-50 for 16 images, then ms per step at batch 64; launches and peak bytes per step;
+#      then the first image again after the page's warm-up (the kernels compiled before the load);
 #   3. PyTorch CUDA eager, f32 and bf16 autocast, on it and on the config of
 #      google/ddpm-cifar10-32 (35.7M parameters, random weights) (benches/pytorch_bench.py);
 #   4. ours on the cifar10-32 config: DDIM-50 for 16 images;
@@ -47,6 +48,7 @@ EOF
 
 dawn 45 --model tests/data/tiny --parity --batches 1 --steps 2
 dawn 90 --model www/models/mnist --batches 1,16,64 --steps 50
+dawn 30 --model www/models/mnist --batches 1 --steps 50 --warm
 [ "${PYTORCH:-1}" = 0 ] || for m in $M $C; do
     for precision in "" --bf16; do
         bounded 40 python3 benches/pytorch_bench.py --model $m --batch 1 16 64 --runs 5 --device cuda --sample 16 $precision
