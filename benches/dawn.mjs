@@ -122,6 +122,15 @@ class Counters {
     });
   }
 
+  /** Starts a new count of launches, submits and compiled pipelines (and launches by kernel,
+   *  when `byKernel`). */
+  reset(byKernel = false) {
+    this.dispatches = 0;
+    this.submits = 0;
+    this.pipelines = 0;
+    if (byKernel) this.byKernel = new Map();
+  }
+
   /** Peak buffer bytes of the devices that `phase` created. */
   peak(phase) {
     let peak = 0;
@@ -208,15 +217,13 @@ async function ours(opt, dawn, print) {
   if (opt.warm) {
     // What the page does while the weights download: the kernels compiled on a zero-weight stand-in.
     const w0 = performance.now();
-    counters.dispatches = 0;
-    counters.pipelines = 0;
+    counters.reset();
     const config = path.join(opt.model, 'config.json');
     const eps = await engine.warm(config, readFileSync(config, 'utf8'), Infinity);
     print({ backend: 'ours', what: 'warm', ran: eps !== undefined, ms: round(performance.now() - w0), launches: counters.dispatches, pipelines: counters.pipelines });
   }
   const l0 = performance.now();
-  counters.dispatches = 0;
-  counters.pipelines = 0;
+  counters.reset();
   const info = loadModel(engine, opt.model);
   const load = { load_ms: round(performance.now() - l0), load_launches: counters.dispatches, load_pipelines: counters.pipelines };
   const loadMs = performance.now() - t0;
@@ -227,10 +234,7 @@ async function ours(opt, dawn, print) {
     engine.start('model', n, opt.sampler, opt.steps, 0, opt.seed, 0, 0);
     const steps = [];
     for (;;) {
-      counters.dispatches = 0;
-      counters.submits = 0;
-      counters.pipelines = 0;
-      if (opt.byKernel) counters.byKernel = new Map();
+      counters.reset(opt.byKernel);
       const s = performance.now();
       const r = await engine.step(false);
       if (r === undefined) break;
@@ -284,7 +288,7 @@ async function tune(engine, opt, dawn, print) {
   const steps = [];
   const losses = [];
   for (let k = 1; k <= opt.tune; k++) {
-    counters.dispatches = 0;
+    counters.reset();
     const s = performance.now();
     const loss = await engine.tune_step(opt.tuneBatch, k % readEvery === 0 || k === opt.tune);
     if (loss !== undefined) losses.push(loss);
@@ -368,10 +372,7 @@ async function ort(opt, dawn, print) {
     const steps = [];
     const r0 = performance.now();
     for (let k = opt.steps - 1; k >= 0; k--) {
-      counters.dispatches = 0;
-      counters.submits = 0;
-      counters.pipelines = 0;
-      if (opt.byKernel) counters.byKernel = new Map();
+      counters.reset(opt.byKernel);
       const s = performance.now();
       const t = k * ratio;
       const ab = alphaBar[t];
