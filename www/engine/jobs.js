@@ -45,12 +45,13 @@ export async function loadModel(url, sha256, report, maxBytes) {
   const { engine } = host;
   if (!engine) throw new Error('the engine did not start, so no model can be loaded (see the error above)');
   const onProgress = report ? (p) => post({ type: 'download', ...p, fileUrl: p.url, url }) : () => {};
-  // The GPU compiles the model's kernels while its weights download (Engine.warm); a config the
-  // engine refuses is reported by the load itself. Not on a software adapter, where the CPU runs
-  // the stand-in's forward pass as slowly as a step (BENCHMARKS.md).
+  // The GPU compiles the model's kernels while its weights download (Engine.warm, which does
+  // nothing on the CPU); a config the engine refuses is reported by the load itself. Not on a
+  // software adapter, where the CPU runs the stand-in's forward pass as slowly as a step
+  // (BENCHMARKS.md).
   let warming = null;
   const onWeightsFetch = (name, config) => {
-    if (!engine.is_gpu || (host.softwareAdapter && !host.warmOnSoftware)) return;
+    if (host.softwareAdapter && !host.warmOnSoftware) return;
     warming ??= engine.warm(name, config, host.gpuMaxBuffer ?? Infinity).then((eps) => { if (eps) host.warmed += 1; }, () => {});
   };
   const { args, layout, cached, texts } = await loadModelFiles(url, {
